@@ -1,0 +1,165 @@
+"""Keep-alive and pre-warm policies: how long an idle function stays loaded, and when to load it again.
+
+Two policies:
+
+- `FixedKeepAlive`: keep the function loaded for a fixed time after its last invocation (10 minutes,
+  like AWS Lambda and OpenWhisk).
+- `HybridHistogramPolicy`: the hybrid histogram policy of "Serverless in the Wild" (Shahrad et al.,
+  USENIX ATC 2020). Each function's idle times (time between the end of one invocation and the next)
+  go into a histogram of 1-minute bins over a range of hours. When the histogram is representative, the
+  function is unloaded right after it runs and pre-warmed at the head (5th percentile, minus a 10%
+  margin) of its idle-time distribution, then kept alive until the tail (99th percentile, plus 10%).
+  When the histogram is not representative (no samples yet, or its bin counts too flat — coefficient of
+  variation below a threshold) the policy falls back to a fixed keep-alive of the whole range with no
+  pre-warm. When most idle times fall beyond the range, a time-series forecast of the next idle time is
+  used instead: the paper uses ARIMA; here, a mean of the recent out-of-range idle times, with the same
+  15% window around it.
+
+A `KeepAliveWindow` is relative to the end of the last invocation: unloaded for `prewarm_s`, then
+loaded for `keep_alive_s`. `prewarm_s == 0` means "stay loaded".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAliveWindow:
+    """After an invocation ends: stay unloaded for `prewarm_s`, then loaded for `keep_alive_s`."""
+
+    prewarm_s: float
+    keep_alive_s: float
+    reason: str = ""
+
+    def loaded_at(self, idle_s: float) -> bool:
+        """True if the function should be loaded `idle_s` seconds after its last invocation ended."""
+        return self.prewarm_s <= idle_s < self.prewarm_s + self.keep_alive_s
+
+    @property
+    def loaded_until_s(self) -> float:
+        """Idle time after which the function is unloaded for good (until it is invoked again)."""
+        return self.prewarm_s + self.keep_alive_s
+
+
+@dataclass(frozen=True, slots=True)
+class FixedKeepAlive:
+    """Keep a function loaded for `keep_alive_s` after each invocation; never pre-warm."""
+
+    keep_alive_s: float = 600.0
+    name: str = "fixed"
+
+
+@dataclass(frozen=True, slots=True)
+class HybridHistogramPolicy:
+    """Parameters of the hybrid histogram policy (defaults are the paper's)."""
+
+    bin_s: float = 60.0
+    range_s: float = 4 * 3600.0
+    head_percentile: float = 5.0
+    tail_percentile: float = 99.0
+    margin: float = 0.10
+    cv_threshold: float = 2.0
+    min_samples: int = 1
+    oob_fraction_threshold: float = 0.5
+    forecast_margin: float = 0.15
+    forecast_history: int = 5
+    name: str = "histogram"
+
+    @property
+    def bins(self) -> int:
+        """Number of histogram bins."""
+        return max(1, math.ceil(self.range_s / self.bin_s))
+
+
+KeepAlivePolicy = FixedKeepAlive | HybridHistogramPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class IdleTimeHistogram:
+    """A function's idle times: counts per bin, those beyond the range, and the latest out-of-range ones."""
+
+    counts: tuple[int, ...] = ()
+    out_of_bounds: int = 0
+    recent_oob_s: tuple[float, ...] = ()
+
+    @property
+    def total(self) -> int:
+        """Idle times recorded, in range or not."""
+        return sum(self.counts) + self.out_of_bounds
+
+    def record(self, idle_s: float, policy: HybridHistogramPolicy) -> IdleTimeHistogram:
+        """A new histogram with one more idle time."""
+        counts = self.counts or (0,) * policy.bins
+        i = int(max(idle_s, 0.0) // policy.bin_s)
+        if i >= len(counts):
+            recent = (*self.recent_oob_s, idle_s)[-policy.forecast_history :]
+            return IdleTimeHistogram(counts, self.out_of_bounds + 1, recent)
+        return IdleTimeHistogram(
+            (*counts[:i], counts[i] + 1, *counts[i + 1 :]), self.out_of_bounds, self.recent_oob_s
+        )
+
+    def percentile_bin(self, pct: float) -> int:
+        """Index of the bin holding the `pct`-th percentile of the in-range idle times."""
+        n = sum(self.counts)
+        if n == 0:
+            return 0
+        rank = pct / 100.0 * n
+        seen = 0
+        for i, c in enumerate(self.counts):
+            seen += c
+            if seen >= rank and c > 0:
+                return i
+        return len(self.counts) - 1
+
+    def bin_cv(self) -> float:
+        """Coefficient of variation of the bin counts (high means concentrated, i.e. predictable)."""
+        if not self.counts:
+            return 0.0
+        n = len(self.counts)
+        mean = sum(self.counts) / n
+        if mean == 0:
+            return 0.0
+        var = sum((c - mean) ** 2 for c in self.counts) / n
+        return math.sqrt(var) / mean
+
+
+def keep_alive(policy: KeepAlivePolicy, history: IdleTimeHistogram | None = None) -> KeepAliveWindow:
+    """The keep-alive window to apply after a function's latest invocation, given its idle-time history."""
+    if isinstance(policy, FixedKeepAlive):
+        return KeepAliveWindow(
+            0.0, policy.keep_alive_s, f"fixed keep-alive of {policy.keep_alive_s / 60:g} min"
+        )
+    h = history or IdleTimeHistogram()
+    total = h.total
+    if total >= policy.min_samples and total > 0 and h.out_of_bounds / total > policy.oob_fraction_threshold:
+        predicted = sum(h.recent_oob_s) / len(h.recent_oob_s)
+        prewarm = predicted * (1 - policy.forecast_margin)
+        return KeepAliveWindow(
+            prewarm,
+            predicted * 2 * policy.forecast_margin,
+            f"{h.out_of_bounds}/{total} idle times beyond {policy.range_s / 3600:g} h: forecast next idle "
+            f"time {predicted / 60:.0f} min, pre-warm at {prewarm / 60:.0f} min",
+        )
+    cv = h.bin_cv()
+    if total < policy.min_samples or sum(h.counts) == 0 or cv < policy.cv_threshold:
+        why = f"{total} idle times" if total < policy.min_samples or sum(h.counts) == 0 else f"CV {cv:.2f}"
+        return KeepAliveWindow(
+            0.0,
+            policy.range_s,
+            f"histogram not representative ({why}): keep alive the whole {policy.range_s / 3600:g} h range",
+        )
+    head = h.percentile_bin(policy.head_percentile) * policy.bin_s
+    tail = (h.percentile_bin(policy.tail_percentile) + 1) * policy.bin_s
+    prewarm = head * (1 - policy.margin)
+    # A head in the first bin means invocations often follow each other within a minute: stay loaded.
+    if prewarm < policy.bin_s:
+        prewarm = 0.0
+    keep = tail * (1 + policy.margin) - prewarm
+    return KeepAliveWindow(
+        prewarm,
+        keep,
+        f"idle-time histogram ({total} samples, CV {cv:.1f}): pre-warm at {prewarm / 60:.1f} min, "
+        f"keep alive {keep / 60:.1f} min",
+    )
