@@ -1,0 +1,198 @@
+"""The `cumulus` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from control_plane.client import Client, ClientError
+from control_plane.settings import DEFAULT_PORT, Settings, default_data_dir
+
+app = typer.Typer(help="Cumulus: self-hosted serverless functions.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print a readable error and exit."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def client() -> Client:
+    """A client from CUMULUS_URL / CUMULUS_TOKEN or the local data directory."""
+    try:
+        return Client.from_env()
+    except ClientError as exc:
+        fail(exc.message)
+
+
+def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a client call, turning API errors into readable messages."""
+    try:
+        return fn(*args, **kwargs)
+    except ClientError as exc:
+        fail(f"{exc.kind}: {exc.message}" + (f" (HTTP {exc.status})" if exc.status else ""))
+
+
+@app.command()
+def up(data_dir: Annotated[Path, typer.Option(help="state directory")] = default_data_dir(),
+       port: Annotated[int, typer.Option(help="API port")] = DEFAULT_PORT,
+       host: Annotated[str, typer.Option(help="API address")] = "127.0.0.1",
+       nodes: Annotated[int, typer.Option(help="local node agents to run")] = 1,
+       db: Annotated[str, typer.Option(help="database URL (default: SQLite in the data dir)")] = "",
+       example: Annotated[bool, typer.Option(help="deploy examples/hello on start")] = True,
+       keep_nodes: Annotated[bool, typer.Option(help="leave node agents running on exit")] = False,
+       ) -> None:
+    """Start the control plane and local node agents, and deploy the hello example."""
+    from control_plane.up import UpError
+    from control_plane.up import up as run_up
+
+    settings = Settings(data_dir=data_dir.resolve(), port=port, host=host, nodes=nodes, db=db)
+    try:
+        run_up(settings, deploy_example=example, keep_nodes=keep_nodes)
+    except UpError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"--env expects KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return env
+
+
+@app.command()
+def deploy(path: Annotated[Path, typer.Argument(help="a folder or a .zip with the function's code")],
+           name: Annotated[str, typer.Option(help="function name")],
+           handler: Annotated[str, typer.Option(help="module.function")] = "main.handler",
+           memory: Annotated[int, typer.Option(help="memory limit, MB")] = 256,
+           cpu: Annotated[int, typer.Option(help="CPU millicores (0: by memory)")] = 0,
+           timeout: Annotated[float, typer.Option(help="timeout per call, s")] = 30.0,
+           concurrency: Annotated[int, typer.Option(help="in-flight calls per instance")] = 1,
+           min_instances: Annotated[int, typer.Option("--min", help="instances kept warm")] = 0,
+           max_instances: Annotated[int, typer.Option("--max", help="most instances")] = 10,
+           keep_alive: Annotated[float, typer.Option(help="idle seconds before an instance stops")] = 600,
+           env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None) -> None:
+    """Deploy a new version of a function and print its endpoint."""
+    from control_plane.artifacts import zip_folder
+    from control_plane.errors import InvalidCode
+
+    if not path.exists():
+        fail(f"{path} does not exist")
+    try:
+        code = path.read_bytes() if path.is_file() else zip_folder(path)
+    except (InvalidCode, OSError) as exc:
+        fail(str(exc))
+    config = {"name": name, "handler": handler, "memory_mb": memory, "cpu_millis": cpu,
+              "timeout_s": timeout, "concurrency": concurrency, "min_instances": min_instances,
+              "max_instances": max_instances, "keep_alive_s": keep_alive, "env": _parse_env(env or [])}
+    c = client()
+    with err.status(f"deploying {name}…"):
+        result = call(c.deploy, code, config)
+    out.print(f"deployed [bold]{result['name']}[/] version {result['version']}")
+    out.print(result["url"], highlight=False)
+
+
+@app.command()
+def invoke(name: str,
+           data: Annotated[str, typer.Option("--data", "-d",
+                                             help="event JSON, @file, or - for stdin")] = "{}") -> None:
+    """Invoke a function and print its JSON result."""
+    if data == "-":
+        event = sys.stdin.buffer.read()
+    elif data.startswith("@"):
+        try:
+            event = Path(data[1:]).read_bytes()
+        except OSError as exc:
+            fail(f"cannot read {data[1:]}: {exc}")
+    else:
+        event = data.encode()
+    try:
+        json.loads(event or b"null")
+    except ValueError as exc:
+        fail(f"the event is not valid JSON: {exc}")
+    c = client()
+    try:
+        resp = c.invoke(name, event)
+    except ClientError as exc:
+        tb = exc.extra.get("traceback")
+        if tb:
+            err.print("".join(tb), end="", highlight=False, markup=False)
+        fail(f"{exc.kind}: {exc.message}" + (f" (HTTP {exc.status})" if exc.status else ""))
+    out.print_json(resp.text)
+
+
+@app.command("ls")
+def list_functions() -> None:
+    """List functions."""
+    rows = call(client().get, "/v1/functions")
+    table = Table("name", "version", "memory", "timeout", "concurrency", "min/max", "instances", "url")
+    for f in rows:
+        cfg = f["config"]
+        table.add_row(f["name"], str(f["version"]), f"{cfg['memory_mb']} MB", f"{cfg['timeout_s']:g}s",
+                      str(cfg["concurrency"]), f"{cfg['min_instances']}/{cfg['max_instances']}",
+                      str(f["instances"]), f["url"])
+    out.print(table)
+
+
+@app.command("rm")
+def remove(name: str) -> None:
+    """Delete a function and stop its instances."""
+    call(client().delete, f"/v1/functions/{name}")
+    out.print(f"deleted {name}")
+
+
+@app.command()
+def logs(name: str, limit: Annotated[int, typer.Option(help="how many invocations")] = 20) -> None:
+    """Show a function's recent invocations and their output, newest last."""
+    rows = call(client().get, f"/v1/functions/{name}/logs?limit={limit}")
+    for r in rows:
+        when = dt.datetime.fromtimestamp(r["started_at"]).isoformat(timespec="milliseconds")
+        cold = " cold" if r["cold_start"] else ""
+        out.print(f"[dim]{when}[/] {r['request_id']} v{r['version']} {r['outcome']} "
+                  f"{r['duration_ms']:.1f}ms{cold}", highlight=False)
+        if r["logs"]:
+            out.print(r["logs"].rstrip("\n"), highlight=False, markup=False)
+
+
+@app.command()
+def nodes() -> None:
+    """Show the fleet's nodes with capacity and use."""
+    rows = call(client().get, "/v1/nodes")
+    table = Table("id", "state", "provider", "type", "cpu used/cap", "memory used/cap", "instances", "url")
+    for n in rows:
+        cap, use = n["capacity"], n["allocated"]
+        table.add_row(n["id"], n["state"], n["provider"], n["node_type"],
+                      f"{use['cpu_millis']}/{cap['cpu_millis']}m",
+                      f"{use['memory_mib']}/{cap['memory_mib']} MiB", str(n["instances"]), n["url"])
+    out.print(table)
+
+
+def _register_optional() -> None:
+    try:
+        from control_plane.simulate_cli import register
+    except ImportError:  # pragma: no cover - the simulator ships with the package
+        return
+    register(app)
+
+
+_register_optional()
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -1,0 +1,105 @@
+"""The fleet as the control plane observes it: nodes learned from their agents' heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from control_plane.clock import Clock
+from control_plane.models import NodeRecord
+from control_plane.store import Store
+from node_agent.protocol import Heartbeat, InstanceReport
+from placement import NodeState, NodeView, Resources
+
+log = logging.getLogger("cumulus.fleet")
+
+
+@dataclass(eq=False)
+class Node:
+    """A node and what its agent last said."""
+
+    id: str
+    url: str
+    provider: str
+    node_type: str
+    capacity: Resources
+    state: NodeState
+    last_heartbeat: float
+    started_at: float = 0.0
+    instances: list[InstanceReport] = field(default_factory=list)
+
+
+class Fleet:
+    """Nodes by id, their readiness by heartbeat age (NotReady after 3 missed beats, then Lost)."""
+
+    def __init__(self, store: Store, clock: Clock, *, heartbeat_interval_s: float,
+                 lost_after_s: float) -> None:
+        self.store = store
+        self.clock = clock
+        self.not_ready_after_s = heartbeat_interval_s * 3
+        self.lost_after_s = lost_after_s
+        self.nodes: dict[str, Node] = {}
+
+    def load(self) -> None:
+        """Start from the stored nodes, NotReady until each one's agent reports again."""
+        now = self.clock.now()
+        for rec in self.store.list_nodes():
+            self.nodes[rec.id] = Node(rec.id, rec.url, rec.provider, rec.node_type,
+                                      Resources(rec.cpu_millis, rec.memory_mib), NodeState.NOT_READY, now)
+
+    async def heartbeat(self, beat: Heartbeat) -> Node:
+        """Record a heartbeat; a new or returning node becomes Ready (and is persisted)."""
+        now = self.clock.now()
+        node = self.nodes.get(beat.node_id)
+        changed = node is None or node.state is not NodeState.READY or node.url != beat.url
+        if node is None:
+            node = Node(beat.node_id, beat.url, beat.provider, beat.node_type,
+                        Resources(beat.cpu_millis, beat.memory_mib), NodeState.READY, now)
+            self.nodes[beat.node_id] = node
+        node.url = beat.url
+        node.capacity = Resources(beat.cpu_millis, beat.memory_mib)
+        node.last_heartbeat = now
+        node.started_at = beat.started_at
+        node.instances = beat.instances
+        if node.state in (NodeState.NOT_READY, NodeState.LOST, NodeState.PROVISIONING):
+            node.state = NodeState.READY
+        if changed:
+            log.info("event=node_ready node=%s url=%s", node.id, node.url)
+            await asyncio.to_thread(self._persist, node)
+        return node
+
+    def _persist(self, node: Node) -> None:
+        self.store.upsert_node(NodeRecord(id=node.id, provider=node.provider, node_type=node.node_type,
+                                          url=node.url, cpu_millis=node.capacity.cpu_millis,
+                                          memory_mib=node.capacity.memory_mib, state=node.state.value,
+                                          last_heartbeat=time.time()))
+
+    async def check(self) -> list[Node]:
+        """Age every node by its last heartbeat; returns nodes that just became Lost."""
+        now = self.clock.now()
+        lost = []
+        for node in self.nodes.values():
+            age = now - node.last_heartbeat
+            if node.state is NodeState.READY and age > self.not_ready_after_s:
+                node.state = NodeState.NOT_READY
+                log.warning("event=node_not_ready node=%s silent_s=%.1f", node.id, age)
+                await asyncio.to_thread(self.store.set_node_state, node.id, node.state.value)
+            if node.state is NodeState.NOT_READY and age > self.lost_after_s:
+                node.state = NodeState.LOST
+                log.warning("event=node_lost node=%s silent_s=%.1f", node.id, age)
+                await asyncio.to_thread(self.store.set_node_state, node.id, node.state.value)
+                lost.append(node)
+        return lost
+
+    async def forget(self, node_id: str) -> None:
+        """Drop a node (it was terminated)."""
+        self.nodes.pop(node_id, None)
+        await asyncio.to_thread(self.store.delete_node, node_id)
+
+    def views(self, allocated: Mapping[str, Resources]) -> list[NodeView]:
+        """Placement's view of the nodes, with what the gateway has allocated on each."""
+        return [NodeView(id=n.id, capacity=n.capacity, allocated=allocated.get(n.id, Resources.ZERO),
+                         state=n.state, node_type=n.node_type) for n in self.nodes.values()]

@@ -1,0 +1,361 @@
+"""The gateway: routes each invocation to a warm instance, starting instances when none is free.
+
+Hot path: a dict lookup for the function's pool, `placement.routing.choose_instance`, one
+kept-alive aiohttp request to the node agent, and an append to the in-memory log buffer. The
+database is touched only on the first call of a function after start (to load its version) and by
+the background log flusher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from control_plane.clock import Clock
+from control_plane.errors import (
+    OUTCOME_STATUS,
+    CumulusError,
+    InstanceStartFailed,
+    NoCapacity,
+    NodeUnavailable,
+    Throttled,
+)
+from control_plane.fleet import Fleet
+from control_plane.models import FunctionConfig, FunctionVersion
+from control_plane.store import Store
+from node_agent import protocol as p
+from placement import PlacementRequest, Resources, place
+from placement.routing import choose_instance, instances_to_start
+
+log = logging.getLogger("cumulus.gateway")
+
+
+class InstanceState(enum.StrEnum):
+    """An instance as the gateway sees it."""
+
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+
+
+@dataclass(eq=False)
+class Instance:
+    """One instance of a function version on a node."""
+
+    id: str
+    function: str
+    version: int
+    node_id: str
+    node_url: str
+    concurrency: int
+    resources: Resources
+    state: InstanceState = InstanceState.STARTING
+    in_flight: int = 0
+    last_used: float = 0.0
+    served: int = 0
+
+    @property
+    def is_ready(self) -> bool:
+        """Accepting invocations."""
+        return self.state is InstanceState.READY
+
+    @property
+    def invoke_url(self) -> str:
+        """The agent's proxy route for this instance."""
+        return f"{self.node_url}/v1/instances/{self.id}/invoke"
+
+
+@dataclass(eq=False)
+class FunctionPool:
+    """A function's current version and its instances."""
+
+    version: FunctionVersion
+    config: FunctionConfig
+    instances: dict[str, Instance] = field(default_factory=dict)
+    cond: asyncio.Condition = field(default_factory=asyncio.Condition)
+    waiting: int = 0
+    start_failures: int = 0
+    last_start_error: CumulusError | None = None
+
+    def live(self) -> list[Instance]:
+        """Instances that are starting or ready."""
+        return [i for i in self.instances.values() if i.state is not InstanceState.STOPPING]
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeResult:
+    """What goes back to the caller."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+LogRecord = tuple[str, int, str, float, float, str, bool, str]
+
+
+class Gateway:
+    """Function pools, instance lifecycle through node agents, and the invocation path."""
+
+    def __init__(self, store: Store, fleet: Fleet, clock: Clock, *, node_token: str, public_url: str,
+                 queue_timeout_s: float) -> None:
+        self.store = store
+        self.fleet = fleet
+        self.clock = clock
+        self.node_token = node_token
+        self.public_url = public_url
+        self.queue_timeout_s = queue_timeout_s
+        self.pools: dict[str, FunctionPool] = {}
+        self.log_buffer: list[LogRecord] = []
+        self._auth = {"Authorization": f"Bearer {node_token}"}
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.on_instance_change: Callable[[], None] | None = None
+
+    async def open(self) -> None:
+        """Open the kept-alive connection pool to node agents."""
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=300, ttl_dns_cache=None)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                              headers=self._auth)
+
+    async def close(self) -> None:
+        """Cancel background starts and close connections."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._session is not None:
+            await self._session.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- pools -------------------------------------------------------------------------------
+    async def pool(self, name: str) -> FunctionPool:
+        """The function's pool, loading its latest version on first use (FunctionNotFound if none)."""
+        pool = self.pools.get(name)
+        if pool is None:
+            _, ver = await asyncio.to_thread(self.store.get_function, name)
+            pool = self.pools.get(name)
+            if pool is None:
+                pool = self.pools[name] = FunctionPool(ver, ver.config())
+        return pool
+
+    def set_version(self, ver: FunctionVersion) -> None:
+        """A new version was deployed: route new calls to it; old instances drain in `reconcile`."""
+        pool = self.pools.get(ver.function)
+        if pool is None:
+            self.pools[ver.function] = FunctionPool(ver, ver.config())
+        else:
+            pool.version, pool.config = ver, ver.config()
+            pool.last_start_error = None
+
+    async def remove_function(self, name: str) -> None:
+        """Forget a function and stop all its instances."""
+        pool = self.pools.pop(name, None)
+        if pool is None:
+            return
+        await asyncio.gather(*(self.stop_instance(pool, i) for i in list(pool.instances.values())),
+                             return_exceptions=True)
+        async with pool.cond:
+            pool.cond.notify_all()
+
+    def allocated(self) -> dict[str, Resources]:
+        """Resources held per node by live instances."""
+        out: dict[str, Resources] = {}
+        for pool in self.pools.values():
+            for inst in pool.instances.values():
+                out[inst.node_id] = out.get(inst.node_id, Resources.ZERO) + inst.resources
+        return out
+
+    # -- instance lifecycle ------------------------------------------------------------------
+    def _resources(self, config: FunctionConfig) -> Resources:
+        return Resources(cpu_millis=config.effective_cpu_millis(), memory_mib=config.memory_mb)
+
+    def start_instance(self, pool: FunctionPool) -> Instance | None:
+        """Reserve a node for one more instance and start it in the background."""
+        config = pool.config
+        res = self._resources(config)
+        decision = place(self.fleet.views(self.allocated()),
+                         [PlacementRequest(function=config.name, resources=res)])
+        if not decision.assignments:
+            reason = decision.unplaced[0].reason if decision.unplaced else "no nodes"
+            pool.last_start_error = NoCapacity(f"no node can run an instance of {config.name}: {reason}")
+            pool.start_failures += 1
+            return None
+        node = self.fleet.nodes[decision.assignments[0].node_id]
+        inst = Instance(id=f"{config.name}-{uuid.uuid4().hex[:12]}", function=config.name,
+                        version=pool.version.version, node_id=node.id, node_url=node.url,
+                        concurrency=config.concurrency, resources=res)
+        pool.instances[inst.id] = inst
+        self._spawn(self._start(pool, inst))
+        return inst
+
+    async def _start(self, pool: FunctionPool, inst: Instance) -> None:
+        assert self._session is not None
+        config = pool.config
+        req = p.InstanceStart(function=config.name, version=inst.version, handler=config.handler,
+                              code_digest=pool.version.code_digest,
+                              code_url=f"{self.public_url}/v1/internal/artifacts/{pool.version.code_digest}",
+                              memory_mib=config.memory_mb, cpu_millis=inst.resources.cpu_millis,
+                              timeout_s=config.timeout_s, concurrency=config.concurrency, env=config.env)
+        error: CumulusError | None = None
+        try:
+            async with self._session.put(f"{inst.node_url}/v1/instances/{inst.id}",
+                                         data=req.model_dump_json(),
+                                         headers={"Content-Type": "application/json"},
+                                         timeout=aiohttp.ClientTimeout(total=120)) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    detail = json.loads(body).get("error", {}).get("message", body.decode()[:500])
+                    error = InstanceStartFailed(f"starting {config.name}: {detail}")
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            error = InstanceStartFailed(f"starting {config.name} on node {inst.node_id}: {exc!r}")
+        async with pool.cond:
+            if error is not None:
+                pool.instances.pop(inst.id, None)
+                pool.last_start_error = error
+                pool.start_failures += 1
+                log.warning("event=instance_start_failed function=%s instance=%s error=%s",
+                            config.name, inst.id, error.message)
+                pool.cond.notify_all()
+            elif inst.state is InstanceState.STARTING:
+                inst.state = InstanceState.READY
+                inst.last_used = self.clock.now()
+                pool.cond.notify(inst.concurrency)
+            else:  # stopped while starting (function deleted or redeployed)
+                self._spawn(self._delete(inst))
+        self._changed()
+
+    async def stop_instance(self, pool: FunctionPool, inst: Instance) -> None:
+        """Take an instance out of service and remove its container."""
+        inst.state = InstanceState.STOPPING
+        pool.instances.pop(inst.id, None)
+        await self._delete(inst)
+        self._changed()
+
+    async def _delete(self, inst: Instance) -> None:
+        assert self._session is not None
+        try:
+            async with self._session.delete(f"{inst.node_url}/v1/instances/{inst.id}",
+                                            timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("event=instance_stop_failed instance=%s error=%r", inst.id, exc)
+
+    def _changed(self) -> None:
+        if self.on_instance_change is not None:
+            self.on_instance_change()
+
+    # -- invocation --------------------------------------------------------------------------
+    async def acquire(self, pool: FunctionPool) -> tuple[Instance, bool]:
+        """A slot on a warm instance, starting instances (up to max) and waiting when needed.
+        Returns the instance and whether the call waited for a cold start."""
+        inst = choose_instance(pool.instances.values())
+        if inst is not None:
+            inst.in_flight += 1
+            return inst, False
+        deadline = self.clock.now() + self.queue_timeout_s
+        seen_failures = pool.start_failures
+        cold = False
+        async with pool.cond:
+            pool.waiting += 1
+            try:
+                while True:
+                    inst = choose_instance(pool.instances.values())
+                    if inst is not None:
+                        inst.in_flight += 1
+                        return inst, cold
+                    live = pool.live()
+                    starting = sum(1 for i in live if i.state is InstanceState.STARTING)
+                    if pool.start_failures > seen_failures and starting == 0:
+                        raise pool.last_start_error or InstanceStartFailed("instance start failed")
+                    n = instances_to_start(waiting=pool.waiting, starting=starting, total=len(live),
+                                           concurrency=pool.config.concurrency,
+                                           max_instances=pool.config.max_instances)
+                    started = sum(1 for _ in range(n) if self.start_instance(pool) is not None)
+                    if n and not started and starting == 0:
+                        raise pool.last_start_error or NoCapacity("no node has room")
+                    cold = cold or bool(started or starting)
+                    remaining = deadline - self.clock.now()
+                    if remaining <= 0:
+                        raise Throttled(f"{pool.config.name} is at its limit of "
+                                        f"{pool.config.max_instances} instance(s) x "
+                                        f"{pool.config.concurrency} concurrent call(s); "
+                                        f"no slot freed within {self.queue_timeout_s:g}s")
+                    try:
+                        await asyncio.wait_for(pool.cond.wait(), remaining)
+                    except TimeoutError:
+                        continue
+            finally:
+                pool.waiting -= 1
+
+    async def release(self, pool: FunctionPool, inst: Instance) -> None:
+        """Give the slot back and wake one waiter."""
+        inst.in_flight -= 1
+        inst.last_used = self.clock.now()
+        if pool.waiting:
+            async with pool.cond:
+                pool.cond.notify(1)
+
+    async def invoke(self, name: str, body: bytes) -> InvokeResult:
+        """Run one invocation of `name` with `body` as the event."""
+        assert self._session is not None
+        pool = await self.pool(name)
+        request_id = uuid.uuid4().hex
+        timeout_ms = int(pool.config.timeout_s * 1000)
+        started = time.time()
+        for attempt in range(3):
+            inst, cold = await self.acquire(pool)
+            try:
+                async with self._session.post(
+                        inst.invoke_url, data=body,
+                        headers={p.REQUEST_ID_HEADER: request_id, p.TIMEOUT_HEADER: str(timeout_ms)},
+                        timeout=aiohttp.ClientTimeout(total=pool.config.timeout_s + 30)) as resp:
+                    payload = await resp.read()
+                    headers = resp.headers
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self._drop(pool, inst)
+                raise NodeUnavailable(f"node {inst.node_id} did not answer: {exc!r}") from exc
+            finally:
+                await self.release(pool, inst)
+            if headers.get(p.INSTANCE_GONE_HEADER):
+                self._drop(pool, inst)
+            outcome = headers.get(p.OUTCOME_HEADER, p.CRASHED)
+            if outcome != p.INSTANCE_NOT_FOUND:
+                break
+            log.info("event=instance_vanished instance=%s attempt=%d", inst.id, attempt)
+        inst.served += 1
+        log_bytes = int(headers.get(p.LOG_BYTES_HEADER, "0"))
+        duration_ms = int(headers.get(p.DURATION_HEADER, "0")) / 1000
+        out_headers = {"Content-Type": "application/json", "X-Request-Id": request_id,
+                       "X-Cumulus-Cold-Start": "true" if cold else "false",
+                       "X-Cumulus-Duration-Ms": f"{duration_ms:.3f}",
+                       "X-Cumulus-Version": str(inst.version)}
+        result = payload[log_bytes:]
+        self.log_buffer.append((name, inst.version, request_id, started, duration_ms, outcome, cold,
+                                payload[:log_bytes].decode("utf-8", "replace")))
+        if outcome == p.OK:
+            return InvokeResult(200, out_headers, result)
+        try:
+            error = json.loads(result)
+        except ValueError:
+            error = {"type": outcome, "message": result.decode("utf-8", "replace")[:2000]}
+        error["type"] = outcome
+        status = OUTCOME_STATUS.get(outcome, 502)
+        return InvokeResult(status, out_headers, json.dumps({"error": error}).encode())
+
+    def _drop(self, pool: FunctionPool, inst: Instance) -> None:
+        """Forget an instance its node has already removed (or that is unreachable)."""
+        if pool.instances.pop(inst.id, None) is not None:
+            inst.state = InstanceState.STOPPING
+            self._changed()

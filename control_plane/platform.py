@@ -1,0 +1,87 @@
+"""The control plane's parts wired together: store, fleet, gateway, reconciler, provider."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from control_plane.auth import Authenticator, load_or_create_node_token, write_secret
+from control_plane.clock import Clock, SystemClock
+from control_plane.fleet import Fleet
+from control_plane.gateway import Gateway
+from control_plane.reconciler import Reconciler
+from control_plane.settings import Settings
+from control_plane.store import Store
+from node_agent.settings import default_memory_mib
+from provisioners.base import NodeProvider, NodeType
+from provisioners.local import AgentBootstrap, LocalProvider
+
+log = logging.getLogger("cumulus.platform")
+
+
+class Platform:
+    """One control plane: everything the API and the loops share."""
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None,
+                 provider: NodeProvider | None = None, use_provider: bool = True) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        data = settings.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        self.artifacts_dir = data / "artifacts"
+        self.store = Store(settings.db_url)
+        admin = self.store.ensure_admin_token()
+        if admin is not None:
+            write_secret(self.admin_token_path, admin)
+            log.info("event=admin_token_created path=%s", self.admin_token_path)
+        self.node_token = load_or_create_node_token(data / "node.token")
+        self.auth = Authenticator(self.store, self.clock, self.node_token)
+        self.fleet = Fleet(self.store, self.clock, heartbeat_interval_s=settings.heartbeat_interval_s,
+                           lost_after_s=settings.node_lost_after_s)
+        self.gateway = Gateway(self.store, self.fleet, self.clock, node_token=self.node_token,
+                               public_url=settings.url, queue_timeout_s=settings.queue_timeout_s)
+        self.node_type = NodeType(name="local", cpu_millis=settings.node_cpu_millis,
+                                  memory_mib=settings.node_memory_mib or default_memory_mib())
+        if provider is None and use_provider and settings.provider == "local":
+            provider = LocalProvider(data / "nodes", settings.cluster, AgentBootstrap(
+                control_plane_url=settings.url, token=self.node_token, docker_host=settings.docker_host,
+                image=settings.image, heartbeat_interval_s=settings.heartbeat_interval_s))
+        elif provider is None and use_provider:
+            raise ValueError(f"unknown provider {settings.provider!r} (this version has: local)")
+        self.provider = provider
+        self.reconciler = Reconciler(self.gateway, self.fleet, self.store, self.clock, provider=provider,
+                                     node_type=self.node_type, nodes=settings.nodes,
+                                     log_retention=settings.log_retention)
+        self._stop = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    @property
+    def admin_token_path(self) -> Path:
+        """Where the admin token is written on first start."""
+        return self.settings.data_dir / "admin.token"
+
+    async def start(self) -> None:
+        """Load state and start the reconcile loop."""
+        self.fleet.load()
+        await self.gateway.open()
+        await self.reconciler.load_functions()
+        self._stop.clear()
+        self._loop_task = asyncio.create_task(
+            self.reconciler.run(self.settings.reconcile_interval_s, self._stop))
+
+    async def stop(self) -> None:
+        """Stop the loop, flush logs and close connections (nodes keep running)."""
+        self._stop.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        await self.reconciler.flush_logs()
+        await self.gateway.close()
+
+    async def terminate_nodes(self) -> None:
+        """Terminate every node of the provider (used when `cumulus up` exits)."""
+        if self.provider is None:
+            return
+        nodes = await asyncio.to_thread(self.provider.list_instances)
+        if nodes:
+            await asyncio.to_thread(self.provider.terminate, [n.id for n in nodes], request_id="shutdown")

@@ -1,0 +1,62 @@
+"""Control plane settings: defaults embedded, overridden by `CUMULUS_*` env vars and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORT = 8080
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+
+
+def default_data_dir() -> Path:
+    """`$CUMULUS_DATA_DIR`, else `~/.cumulus`."""
+    env = os.environ.get("CUMULUS_DATA_DIR")
+    return Path(env) if env else Path.home() / ".cumulus"
+
+
+def default_docker_host() -> str:
+    """`$DOCKER_HOST`, else the engine that `make up` starts, else Docker's default socket."""
+    env = os.environ.get("DOCKER_HOST")
+    if env:
+        return env
+    if Path("/run/cumulus-docker.sock").exists():
+        return "unix:///run/cumulus-docker.sock"
+    return "unix:///var/run/docker.sock"
+
+
+class Settings(BaseSettings):
+    """Everything the control plane is configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="CUMULUS_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    db: str = ""
+    cluster: str = "cumulus"
+    provider: str = "local"
+    nodes: int = 1
+    node_cpu_millis: int = Field(default_factory=lambda: (os.cpu_count() or 1) * 1000)
+    node_memory_mib: int = 0
+    docker_host: str = Field(default_factory=default_docker_host)
+    image: str = ""
+    public_url: str = ""
+    reconcile_interval_s: float = 1.0
+    heartbeat_interval_s: float = 2.0
+    node_lost_after_s: float = 15.0
+    queue_timeout_s: float = 30.0
+    log_retention: int = 1000
+
+    @property
+    def db_url(self) -> str:
+        """The SQLAlchemy URL: `--db`, else SQLite in the data directory."""
+        return self.db or f"sqlite:///{self.data_dir / 'cumulus.db'}"
+
+    @property
+    def url(self) -> str:
+        """Where clients and node agents reach this control plane."""
+        return self.public_url or f"http://{self.host}:{self.port}"

@@ -1,0 +1,187 @@
+"""The `Store`: the one door to the database. One transaction per unit of work."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, SQLModel, col, create_engine, delete, func, select
+
+from control_plane.errors import ConflictError, FunctionNotFound
+from control_plane.models import (
+    ApiToken,
+    Function,
+    FunctionConfig,
+    FunctionVersion,
+    InvocationLog,
+    NodeRecord,
+)
+
+
+def hash_token(token: str) -> str:
+    """Tokens are stored and compared as SHA-256 hex digests."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+class Store:
+    """Functions, versions, tokens, nodes and invocation logs."""
+
+    def __init__(self, url: str) -> None:
+        is_sqlite = url.startswith("sqlite")
+        self.engine: Engine = create_engine(
+            url, connect_args={"check_same_thread": False} if is_sqlite else {}, pool_pre_ping=True)
+        if is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        SQLModel.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose work commits at the end of the block, or rolls back on error."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    # -- tokens --------------------------------------------------------------------------------
+    def ensure_admin_token(self) -> str | None:
+        """Create the admin token on first start; returns it then, None when one exists."""
+        with self.session() as s:
+            if s.exec(select(ApiToken).where(ApiToken.is_admin)).first() is not None:
+                return None
+            token = "cmls_" + secrets.token_urlsafe(32)
+            s.add(ApiToken(token_hash=hash_token(token), name="admin", is_admin=True))
+            return token
+
+    def token_by_hash(self, token_hash: str) -> ApiToken | None:
+        """The token with this hash, if any."""
+        with self.session() as s:
+            return s.exec(select(ApiToken).where(ApiToken.token_hash == token_hash)).first()
+
+    # -- functions -----------------------------------------------------------------------------
+    def add_version(self, config: FunctionConfig, code_digest: str, code_size: int) -> FunctionVersion:
+        """Record a new immutable version of `config.name` (creating the function if new)."""
+        for _ in range(5):  # two deploys of one function may race for a version number
+            try:
+                with self.session() as s:
+                    fn = s.get(Function, config.name)
+                    if fn is None:
+                        fn = Function(name=config.name)
+                    fn.latest_version += 1
+                    fn.updated_at = time.time()
+                    s.add(fn)
+                    ver = FunctionVersion(function=config.name, version=fn.latest_version,
+                                          config_json=config.model_dump_json(), code_digest=code_digest,
+                                          code_size=code_size)
+                    s.add(ver)
+                    return ver
+            except IntegrityError:
+                continue
+        raise ConflictError(f"too many concurrent deployments of {config.name}")
+
+    def get_function(self, name: str) -> tuple[Function, FunctionVersion]:
+        """The function and its latest version; FunctionNotFound if unknown."""
+        with self.session() as s:
+            fn = s.get(Function, name)
+            if fn is None:
+                raise FunctionNotFound(name)
+            ver = s.exec(select(FunctionVersion).where(FunctionVersion.function == name,
+                                                        FunctionVersion.version == fn.latest_version)).one()
+            return fn, ver
+
+    def list_functions(self) -> list[tuple[Function, FunctionVersion]]:
+        """Every function with its latest version, by name."""
+        with self.session() as s:
+            rows = s.exec(select(Function, FunctionVersion)
+                          .join(FunctionVersion, col(FunctionVersion.function) == col(Function.name))
+                          .where(col(FunctionVersion.version) == col(Function.latest_version))
+                          .order_by(col(Function.name))).all()
+            return [(fn, ver) for fn, ver in rows]
+
+    def delete_function(self, name: str) -> list[str]:
+        """Delete a function, its versions and logs; returns the code digests no longer used."""
+        with self.session() as s:
+            fn = s.get(Function, name)
+            if fn is None:
+                raise FunctionNotFound(name)
+            digests = set(s.exec(select(FunctionVersion.code_digest)
+                                 .where(FunctionVersion.function == name)).all())
+            s.exec(delete(FunctionVersion).where(col(FunctionVersion.function) == name))
+            s.exec(delete(InvocationLog).where(col(InvocationLog.function) == name))
+            s.delete(fn)
+            s.flush()
+            still = set(s.exec(select(FunctionVersion.code_digest)
+                               .where(col(FunctionVersion.code_digest).in_(digests))).all())
+            return sorted(digests - still)
+
+    def digest_in_use(self, digest: str) -> bool:
+        """Whether any version still references this code digest."""
+        with self.session() as s:
+            return s.exec(select(FunctionVersion.id).where(FunctionVersion.code_digest == digest)).first() \
+                is not None
+
+    # -- nodes ---------------------------------------------------------------------------------
+    def upsert_node(self, node: NodeRecord) -> None:
+        """Insert or update a node's record."""
+        with self.session() as s:
+            s.merge(node)
+
+    def list_nodes(self) -> Sequence[NodeRecord]:
+        """Every node record."""
+        with self.session() as s:
+            return s.exec(select(NodeRecord).order_by(col(NodeRecord.id))).all()
+
+    def set_node_state(self, node_id: str, state: str) -> None:
+        """Change one node's state."""
+        with self.session() as s:
+            node = s.get(NodeRecord, node_id)
+            if node is not None:
+                node.state = state
+                s.add(node)
+
+    def delete_node(self, node_id: str) -> None:
+        """Forget a node."""
+        with self.session() as s:
+            node = s.get(NodeRecord, node_id)
+            if node is not None:
+                s.delete(node)
+
+    # -- invocation logs -----------------------------------------------------------------------
+    def add_logs(self, records: Sequence[InvocationLog], retention: int) -> None:
+        """Append invocation records, keeping the newest `retention` per function."""
+        with self.session() as s:
+            s.add_all(records)
+            s.flush()
+            for name in {r.function for r in records}:
+                count = s.exec(select(func.count()).where(InvocationLog.function == name)).one()
+                if count > retention:
+                    cutoff = s.exec(select(InvocationLog.id).where(InvocationLog.function == name)
+                                    .order_by(col(InvocationLog.id).desc())
+                                    .offset(retention).limit(1)).first()
+                    if cutoff is not None:
+                        s.exec(delete(InvocationLog).where(
+                            col(InvocationLog.function) == name, col(InvocationLog.id) <= cutoff))
+
+    def logs(self, name: str, limit: int) -> list[InvocationLog]:
+        """The newest `limit` invocation records of a function, oldest first."""
+        with self.session() as s:
+            rows = s.exec(select(InvocationLog).where(InvocationLog.function == name)
+                          .order_by(col(InvocationLog.id).desc()).limit(limit)).all()
+            return list(reversed(rows))

@@ -1,0 +1,58 @@
+"""`python -m node_agent [--config FILE]`: run a node agent (settings from env or a JSON file)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from node_agent.agent import NodeAgent
+from node_agent.runtime import ContainerRuntimeError, DockerRuntime
+from node_agent.server import serve
+from node_agent.settings import AgentSettings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse settings, connect to Docker, serve until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m node_agent", description=__doc__)
+    parser.add_argument("--config", type=Path, help="JSON file with AgentSettings fields")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    values = json.loads(args.config.read_text()) if args.config else {}
+    settings = AgentSettings(**values)
+    try:
+        runtime = DockerRuntime(settings.docker_host or None)
+    except ContainerRuntimeError as exc:
+        logging.getLogger("cumulus.agent").error("event=agent_failed error=%s", exc)
+        return 1
+    if not settings.image:
+        from node_agent.image import ensure_runtime_image
+
+        settings.image = ensure_runtime_image(runtime.client)
+    agent = NodeAgent(node_id=settings.node_id, runtime=runtime, data_dir=settings.data_dir,
+                      image=settings.image, token=settings.resolved_token(),
+                      start_timeout_s=settings.start_timeout_s)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, agent, stop)
+
+    try:
+        import uvloop
+
+        uvloop.run(run())
+    except ImportError:
+        asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""The node agent's core: instances on this node, their lifecycle, and the invocation proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from node_agent import protocol as p
+from node_agent.runtime import LABEL_NODE, ContainerInfo, ContainerRuntime, ContainerSpec
+
+log = logging.getLogger("cumulus.agent")
+
+SHIM_DIR = Path(__file__).parent / "shim"
+
+
+class InstanceState(enum.StrEnum):
+    """Lifecycle of an instance on its node."""
+
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+
+
+class InstanceStartError(Exception):
+    """The instance could not be started (bad code, engine failure, never became ready)."""
+
+
+@dataclass(eq=False)
+class Instance:
+    """One running function container and the kept-alive connections to its socket."""
+
+    instance_id: str
+    function: str
+    version: int
+    memory_mib: int
+    cpu_millis: int
+    concurrency: int
+    socket_path: Path
+    state: InstanceState = InstanceState.STARTING
+    in_flight: int = 0
+    start_ms: float = 0.0
+    session: aiohttp.ClientSession | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def report(self) -> p.InstanceReport:
+        """This instance in heartbeat form."""
+        return p.InstanceReport(instance_id=self.instance_id, function=self.function,
+                                version=self.version, state=self.state.value,
+                                memory_mib=self.memory_mib, cpu_millis=self.cpu_millis,
+                                concurrency=self.concurrency, in_flight=self.in_flight,
+                                start_ms=self.start_ms)
+
+
+def outcome_response_parts(outcome: str, message: str, *, gone: bool) -> tuple[dict[str, str], bytes]:
+    """Headers and body of an agent-made outcome, framed like the shim's answers."""
+    body = json.dumps({"type": outcome, "message": message}).encode()
+    headers = {p.OUTCOME_HEADER: outcome, p.LOG_BYTES_HEADER: "0", "Content-Type": "application/json"}
+    if gone:
+        headers[p.INSTANCE_GONE_HEADER] = "1"
+    return headers, body
+
+
+class NodeAgent:
+    """Runs instances through a `ContainerRuntime` and proxies invocations to them."""
+
+    def __init__(self, *, node_id: str, runtime: ContainerRuntime, data_dir: Path, image: str,
+                 token: str, start_timeout_s: float = 60.0) -> None:
+        self.node_id = node_id
+        self.runtime = runtime
+        self.data_dir = data_dir
+        self.image = image
+        self.token = token
+        self.start_timeout_s = start_timeout_s
+        self.instances: dict[str, Instance] = {}
+        self._code_locks: dict[str, asyncio.Lock] = {}
+        self._http: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        (data_dir / "code").mkdir(parents=True, exist_ok=True)
+        (data_dir / "run").mkdir(parents=True, exist_ok=True)
+
+    async def open(self) -> None:
+        """Open HTTP sessions and adopt the containers this node already runs."""
+        self._http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"})
+        await self.recover()
+
+    async def close(self, *, remove_instances: bool) -> None:
+        """Close sessions; on a graceful stop also remove every instance."""
+        if remove_instances:
+            await asyncio.gather(*(self.stop(i) for i in list(self.instances)), return_exceptions=True)
+        for inst in self.instances.values():
+            if inst.session is not None:
+                await inst.session.close()
+        if self._http is not None:
+            await self._http.close()
+
+    async def recover(self) -> None:
+        """Rebuild state from container labels: adopt live instances, remove dead ones."""
+        found = await asyncio.to_thread(self.runtime.list, {LABEL_NODE: self.node_id})
+        for info in found:
+            sock = self.data_dir / "run" / info.instance_id / "fn.sock"
+            if info.running and sock.exists():
+                inst = self._adopt(info, sock)
+                log.info("event=instance_adopted instance=%s function=%s", inst.instance_id, inst.function)
+            else:
+                await asyncio.to_thread(self.runtime.remove, info.instance_id)
+                log.info("event=instance_removed_on_recover instance=%s", info.instance_id)
+
+    def _adopt(self, info: ContainerInfo, sock: Path) -> Instance:
+        labels = info.labels
+        inst = Instance(info.instance_id, info.function, info.version,
+                        memory_mib=int(labels.get("io.cumulus.memory", "0") or 0),
+                        cpu_millis=int(labels.get("io.cumulus.cpu", "0") or 0),
+                        concurrency=int(labels.get("io.cumulus.concurrency", "1") or 1),
+                        socket_path=sock, state=InstanceState.READY)
+        inst.session = self._socket_session(sock, inst.concurrency)
+        inst.ready.set()
+        self.instances[inst.instance_id] = inst
+        return inst
+
+    @staticmethod
+    def _socket_session(sock: Path, concurrency: int) -> aiohttp.ClientSession:
+        connector = aiohttp.UnixConnector(path=str(sock), limit=max(concurrency, 1) * 2,
+                                          keepalive_timeout=3600)
+        return aiohttp.ClientSession(connector=connector, auto_decompress=False)
+
+    def allocated(self) -> tuple[int, int]:
+        """(cpu millis, memory MiB) held by this node's instances."""
+        cpu = sum(i.cpu_millis for i in self.instances.values())
+        mem = sum(i.memory_mib for i in self.instances.values())
+        return cpu, mem
+
+    # -- code ------------------------------------------------------------------------------
+    async def ensure_code(self, digest: str, url: str) -> Path:
+        """The extracted code of `digest`, fetched from the control plane on first use."""
+        target = self.data_dir / "code" / digest
+        if target.exists():
+            return target
+        lock = self._code_locks.setdefault(digest, asyncio.Lock())
+        async with lock:
+            if target.exists():
+                return target
+            assert self._http is not None
+            tmpdir = Path(tempfile.mkdtemp(prefix=f"{digest}.", dir=self.data_dir / "code"))
+            try:
+                archive = tmpdir / "code.zip"
+                async with self._http.get(url) as resp:
+                    if resp.status != 200:
+                        raise InstanceStartError(f"fetching code {digest}: HTTP {resp.status}")
+                    with archive.open("wb") as fh:
+                        async for chunk in resp.content.iter_chunked(1 << 16):
+                            fh.write(chunk)
+                await asyncio.to_thread(_extract, archive, tmpdir / "code")
+                (tmpdir / "code").rename(target)
+            finally:
+                shutil.rmtree(tmpdir, ignore_errors=True)
+        return target
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self, instance_id: str, req: p.InstanceStart) -> Instance:
+        """Start an instance and return once it accepts invocations (idempotent by id)."""
+        existing = self.instances.get(instance_id)
+        if existing is not None:
+            await asyncio.wait_for(existing.ready.wait(), self.start_timeout_s)
+            if existing.state is not InstanceState.READY:
+                raise InstanceStartError(f"instance {instance_id} is {existing.state}")
+            return existing
+        t0 = time.perf_counter()
+        sock_dir = self.data_dir / "run" / instance_id
+        inst = Instance(instance_id, req.function, req.version, req.memory_mib, req.cpu_millis,
+                        req.concurrency, sock_dir / "fn.sock")
+        self.instances[instance_id] = inst
+        try:
+            code = await self.ensure_code(req.code_digest, req.code_url)
+            env = dict(req.env)
+            env.update({"CUMULUS_HANDLER": req.handler, "CUMULUS_FUNCTION_NAME": req.function,
+                        "CUMULUS_FUNCTION_VERSION": str(req.version),
+                        "CUMULUS_MEMORY_MB": str(req.memory_mib),
+                        "CUMULUS_CONCURRENCY": str(req.concurrency)})
+            spec = ContainerSpec(instance_id=instance_id, node_id=self.node_id, function=req.function,
+                                 version=req.version, image=self.image, code_dir=code,
+                                 shim_dir=SHIM_DIR, socket_dir=sock_dir, memory_mib=req.memory_mib,
+                                 cpu_millis=req.cpu_millis, concurrency=req.concurrency, env=env)
+            await asyncio.to_thread(self.runtime.run, spec)
+            await self._wait_socket(inst)
+        except BaseException as exc:
+            self.instances.pop(instance_id, None)
+            inst.ready.set()
+            await asyncio.to_thread(self.runtime.remove, instance_id)
+            shutil.rmtree(sock_dir, ignore_errors=True)
+            if isinstance(exc, InstanceStartError | asyncio.CancelledError):
+                raise
+            raise InstanceStartError(f"instance {instance_id} of {req.function}: {exc}") from exc
+        inst.session = self._socket_session(inst.socket_path, inst.concurrency)
+        inst.start_ms = (time.perf_counter() - t0) * 1000
+        inst.state = InstanceState.READY
+        inst.ready.set()
+        log.info("event=instance_ready instance=%s function=%s version=%s start_ms=%.1f",
+                 instance_id, req.function, req.version, inst.start_ms)
+        return inst
+
+    async def _wait_socket(self, inst: Instance) -> None:
+        """Wait until the shim's socket exists (it is renamed into place once it accepts)."""
+        deadline = time.monotonic() + self.start_timeout_s
+        checks = 0
+        while not inst.socket_path.exists():
+            if time.monotonic() > deadline:
+                raise InstanceStartError(f"instance {inst.instance_id} not ready after "
+                                         f"{self.start_timeout_s:.0f}s")
+            checks += 1
+            if checks % 50 == 0:  # every ~100 ms make sure the container did not die on start
+                info = await asyncio.to_thread(self.runtime.inspect, inst.instance_id)
+                if info is None or not info.running:
+                    raise InstanceStartError(f"instance {inst.instance_id} exited during start "
+                                             f"(exit code {info.exit_code if info else '?'})")
+            await asyncio.sleep(0.002)
+
+    async def stop(self, instance_id: str) -> None:
+        """Stop and remove an instance; unknown is success."""
+        inst = self.instances.get(instance_id)
+        if inst is not None:
+            inst.state = InstanceState.STOPPING
+        await asyncio.to_thread(self.runtime.remove, instance_id)
+        self.instances.pop(instance_id, None)
+        if inst is not None and inst.session is not None:
+            await inst.session.close()
+        shutil.rmtree(self.data_dir / "run" / instance_id, ignore_errors=True)
+        log.info("event=instance_stopped instance=%s", instance_id)
+
+    # -- invocation ------------------------------------------------------------------------
+    async def invoke(self, instance_id: str, body: bytes, request_id: str,
+                     timeout_ms: int) -> tuple[int, dict[str, str], bytes]:
+        """Proxy one invocation to the instance's socket; failures become outcome headers."""
+        inst = self.instances.get(instance_id)
+        if inst is None or inst.state is not InstanceState.READY or inst.session is None:
+            headers, out = outcome_response_parts(p.INSTANCE_NOT_FOUND,
+                                                  f"instance {instance_id} is not ready here", gone=True)
+            return 200, headers, out
+        inst.in_flight += 1
+        try:
+            async with asyncio.timeout(timeout_ms / 1000):
+                async with inst.session.post(
+                        "http://fn/invoke", data=body,
+                        headers={"X-Request-Id": request_id, "X-Deadline-Ms": str(timeout_ms)}) as resp:
+                    payload = await resp.read()
+                    headers = {k: v for k, v in resp.headers.items() if k.startswith("X-Cumulus-")}
+                    headers["Content-Type"] = "application/json"
+                    return 200, headers, payload
+        except TimeoutError:
+            self._background(self.stop(instance_id))
+            headers, out = outcome_response_parts(
+                p.TIMEOUT, f"the function did not return within {timeout_ms / 1000:g}s; "
+                "its container was stopped", gone=True)
+            return 200, headers, out
+        except (aiohttp.ClientError, OSError):
+            outcome, message = await self._diagnose(inst)
+            self._background(self.stop(instance_id))
+            headers, out = outcome_response_parts(outcome, message, gone=True)
+            return 200, headers, out
+        finally:
+            inst.in_flight -= 1
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _diagnose(self, inst: Instance) -> tuple[str, str]:
+        """Why did the connection to an instance break? Waits briefly for the engine to know."""
+        info = None
+        for _ in range(50):
+            info = await asyncio.to_thread(self.runtime.inspect, inst.instance_id)
+            if info is None or not info.running:
+                break
+            await asyncio.sleep(0.02)
+        if info is not None and info.oom_killed:
+            return p.OUT_OF_MEMORY, (f"the function exceeded its memory limit of {inst.memory_mib} MiB "
+                                     "and was killed")
+        code = info.exit_code if info is not None else None
+        return p.CRASHED, f"the function's process died (exit code {code})"
+
+
+def _extract(archive: Path, dest: Path) -> None:
+    """Extract a code zip whose paths were checked by the control plane at deploy time."""
+    with zipfile.ZipFile(archive) as zf:
+        for member in zf.infolist():
+            target = (dest / member.filename).resolve()
+            if not target.is_relative_to(dest.resolve()):
+                raise InstanceStartError(f"zip member escapes its folder: {member.filename}")
+        zf.extractall(dest)
+    dest.chmod(0o755)

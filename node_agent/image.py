@@ -1,0 +1,124 @@
+"""The function runtime image: Debian's Python, built from Debian's mirror with no registry.
+
+No container registry is reachable from our machines, so the image is built locally with
+`mmdebstrap` and `docker import`ed. The rootfs tarball is cached under a cache folder by the hash of
+its recipe, so a machine (or CI run) builds it once and later runs only re-import it.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("cumulus.image")
+
+RUNTIME_REPOSITORY = "cumulus/python"
+
+
+class ImageBuildError(RuntimeError):
+    """The runtime image could not be built or loaded."""
+
+
+@dataclass(frozen=True)
+class ImageRecipe:
+    """What goes into the runtime image; its hash names the image and its cached rootfs."""
+
+    suite: str = "bookworm"
+    variant: str = "essential"
+    packages: tuple[str, ...] = ("python3-minimal", "python3", "ca-certificates")
+    excludes: tuple[str, ...] = ("/usr/share/man/*", "/usr/share/locale/*", "/usr/share/doc/*",
+                                 "/usr/share/info/*")
+
+    def digest(self) -> str:
+        """Content hash of the recipe (the mirror is not part of it: any mirror gives the same suite)."""
+        blob = json.dumps([self.suite, self.variant, self.packages, self.excludes]).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    @property
+    def tag(self) -> str:
+        """The image reference, e.g. `cumulus/python:3.11-<hash>`."""
+        return f"{RUNTIME_REPOSITORY}:3.11-{self.digest()}"
+
+
+DEFAULT_RECIPE = ImageRecipe()
+
+
+def default_cache_dir() -> Path:
+    """Where built artefacts are cached: $CUMULUS_CACHE_DIR, else ~/.cache/cumulus."""
+    env = os.environ.get("CUMULUS_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "cumulus"
+
+
+def debian_mirror() -> str:
+    """The Debian mirror apt already uses on this machine (never hard-coded)."""
+    env = os.environ.get("CUMULUS_DEBIAN_MIRROR")
+    if env:
+        return env
+    files = [*sorted(glob.glob("/etc/apt/sources.list.d/*")), "/etc/apt/sources.list"]
+    for path in files:
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue
+        for match in re.finditer(r"^URIs:\s*(\S+)", text, re.M):
+            if "security" not in match.group(1):
+                return match.group(1)
+        for match in re.finditer(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+\S+", text, re.M):
+            if "security" not in match.group(1):
+                return match.group(1)
+    raise ImageBuildError("no Debian mirror found in /etc/apt; set CUMULUS_DEBIAN_MIRROR")
+
+
+def build_rootfs(recipe: ImageRecipe, dest: Path) -> None:
+    """Run mmdebstrap to write the recipe's rootfs as a tarball at `dest` (atomically)."""
+    if shutil.which("mmdebstrap") is None:
+        raise ImageBuildError("mmdebstrap is not installed (apt-get install -y mmdebstrap)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # mmdebstrap picks the format from the extension and refuses an existing file.
+    workdir = tempfile.mkdtemp(prefix="rootfs-", dir=dest.parent)
+    tmp = os.path.join(workdir, "rootfs.tar")
+    cmd = ["mmdebstrap", "--quiet", f"--variant={recipe.variant}",
+           f"--include={','.join(recipe.packages)}"]
+    cmd += [f"--dpkgopt=path-exclude={pattern}" for pattern in recipe.excludes]
+    cmd += [recipe.suite, tmp, debian_mirror()]
+    log.info("event=image_build_rootfs recipe=%s", recipe.digest())
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    try:
+        if proc.returncode != 0:
+            raise ImageBuildError(f"mmdebstrap failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def ensure_runtime_image(client: Any, recipe: ImageRecipe = DEFAULT_RECIPE,
+                         cache_dir: Path | None = None) -> str:
+    """Make sure the runtime image exists in this Docker engine; returns its tag.
+
+    Order: already in the engine → import the cached rootfs → build the rootfs, cache it, import it.
+    """
+    import docker.errors
+
+    tag = recipe.tag
+    try:
+        client.images.get(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    cache = (cache_dir or default_cache_dir()) / "images" / f"rootfs-{recipe.digest()}.tar"
+    if not cache.exists():
+        build_rootfs(recipe, cache)
+    repo, _, version = tag.partition(":")
+    client.api.import_image_from_file(str(cache), repository=repo, tag=version)
+    log.info("event=image_imported tag=%s", tag)
+    return tag

@@ -1,0 +1,243 @@
+"""The `ContainerRuntime` seam and its Docker implementation.
+
+Containers are named and labelled after the instance they run, so the node's truth lives in Docker:
+an agent that restarts lists containers by label and knows again what runs where (as faasd does).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+LABEL_PREFIX = "io.cumulus."
+LABEL_NODE = LABEL_PREFIX + "node"
+LABEL_FUNCTION = LABEL_PREFIX + "function"
+LABEL_VERSION = LABEL_PREFIX + "version"
+LABEL_INSTANCE = LABEL_PREFIX + "instance"
+
+
+class ContainerRuntimeError(Exception):
+    """The container runtime failed (engine unreachable, bad image, refused options)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    """Everything needed to run one function instance as a container."""
+
+    instance_id: str
+    node_id: str
+    function: str
+    version: int
+    image: str
+    code_dir: Path
+    shim_dir: Path
+    socket_dir: Path
+    memory_mib: int
+    cpu_millis: int
+    concurrency: int = 1
+    env: Mapping[str, str] = field(default_factory=dict)
+    pids_limit: int = 256
+    tmp_mib: int = 64
+
+    @property
+    def name(self) -> str:
+        """The container's name: unique per instance, so `run` can be idempotent."""
+        return container_name(self.instance_id)
+
+    def labels(self) -> dict[str, str]:
+        """Labels that let an agent rebuild its state from the engine alone."""
+        return {LABEL_NODE: self.node_id, LABEL_FUNCTION: self.function,
+                LABEL_VERSION: str(self.version), LABEL_INSTANCE: self.instance_id,
+                LABEL_PREFIX + "memory": str(self.memory_mib), LABEL_PREFIX + "cpu": str(self.cpu_millis),
+                LABEL_PREFIX + "concurrency": str(self.concurrency)}
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    """What the runtime knows of a container."""
+
+    instance_id: str
+    function: str
+    version: int
+    running: bool
+    oom_killed: bool
+    exit_code: int | None
+    labels: Mapping[str, str]
+    pid: int = 0
+
+
+def container_name(instance_id: str) -> str:
+    """Container name for an instance id."""
+    return f"cumulus-{instance_id}"
+
+
+class ContainerRuntime(Protocol):
+    """Runs function instances as isolated containers.
+
+    Guarantees:
+    - `run` is idempotent by `spec.instance_id`: a second call returns the existing container.
+    - `remove` of a missing container is success.
+    - `list` returns every container carrying all the given labels, running or exited; it is the
+      node's source of truth after a restart.
+    - Every method raises `ContainerRuntimeError` (never an SDK exception) when the engine fails.
+    """
+
+    def run(self, spec: ContainerSpec) -> ContainerInfo:
+        """Create and start the container for `spec` (or return the one already there)."""
+        ...
+
+    def inspect(self, instance_id: str) -> ContainerInfo | None:
+        """The container of `instance_id`, or None if it does not exist."""
+        ...
+
+    def remove(self, instance_id: str) -> None:
+        """Kill and remove the container of `instance_id`; missing is success."""
+        ...
+
+    def list(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        """Containers carrying all of `labels`."""
+        ...
+
+    def memory_usage(self, instance_id: str) -> int | None:
+        """Resident memory of the container in bytes, or None if it is gone."""
+        ...
+
+
+def _info(attrs: Mapping[str, Any]) -> ContainerInfo:
+    labels = attrs.get("Config", {}).get("Labels") or {}
+    state = attrs.get("State", {})
+    running = bool(state.get("Running"))
+    return ContainerInfo(
+        instance_id=labels.get(LABEL_INSTANCE, ""),
+        function=labels.get(LABEL_FUNCTION, ""),
+        version=int(labels.get(LABEL_VERSION, "0") or 0),
+        running=running,
+        oom_killed=bool(state.get("OOMKilled")),
+        exit_code=None if running else state.get("ExitCode"),
+        labels=labels,
+        pid=int(state.get("Pid") or 0),
+    )
+
+
+class DockerRuntime:
+    """`ContainerRuntime` on a Docker engine through the Docker SDK."""
+
+    def __init__(self, base_url: str | None = None) -> None:
+        import docker
+
+        try:
+            self.client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
+            self.client.ping()
+        except Exception as exc:
+            where = base_url or "DOCKER_HOST"
+            raise ContainerRuntimeError(f"no Docker engine answers at {where}: {exc}") from exc
+
+    def run(self, spec: ContainerSpec) -> ContainerInfo:
+        """Create and start a locked-down container; idempotent by instance id."""
+        import docker.errors
+
+        existing = self.inspect(spec.instance_id)
+        if existing is not None:
+            return existing
+        spec.socket_dir.mkdir(parents=True, exist_ok=True)
+        os.chown(spec.socket_dir, 65534, 65534)
+        env = dict(spec.env)
+        env.update({"CUMULUS_SOCKET": "/run/fn/fn.sock", "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"})
+        try:
+            container = self.client.containers.run(
+                spec.image,
+                command=["python3", "-I", "/opt/cumulus/cumulus_runtime.py"],
+                name=spec.name,
+                detach=True,
+                labels=spec.labels(),
+                environment=env,
+                user="65534:65534",
+                working_dir="/var/task",
+                network_mode="none",
+                read_only=True,
+                tmpfs={"/tmp": f"rw,nosuid,nodev,size={spec.tmp_mib}m,mode=1777"},
+                mem_limit=f"{spec.memory_mib}m",
+                memswap_limit=f"{spec.memory_mib}m",
+                nano_cpus=spec.cpu_millis * 1_000_000,
+                pids_limit=spec.pids_limit,
+                security_opt=["no-new-privileges"],
+                cap_drop=["ALL"],
+                volumes={
+                    str(spec.code_dir): {"bind": "/var/task", "mode": "ro"},
+                    str(spec.shim_dir): {"bind": "/opt/cumulus", "mode": "ro"},
+                    str(spec.socket_dir): {"bind": "/run/fn", "mode": "rw"},
+                },
+                log_config={"type": "json-file", "config": {"max-size": "1m", "max-file": "1"}},
+            )
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # a concurrent run of the same instance won the name
+                found = self.inspect(spec.instance_id)
+                if found is not None:
+                    return found
+            raise ContainerRuntimeError(f"could not start {spec.name}: {exc}") from exc
+        except docker.errors.DockerException as exc:
+            raise ContainerRuntimeError(f"could not start {spec.name}: {exc}") from exc
+        return _info(container.attrs) if container.attrs.get("State") else ContainerInfo(
+            spec.instance_id, spec.function, spec.version, True, False, None, spec.labels())
+
+    def inspect(self, instance_id: str) -> ContainerInfo | None:
+        """Inspect by instance id; None when missing."""
+        import docker.errors
+
+        try:
+            attrs = self.client.api.inspect_container(container_name(instance_id))
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.DockerException as exc:
+            raise ContainerRuntimeError(f"inspect {instance_id}: {exc}") from exc
+        return _info(attrs)
+
+    def remove(self, instance_id: str) -> None:
+        """Force-remove (kills first); NotFound is success."""
+        import docker.errors
+
+        try:
+            self.client.api.remove_container(container_name(instance_id), force=True)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409 and "in progress" in str(exc):
+                return  # another caller is already removing it
+            raise ContainerRuntimeError(f"remove {instance_id}: {exc}") from exc
+        except docker.errors.DockerException as exc:
+            raise ContainerRuntimeError(f"remove {instance_id}: {exc}") from exc
+
+    def list(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        """List containers (running or not) carrying all of `labels`."""
+        import docker.errors
+
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        try:
+            summaries = self.client.api.containers(all=True, filters=filters)
+            out = []
+            for summary in summaries:
+                try:
+                    out.append(_info(self.client.api.inspect_container(summary["Id"])))
+                except docker.errors.NotFound:
+                    continue
+            return out
+        except docker.errors.DockerException as exc:
+            raise ContainerRuntimeError(f"list containers: {exc}") from exc
+
+    def memory_usage(self, instance_id: str) -> int | None:
+        """Memory usage from the engine's one-shot stats (cache excluded)."""
+        import docker.errors
+
+        try:
+            stats = self.client.api.stats(container_name(instance_id), stream=False, one_shot=True)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.DockerException as exc:
+            raise ContainerRuntimeError(f"stats {instance_id}: {exc}") from exc
+        mem = stats.get("memory_stats") or {}
+        usage = int(mem.get("usage") or 0)
+        cache = int((mem.get("stats") or {}).get("total_inactive_file") or 0)
+        return max(0, usage - cache)

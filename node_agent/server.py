@@ -1,0 +1,119 @@
+"""The node agent's HTTP API (aiohttp: light, and fast enough to sit on the invocation path)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+from pydantic import ValidationError
+
+from node_agent import protocol as p
+from node_agent.agent import InstanceStartError, NodeAgent
+from node_agent.settings import AgentSettings
+
+log = logging.getLogger("cumulus.agent")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, kind: str, message: str) -> web.Response:
+    return web.json_response({"error": {"type": kind, "message": message}}, status=status)
+
+
+def build_app(agent: NodeAgent) -> web.Application:
+    """Routes: health, instance lifecycle, and the invocation proxy; all but health need the token."""
+    expected = f"Bearer {agent.token}".encode()
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != "/healthz":
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return _error(401, "Unauthorized", "missing or wrong node token")
+        return await handler(request)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "node_id": agent.node_id})
+
+    async def list_instances(request: web.Request) -> web.Response:
+        return web.json_response([i.report().model_dump() for i in agent.instances.values()])
+
+    async def start_instance(request: web.Request) -> web.Response:
+        try:
+            req = p.InstanceStart.model_validate_json(await request.read())
+        except ValidationError as exc:
+            return _error(422, "InvalidRequest", str(exc))
+        try:
+            inst = await agent.start(request.match_info["instance_id"], req)
+        except InstanceStartError as exc:
+            return _error(502, "InstanceStartError", str(exc))
+        return web.json_response(inst.report().model_dump())
+
+    async def stop_instance(request: web.Request) -> web.Response:
+        await agent.stop(request.match_info["instance_id"])
+        return web.Response(status=204)
+
+    async def invoke(request: web.Request) -> web.Response:
+        body = await request.read()
+        status, headers, payload = await agent.invoke(
+            request.match_info["instance_id"], body,
+            request.headers.get(p.REQUEST_ID_HEADER, ""),
+            int(request.headers.get(p.TIMEOUT_HEADER, "300000")))
+        return web.Response(status=status, headers=headers, body=payload)
+
+    app = web.Application(middlewares=[auth], client_max_size=8 * 1024 * 1024)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/instances", list_instances)
+    app.router.add_put("/v1/instances/{instance_id}", start_instance)
+    app.router.add_delete("/v1/instances/{instance_id}", stop_instance)
+    app.router.add_post("/v1/instances/{instance_id}/invoke", invoke)
+    return app
+
+
+async def heartbeat_loop(agent: NodeAgent, settings: AgentSettings, started_at: float) -> None:
+    """Report capacity and instances to the control plane, forever; failures are logged, not fatal."""
+    assert agent._http is not None
+    url = settings.control_plane_url.rstrip("/") + "/v1/internal/heartbeat"
+    failures = 0
+    while True:
+        beat = p.Heartbeat(node_id=agent.node_id, url=settings.url(), provider=settings.provider,
+                           node_type=settings.node_type, cpu_millis=settings.cpu_millis,
+                           memory_mib=settings.memory_mib, started_at=started_at,
+                           instances=[i.report() for i in agent.instances.values()])
+        try:
+            async with agent._http.post(url, data=beat.model_dump_json(),
+                                        headers={"Content-Type": "application/json"},
+                                        timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                if resp.status != 200:
+                    raise aiohttp.ClientError(f"HTTP {resp.status}")
+                if failures:
+                    log.info("event=heartbeat_restored after_failures=%d", failures)
+                failures = 0
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            failures += 1
+            if failures in (1, 10) or failures % 100 == 0:
+                log.warning("event=heartbeat_failed failures=%d error=%s", failures, exc)
+        await asyncio.sleep(settings.heartbeat_interval_s)
+
+
+async def serve(settings: AgentSettings, agent: NodeAgent, stop: asyncio.Event) -> None:
+    """Run the agent until `stop` is set; a graceful stop removes this node's instances."""
+    await agent.open()
+    runner = web.AppRunner(build_app(agent), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.listen_host, settings.listen_port)
+    await site.start()
+    log.info("event=agent_listening node=%s url=%s", agent.node_id, settings.url())
+    beat = asyncio.create_task(heartbeat_loop(agent, settings, time.time()))
+    try:
+        await stop.wait()
+    finally:
+        beat.cancel()
+        await runner.cleanup()
+        await agent.close(remove_instances=True)
+        log.info("event=agent_stopped node=%s", agent.node_id)

@@ -1,0 +1,86 @@
+"""The `NodeProvider` seam: create, list and terminate the machines node agents run on."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+TAG_CLUSTER = "cumulus:cluster"
+TAG_REQUEST = "cumulus:request-id"
+TAG_NODE_TYPE = "cumulus:node-type"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeType:
+    """A kind of node a provider can create."""
+
+    name: str
+    cpu_millis: int
+    memory_mib: int
+    hourly_cost: float = 0.0
+    boot_s: float = 0.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderNode:
+    """A node as its provider lists it (portable core plus provider-specific `extra`)."""
+
+    id: str
+    node_type: str
+    state: str  # "pending" | "running" | "terminated"
+    request_id: str
+    cluster: str
+    created_at: float
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    """A provider call failed; carries the request id it was made under."""
+
+    def __init__(self, message: str, *, request_id: str = "") -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class InsufficientCapacityError(ProviderError):
+    """The provider has no capacity for this node type right now."""
+
+
+class QuotaError(ProviderError):
+    """An account limit stops the provider from creating more nodes."""
+
+
+def is_insufficient_capacity(err: BaseException) -> bool:
+    """Whether `err` means "try another node type or later"."""
+    return isinstance(err, InsufficientCapacityError)
+
+
+class NodeProvider(Protocol):
+    """Creates and removes nodes for one cluster.
+
+    Guarantees, which the contract suite checks for every implementation:
+    - `create` is idempotent by `request_id`: calling it again with the same id returns the nodes of
+      the first call instead of creating more.
+    - Every node is tagged with the cluster name and its request id, so `list_instances` finds all of
+      this cluster's nodes after a control-plane restart, and nothing of other clusters.
+    - `terminate` of a node that is missing or already gone is success.
+    - Node ids are unique and never reused. Listings are eventually consistent.
+    - Failures raise `ProviderError` or a subclass, never an SDK exception.
+    """
+
+    name: str
+    cluster: str
+
+    def create(self, node_type: NodeType, count: int, *, request_id: str) -> list[ProviderNode]:
+        """Create `count` nodes of `node_type` (or return those already created for `request_id`)."""
+        ...
+
+    def terminate(self, ids: Sequence[str], *, request_id: str) -> None:
+        """Terminate nodes by id; missing ids are success."""
+        ...
+
+    def list_instances(self) -> list[ProviderNode]:
+        """This cluster's nodes that are not terminated."""
+        ...

@@ -1,0 +1,156 @@
+"""The local provider: a "node" is a node agent process on this machine.
+
+Each node has a folder `<root>/<node id>/` holding `node.json` (its tags: cluster, request id,
+type, pid) and the agent's config and log. The folders are the provider's listing, so a restarted
+control plane finds the agents it started, which keep running across its restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from provisioners.base import NodeType, ProviderError, ProviderNode
+
+
+@dataclass(frozen=True, slots=True)
+class AgentBootstrap:
+    """What every new node agent is told: where its control plane is and how to prove itself."""
+
+    control_plane_url: str
+    token: str
+    docker_host: str = ""
+    image: str = ""
+    heartbeat_interval_s: float = 2.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    """A live (not zombie) node agent process with this pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    state = stat.rpartition(")")[2].split()[0]
+    return state not in ("Z", "X") and b"node_agent" in cmdline
+
+
+class LocalProvider:
+    """`NodeProvider` whose nodes are agent processes on this host."""
+
+    name = "local"
+
+    def __init__(self, root: Path, cluster: str, bootstrap: AgentBootstrap) -> None:
+        self.root = root
+        self.cluster = cluster
+        self.bootstrap = bootstrap
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _records(self) -> list[dict[str, object]]:
+        out = []
+        for meta in sorted(self.root.glob("*/node.json")):
+            try:
+                rec = json.loads(meta.read_text())
+            except (OSError, ValueError):
+                continue
+            if rec.get("cluster") == self.cluster:
+                out.append(rec)
+        return out
+
+    def _reap(self) -> None:
+        for pid, proc in list(self._children.items()):
+            if proc.poll() is not None:
+                del self._children[pid]
+
+    def _node(self, rec: dict[str, object]) -> ProviderNode:
+        pid = int(str(rec["pid"]))
+        return ProviderNode(id=str(rec["id"]), node_type=str(rec["node_type"]),
+                            state="running" if _alive(pid) else "terminated",
+                            request_id=str(rec["request_id"]), cluster=self.cluster,
+                            created_at=float(str(rec["created_at"])),
+                            extra={"pid": pid, "port": rec["port"], "url": rec["url"],
+                                   "dir": str(self.root / str(rec["id"]))})
+
+    def create(self, node_type: NodeType, count: int, *, request_id: str) -> list[ProviderNode]:
+        """Start `count` agents; a repeated `request_id` returns the nodes it already made."""
+        self._reap()
+        done = [self._node(r) for r in self._records() if r.get("request_id") == request_id]
+        nodes = list(done)
+        for _ in range(count - len(done)):
+            node_id = f"local-{uuid.uuid4().hex[:8]}"
+            node_dir = self.root / node_id
+            node_dir.mkdir(parents=True)
+            port = _free_port()
+            config = {"node_id": node_id, "control_plane_url": self.bootstrap.control_plane_url,
+                      "token": self.bootstrap.token, "listen_host": "127.0.0.1", "listen_port": port,
+                      "data_dir": str(node_dir / "data"), "cpu_millis": node_type.cpu_millis,
+                      "memory_mib": node_type.memory_mib, "image": self.bootstrap.image,
+                      "docker_host": self.bootstrap.docker_host, "node_type": node_type.name,
+                      "provider": self.name, "heartbeat_interval_s": self.bootstrap.heartbeat_interval_s}
+            cfg_path = node_dir / "agent.json"
+            cfg_path.write_text(json.dumps(config))
+            cfg_path.chmod(0o600)
+            with (node_dir / "agent.log").open("ab") as logf:
+                try:
+                    proc = subprocess.Popen([sys.executable, "-m", "node_agent", "--config", str(cfg_path)],
+                                            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+                except OSError as exc:
+                    shutil.rmtree(node_dir, ignore_errors=True)
+                    raise ProviderError(f"could not start a node agent: {exc}",
+                                        request_id=request_id) from exc
+            self._children[proc.pid] = proc
+            rec = {"id": node_id, "cluster": self.cluster, "request_id": request_id,
+                   "node_type": node_type.name, "pid": proc.pid, "port": port,
+                   "url": f"http://127.0.0.1:{port}", "created_at": time.time()}
+            tmp = node_dir / "node.json.tmp"
+            tmp.write_text(json.dumps(rec))
+            os.replace(tmp, node_dir / "node.json")
+            nodes.append(self._node(rec))
+        return nodes
+
+    def terminate(self, ids: Sequence[str], *, request_id: str) -> None:
+        """SIGTERM each agent (it removes its containers), SIGKILL after 20 s; missing is success."""
+        records = {str(r["id"]): r for r in self._records()}
+        pids = []
+        for node_id in ids:
+            rec = records.get(node_id)
+            if rec is None:
+                continue
+            pid = int(str(rec["pid"]))
+            if _alive(pid):
+                os.kill(pid, signal.SIGTERM)
+                pids.append(pid)
+        deadline = time.monotonic() + 20
+        while pids and time.monotonic() < deadline:
+            self._reap()
+            pids = [pid for pid in pids if _alive(pid)]
+            time.sleep(0.05)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        self._reap()
+        for node_id in ids:
+            if node_id in records:
+                shutil.rmtree(self.root / node_id, ignore_errors=True)
+
+    def list_instances(self) -> list[ProviderNode]:
+        """Nodes of this cluster whose agent process is alive."""
+        self._reap()
+        return [n for n in (self._node(r) for r in self._records()) if n.state != "terminated"]
