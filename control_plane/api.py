@@ -45,10 +45,12 @@ CurrentUser = Annotated[Principal, Depends(current_user)]
 
 def _public(plat: Platform, fn: Function, ver: FunctionVersion) -> FunctionPublic:
     pool = plat.gateway.pools.get(fn.name)
+    live = pool.live() if pool else []
+    ready = sum(1 for i in live if i.is_ready)
     return FunctionPublic(name=fn.name, version=ver.version, url=function_url(plat, fn.name),
                           config=json.loads(ver.config_json), code_digest=ver.code_digest,
                           code_size=ver.code_size, created_at=fn.created_at, updated_at=fn.updated_at,
-                          instances=len(pool.live()) if pool else 0)
+                          instances=ready, starting=len(live) - ready)
 
 
 def function_url(plat: Platform, name: str) -> str:

@@ -36,8 +36,8 @@ def _check_members(zf: zipfile.ZipFile) -> None:
         path = PurePosixPath(name)
         if name.startswith(("/", "\\")) or ".." in path.parts or "\\" in name or ":" in path.parts[0]:
             raise InvalidCode(f"zip entry {name!r} escapes the function's folder")
-        mode = info.external_attr >> 16
-        if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip does not say
+        if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
             raise InvalidCode(f"zip entry {name!r} is not a regular file or folder (links are refused)")
         total += info.file_size
         if total > MAX_UNPACKED_BYTES:

@@ -196,3 +196,7 @@ _register_optional()
 def main() -> None:
     """Console entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

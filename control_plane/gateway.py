@@ -81,14 +81,19 @@ class FunctionPool:
     version: FunctionVersion
     config: FunctionConfig
     instances: dict[str, Instance] = field(default_factory=dict)
+    draining: dict[str, Instance] = field(default_factory=dict)  # older versions, stopped once idle
     cond: asyncio.Condition = field(default_factory=asyncio.Condition)
     waiting: int = 0
     start_failures: int = 0
     last_start_error: CumulusError | None = None
 
     def live(self) -> list[Instance]:
-        """Instances that are starting or ready."""
+        """Instances of the current version that are starting or ready."""
         return [i for i in self.instances.values() if i.state is not InstanceState.STOPPING]
+
+    def all_instances(self) -> list[Instance]:
+        """Current and draining instances."""
+        return [*self.instances.values(), *self.draining.values()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +139,7 @@ class Gateway:
         if self._session is not None:
             await self._session.close()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -155,16 +160,18 @@ class Gateway:
         pool = self.pools.get(ver.function)
         if pool is None:
             self.pools[ver.function] = FunctionPool(ver, ver.config())
-        else:
+        elif ver.version != pool.version.version:
             pool.version, pool.config = ver, ver.config()
             pool.last_start_error = None
+            pool.draining.update(pool.instances)
+            pool.instances = {}
 
     async def remove_function(self, name: str) -> None:
         """Forget a function and stop all its instances."""
         pool = self.pools.pop(name, None)
         if pool is None:
             return
-        await asyncio.gather(*(self.stop_instance(pool, i) for i in list(pool.instances.values())),
+        await asyncio.gather(*(self.stop_instance(pool, i) for i in pool.all_instances()),
                              return_exceptions=True)
         async with pool.cond:
             pool.cond.notify_all()
@@ -173,7 +180,7 @@ class Gateway:
         """Resources held per node by live instances."""
         out: dict[str, Resources] = {}
         for pool in self.pools.values():
-            for inst in pool.instances.values():
+            for inst in pool.all_instances():
                 out[inst.node_id] = out.get(inst.node_id, Resources.ZERO) + inst.resources
         return out
 
@@ -197,7 +204,7 @@ class Gateway:
                         version=pool.version.version, node_id=node.id, node_url=node.url,
                         concurrency=config.concurrency, resources=res)
         pool.instances[inst.id] = inst
-        self._spawn(self._start(pool, inst))
+        self.spawn(self._start(pool, inst))
         return inst
 
     async def _start(self, pool: FunctionPool, inst: Instance) -> None:
@@ -223,27 +230,32 @@ class Gateway:
         async with pool.cond:
             if error is not None:
                 pool.instances.pop(inst.id, None)
+                pool.draining.pop(inst.id, None)
                 pool.last_start_error = error
                 pool.start_failures += 1
                 log.warning("event=instance_start_failed function=%s instance=%s error=%s",
                             config.name, inst.id, error.message)
                 pool.cond.notify_all()
+            elif inst.state is InstanceState.STARTING and inst.id in pool.draining:
+                inst.state = InstanceState.READY  # a new version arrived meanwhile: drain it
+                inst.last_used = self.clock.now()
             elif inst.state is InstanceState.STARTING:
                 inst.state = InstanceState.READY
                 inst.last_used = self.clock.now()
                 pool.cond.notify(inst.concurrency)
             else:  # stopped while starting (function deleted or redeployed)
-                self._spawn(self._delete(inst))
+                self.spawn(self.remove_container(inst))
         self._changed()
 
     async def stop_instance(self, pool: FunctionPool, inst: Instance) -> None:
         """Take an instance out of service and remove its container."""
         inst.state = InstanceState.STOPPING
         pool.instances.pop(inst.id, None)
-        await self._delete(inst)
+        pool.draining.pop(inst.id, None)
+        await self.remove_container(inst)
         self._changed()
 
-    async def _delete(self, inst: Instance) -> None:
+    async def remove_container(self, inst: Instance) -> None:
         assert self._session is not None
         try:
             async with self._session.delete(f"{inst.node_url}/v1/instances/{inst.id}",
@@ -324,12 +336,12 @@ class Gateway:
                     payload = await resp.read()
                     headers = resp.headers
             except (aiohttp.ClientError, TimeoutError) as exc:
-                self._drop(pool, inst)
+                self.forget_instance(pool, inst)
                 raise NodeUnavailable(f"node {inst.node_id} did not answer: {exc!r}") from exc
             finally:
                 await self.release(pool, inst)
             if headers.get(p.INSTANCE_GONE_HEADER):
-                self._drop(pool, inst)
+                self.forget_instance(pool, inst)
             outcome = headers.get(p.OUTCOME_HEADER, p.CRASHED)
             if outcome != p.INSTANCE_NOT_FOUND:
                 break
@@ -354,8 +366,8 @@ class Gateway:
         status = OUTCOME_STATUS.get(outcome, 502)
         return InvokeResult(status, out_headers, json.dumps({"error": error}).encode())
 
-    def _drop(self, pool: FunctionPool, inst: Instance) -> None:
+    def forget_instance(self, pool: FunctionPool, inst: Instance) -> None:
         """Forget an instance its node has already removed (or that is unreachable)."""
-        if pool.instances.pop(inst.id, None) is not None:
+        if pool.instances.pop(inst.id, None) or pool.draining.pop(inst.id, None):
             inst.state = InstanceState.STOPPING
             self._changed()

@@ -6,7 +6,8 @@ import re
 import time
 from typing import Any
 
-from pydantic import field_validator, model_validator
+from pydantic import BaseModel, field_validator, model_validator
+from pydantic import Field as PydanticField
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -16,20 +17,21 @@ ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_ENV_PREFIX = "CUMULUS_"
 
 
-class FunctionConfig(SQLModel):
+class FunctionConfig(BaseModel):
     """What a user sets for a function; stored as JSON with every version."""
 
-    name: str = Field(regex=NAME_PATTERN, description="lowercase letters, digits and dashes")
-    handler: str = Field(default="main.handler", regex=HANDLER_PATTERN, description="module.function")
-    memory_mb: int = Field(default=256, ge=64, le=16384, description="memory limit (MiB)")
-    cpu_millis: int = Field(default=0, ge=0, le=64000,
+    name: str = PydanticField(pattern=NAME_PATTERN, description="lowercase letters, digits and dashes")
+    handler: str = PydanticField(default="main.handler", pattern=HANDLER_PATTERN,
+                                 description="module.function")
+    memory_mb: int = PydanticField(default=256, ge=64, le=16384, description="memory limit (MiB)")
+    cpu_millis: int = PydanticField(default=0, ge=0, le=64000,
                             description="CPU quota in millicores; 0 = proportional to memory")
-    timeout_s: float = Field(default=30.0, gt=0, le=900, description="per-invocation timeout")
-    concurrency: int = Field(default=1, ge=1, le=1000, description="in-flight requests per instance")
-    min_instances: int = Field(default=0, ge=0, le=1000)
-    max_instances: int = Field(default=10, ge=1, le=1000)
-    keep_alive_s: float = Field(default=600.0, ge=0, le=86400, description="idle time before stop")
-    env: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = PydanticField(default=30.0, gt=0, le=900, description="per-invocation timeout")
+    concurrency: int = PydanticField(default=1, ge=1, le=1000, description="in-flight requests per instance")
+    min_instances: int = PydanticField(default=0, ge=0, le=1000)
+    max_instances: int = PydanticField(default=10, ge=1, le=1000)
+    keep_alive_s: float = PydanticField(default=600.0, ge=0, le=86400, description="idle time before stop")
+    env: dict[str, str] = PydanticField(default_factory=dict)
 
     @field_validator("env")
     @classmethod
@@ -128,7 +130,8 @@ class FunctionPublic(SQLModel):
     code_size: int
     created_at: float
     updated_at: float
-    instances: int = 0
+    instances: int = Field(default=0, description="instances ready to serve")
+    starting: int = Field(default=0, description="instances being started")
 
 
 class DeployResult(SQLModel):

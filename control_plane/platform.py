@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 from control_plane.auth import Authenticator, load_or_create_node_token, write_secret
@@ -41,7 +42,8 @@ class Platform:
                            lost_after_s=settings.node_lost_after_s)
         self.gateway = Gateway(self.store, self.fleet, self.clock, node_token=self.node_token,
                                public_url=settings.url, queue_timeout_s=settings.queue_timeout_s)
-        self.node_type = NodeType(name="local", cpu_millis=settings.node_cpu_millis,
+        cpu = settings.node_cpu_millis or int((os.cpu_count() or 1) * 1000 * settings.cpu_overcommit)
+        self.node_type = NodeType(name="local", cpu_millis=cpu,
                                   memory_mib=settings.node_memory_mib or default_memory_mib())
         if provider is None and use_provider and settings.provider == "local":
             provider = LocalProvider(data / "nodes", settings.cluster, AgentBootstrap(

@@ -58,11 +58,10 @@ class Reconciler:
         """Bring the gateway's view in line with what nodes report."""
         for node in await self.fleet.check():
             for pool in self.gateway.pools.values():
-                for inst in [i for i in pool.instances.values() if i.node_id == node.id]:
-                    pool.instances.pop(inst.id, None)
-                    inst.state = InstanceState.STOPPING
+                for inst in [i for i in pool.all_instances() if i.node_id == node.id]:
+                    self.gateway.forget_instance(pool, inst)
                     log.warning("event=instance_lost instance=%s node=%s", inst.id, node.id)
-        known = {i.id for pool in self.gateway.pools.values() for i in pool.instances.values()}
+        known = {i.id for pool in self.gateway.pools.values() for i in pool.all_instances()}
         for node in self.fleet.nodes.values():
             if node.state is not NodeState.READY:
                 continue
@@ -89,11 +88,11 @@ class Reconciler:
 
         async def run() -> None:
             try:
-                await self.gateway._delete(inst)
+                await self.gateway.remove_container(inst)
             finally:
                 self._stopping.discard(inst.id)
 
-        self.gateway._spawn(run())
+        self.gateway.spawn(run())
 
     # -- act ---------------------------------------------------------------------------------
     async def act(self) -> None:
@@ -104,12 +103,11 @@ class Reconciler:
         await self.ensure_fleet()
 
     async def _reconcile_pool(self, pool: FunctionPool, now: float) -> None:
-        current = pool.version.version
-        for inst in list(pool.instances.values()):
-            if inst.version != current and inst.is_ready and inst.in_flight == 0:
+        for inst in list(pool.draining.values()):
+            if inst.is_ready and inst.in_flight == 0:
                 log.info("event=instance_drained instance=%s reason=old_version", inst.id)
                 await self.gateway.stop_instance(pool, inst)
-        live = [i for i in pool.live() if i.version == current]
+        live = pool.live()
         reclaim = idle_to_stop(live, now=now, keep_alive_s=pool.config.keep_alive_s,
                                min_instances=pool.config.min_instances)
         for inst_id in reclaim.instance_ids:
@@ -117,7 +115,7 @@ class Reconciler:
             if idle is not None and idle.in_flight == 0:
                 log.info("event=instance_reclaimed instance=%s reason=%r", inst_id, reclaim.reason)
                 await self.gateway.stop_instance(pool, idle)
-        deficit = pool.config.min_instances - len([i for i in pool.live() if i.version == current])
+        deficit = pool.config.min_instances - len(pool.live())
         for _ in range(max(0, deficit)):
             if self.gateway.start_instance(pool) is None:
                 break

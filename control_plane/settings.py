@@ -40,7 +40,10 @@ class Settings(BaseSettings):
     cluster: str = "cumulus"
     provider: str = "local"
     nodes: int = 1
-    node_cpu_millis: int = Field(default_factory=lambda: (os.cpu_count() or 1) * 1000)
+    # CPU is enforced per instance as a quota (a limit), and most instances idle most of the time,
+    # so a local node offers its cores several times over to placement; memory is never overcommitted.
+    cpu_overcommit: float = 4.0
+    node_cpu_millis: int = 0
     node_memory_mib: int = 0
     docker_host: str = Field(default_factory=default_docker_host)
     image: str = ""

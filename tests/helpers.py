@@ -1,0 +1,146 @@
+"""Shared test helpers: zips, a running platform, and what Docker holds."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+
+from node_agent.runtime import LABEL_FUNCTION
+
+REPO = Path(__file__).resolve().parent.parent
+DOCKER_HOST = os.environ.get("DOCKER_HOST", "unix:///run/cumulus-docker.sock")
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_zip(files: dict[str, str | bytes]) -> bytes:
+    """A zip holding `files` (name -> content)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, content in files.items():
+            zf.writestr(name, content)
+    return buf.getvalue()
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy, at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class RunningPlatform:
+    """A `cumulus up` process with its URL, token and data directory."""
+
+    url: str
+    token: str
+    data_dir: Path
+    proc: subprocess.Popen[bytes]
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Admin auth header."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def deploy(self, name: str, files: dict[str, str | bytes], **config: Any) -> requests.Response:
+        """Deploy `files` as function `name` (raw response)."""
+        cfg = {"name": name, **config}
+        return requests.post(f"{self.url}/v1/functions", headers=self.headers, timeout=300,
+                             files={"code": ("code.zip", make_zip(files), "application/zip")},
+                             data={"config": json.dumps(cfg)})
+
+    def deploy_ok(self, name: str, files: dict[str, str | bytes], **config: Any) -> dict[str, Any]:
+        """Deploy and assert success."""
+        resp = self.deploy(name, files, **config)
+        assert resp.status_code == 201, resp.text
+        return resp.json()  # type: ignore[no-any-return]
+
+    def invoke(self, name: str, event: Any = None, *, raw: bytes | None = None,
+               timeout: float = 120) -> requests.Response:
+        """Invoke a function."""
+        body = raw if raw is not None else json.dumps(event).encode()
+        return requests.post(f"{self.url}/v1/functions/{name}/invoke", data=body, headers=self.headers,
+                             timeout=timeout)
+
+    def get(self, path: str) -> Any:
+        """GET JSON, asserting 200."""
+        resp = requests.get(self.url + path, headers=self.headers, timeout=30)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    def cli(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the `cumulus` CLI against this platform."""
+        env = {**os.environ, "CUMULUS_URL": self.url, "CUMULUS_TOKEN": self.token, "COLUMNS": "200"}
+        return subprocess.run([sys.executable, "-m", "control_plane.cli", *args], env=env,
+                              capture_output=True, text=input is None, input=input, timeout=300,
+                              check=False, cwd=REPO)
+
+    def stop(self) -> None:
+        """SIGINT, as Ctrl-C would."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_platform(data_dir: Path, *, extra_env: dict[str, str] | None = None,
+                   args: tuple[str, ...] = ()) -> RunningPlatform:
+    """Start `cumulus up` on a free port with fast loops, and wait until a node is ready."""
+    port = free_port()
+    env = {**os.environ, "DOCKER_HOST": DOCKER_HOST, "CUMULUS_RECONCILE_INTERVAL_S": "0.2",
+           "CUMULUS_HEARTBEAT_INTERVAL_S": "0.5", "PIP_NO_INDEX": "1", **(extra_env or {})}
+    log = (data_dir / "up.out").open("wb") if data_dir.exists() else None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = log or (data_dir / "up.out").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "control_plane.cli", "up", "--data-dir", str(data_dir),
+                             "--port", str(port), "--no-example", *args],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError("cumulus up exited:\n" + (data_dir / "up.out").read_text())
+        return "Press Ctrl-C" in (data_dir / "up.out").read_text()
+
+    wait_for(ready, 120, what="cumulus up")
+    token = (data_dir / "admin.token").read_text().strip()
+    return RunningPlatform(url, token, data_dir, proc, env)
+
+
+def docker_client() -> docker.DockerClient:
+    """A Docker client on the engine the tests use."""
+    return docker.DockerClient(base_url=DOCKER_HOST)
+
+
+def containers_of(function: str) -> list[dict[str, Any]]:
+    """Containers (any state) labelled with this function, as the engine summarises them
+    (keys "State", "Labels", ...; no per-container inspect, which races with removal)."""
+    summaries = docker_client().api.containers(all=True, filters={"label": f"{LABEL_FUNCTION}={function}"})
+    return list(summaries)

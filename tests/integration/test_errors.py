@@ -1,0 +1,163 @@
+"""Every failure class gets its own error type and status, and leaves no container behind."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+from helpers import RunningPlatform, containers_of, make_zip, wait_for
+
+pytestmark = pytest.mark.docker
+
+OK = {"main.py": "def handler(event, context):\n    return {'ok': True}\n"}
+
+
+def _error(resp: requests.Response, status: int, kind: str) -> dict[str, object]:
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    assert err["type"] == kind, err
+    assert isinstance(err["message"], str) and err["message"]
+    return err  # type: ignore[no-any-return]
+
+
+def _running(function: str) -> int:
+    return len([c for c in containers_of(function) if c["State"] == "running"])
+
+
+def test_handler_exception_returns_its_traceback(platform: RunningPlatform) -> None:
+    platform.deploy_ok("raiser", {"main.py": "def handler(event, context):\n    raise ValueError('boom')\n"})
+    err = _error(platform.invoke("raiser", {}), 500, "HandlerError")
+    assert "ValueError: boom" in str(err["message"])
+    assert any("raise ValueError('boom')" in line for line in err["traceback"])  # type: ignore[attr-defined]
+    assert platform.invoke("raiser", {}).status_code == 500  # the instance survives its handler's errors
+    assert _running("raiser") == 1
+
+
+def test_timeout_stops_and_replaces_the_container(platform: RunningPlatform) -> None:
+    code = {"main.py": "import time, socket\n\ndef handler(event, context):\n"
+                       "    time.sleep(event['sleep'])\n    return socket.gethostname()\n"}
+    platform.deploy_ok("slow", code, timeout_s=1)
+    first_host = platform.invoke("slow", {"sleep": 0}).json()
+    err = _error(platform.invoke("slow", {"sleep": 5}), 504, "FunctionTimeout")
+    assert "1s" in str(err["message"])
+    wait_for(lambda: not containers_of("slow"), 20, what="timed-out container to be removed")
+    after = platform.invoke("slow", {"sleep": 0})
+    assert after.status_code == 200 and after.json() != first_host  # a fresh instance
+
+
+def test_memory_limit_kills_and_reports(platform: RunningPlatform) -> None:
+    code = {"main.py": "def handler(event, context):\n    hog = bytearray(400 * 1024 * 1024)\n"
+                       "    return len(hog)\n"}
+    platform.deploy_ok("hog", code, memory_mb=64)
+    err = _error(platform.invoke("hog", {}), 502, "FunctionOutOfMemory")
+    assert "64 MiB" in str(err["message"])
+    wait_for(lambda: not containers_of("hog"), 20, what="killed container to be removed")
+
+
+def test_result_not_serializable(platform: RunningPlatform) -> None:
+    platform.deploy_ok("unjson", {"main.py": "def handler(event, context):\n    return {1, 2}\n"})
+    _error(platform.invoke("unjson", {}), 500, "ResultNotSerializable")
+    assert _running("unjson") == 1
+
+
+def test_import_error_in_function_is_reported(platform: RunningPlatform) -> None:
+    platform.deploy_ok("broken", {"main.py": "import no_such_module\n\ndef handler(e, c):\n    return 1\n"})
+    err = _error(platform.invoke("broken", {}), 500, "FunctionInitError")
+    assert "no_such_module" in str(err["message"])
+
+
+def test_payload_too_large(platform: RunningPlatform) -> None:
+    platform.deploy_ok("bigin", OK)
+    big = b'"' + b"x" * (6 * 1024 * 1024) + b'"'
+    _error(platform.invoke("bigin", raw=big), 413, "PayloadTooLarge")
+    assert platform.invoke("bigin", {}).status_code == 200
+
+
+def test_payload_just_under_the_limit_is_accepted(platform: RunningPlatform) -> None:
+    platform.deploy_ok("bigok", {"main.py": "def handler(event, context):\n    return len(event)\n"})
+    event = "x" * (6 * 1024 * 1024 - 16)
+    resp = platform.invoke("bigok", event)
+    assert resp.status_code == 200 and resp.json() == len(event)
+
+
+def test_event_that_is_not_json(platform: RunningPlatform) -> None:
+    platform.deploy_ok("strict", OK)
+    _error(platform.invoke("strict", raw=b"{nope"), 400, "InvalidEvent")
+
+
+def test_invalid_zip(platform: RunningPlatform) -> None:
+    resp = requests.post(f"{platform.url}/v1/functions", headers=platform.headers, timeout=60,
+                         files={"code": ("code.zip", b"not a zip", "application/zip")},
+                         data={"config": json.dumps({"name": "badzip"})})
+    _error(resp, 400, "InvalidCode")
+
+
+@pytest.mark.parametrize("member", ["../evil.py", "/abs/evil.py", "a/../../evil.py"])
+def test_zip_escaping_its_folder(platform: RunningPlatform, member: str) -> None:
+    files: dict[str, str | bytes] = {**OK, member: "x = 1\n"}
+    resp = requests.post(f"{platform.url}/v1/functions", headers=platform.headers, timeout=60,
+                         files={"code": ("code.zip", make_zip(files), "application/zip")},
+                         data={"config": json.dumps({"name": "escape"})})
+    _error(resp, 400, "InvalidCode")
+    assert requests.get(f"{platform.url}/v1/functions/escape", headers=platform.headers,
+                        timeout=10).status_code == 404
+
+
+def test_missing_handler_module(platform: RunningPlatform) -> None:
+    _error(platform.deploy("nomain", {"other.py": "x = 1\n"}), 400, "InvalidCode")
+
+
+@pytest.mark.parametrize("config", [
+    {"name": "Bad Name"},
+    {"name": "ok", "memory_mb": 1},
+    {"name": "ok", "timeout_s": -1},
+    {"name": "ok", "min_instances": 5, "max_instances": 2},
+    {"name": "ok", "handler": "no-dots"},
+    {"name": "ok", "env": {"CUMULUS_X": "1"}},
+])
+def test_invalid_config(platform: RunningPlatform, config: dict[str, object]) -> None:
+    resp = requests.post(f"{platform.url}/v1/functions", headers=platform.headers, timeout=60,
+                         files={"code": ("code.zip", make_zip(OK), "application/zip")},
+                         data={"config": json.dumps(config)})
+    _error(resp, 422, "InvalidConfig")
+
+
+def test_config_that_is_not_json(platform: RunningPlatform) -> None:
+    resp = requests.post(f"{platform.url}/v1/functions", headers=platform.headers, timeout=60,
+                         files={"code": ("code.zip", make_zip(OK), "application/zip")},
+                         data={"config": "{name"})
+    _error(resp, 422, "InvalidConfig")
+
+
+def test_unknown_function(platform: RunningPlatform) -> None:
+    _error(platform.invoke("ghost", {}), 404, "FunctionNotFound")
+    _error(requests.get(f"{platform.url}/v1/functions/ghost", headers=platform.headers, timeout=10),
+           404, "FunctionNotFound")
+    _error(requests.delete(f"{platform.url}/v1/functions/ghost", headers=platform.headers, timeout=10),
+           404, "FunctionNotFound")
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}])
+def test_auth_is_required_everywhere_but_healthz(platform: RunningPlatform, headers: dict[str, str]) -> None:
+    assert requests.get(f"{platform.url}/healthz", timeout=10).status_code == 200
+    for method, path in [("GET", "/v1/functions"), ("GET", "/v1/nodes"), ("POST", "/v1/functions/x/invoke"),
+                         ("GET", "/v1/functions/x/logs"), ("DELETE", "/v1/functions/x")]:
+        resp = requests.request(method, platform.url + path, headers=headers, timeout=10)
+        _error(resp, 401, "Unauthorized")
+
+
+def test_node_routes_refuse_user_tokens(platform: RunningPlatform) -> None:
+    resp = requests.post(f"{platform.url}/v1/internal/heartbeat", headers=platform.headers, json={},
+                         timeout=10)
+    _error(resp, 401, "Unauthorized")
+
+
+def test_admin_token_file_is_private(platform: RunningPlatform) -> None:
+    assert (platform.data_dir / "admin.token").stat().st_mode & 0o777 == 0o600
+
+
+def test_openapi_docs_are_served(platform: RunningPlatform) -> None:
+    spec = requests.get(f"{platform.url}/openapi.json", timeout=10).json()
+    assert "/v1/functions/{name}/invoke" in spec["paths"]
+    assert requests.get(f"{platform.url}/docs", timeout=10).status_code == 200
