@@ -65,6 +65,8 @@ class HybridHistogramPolicy:
     oob_fraction_threshold: float = 0.5
     forecast_margin: float = 0.15
     forecast_history: int = 5
+    # Keep-alive while the histogram is not representative; None means the whole range, as in the paper.
+    unrepresentative_keep_alive_s: float | None = None
     name: str = "histogram"
 
     @property
@@ -89,15 +91,17 @@ class IdleTimeHistogram:
         """Idle times recorded, in range or not."""
         return sum(self.counts) + self.out_of_bounds
 
-    def record(self, idle_s: float, policy: HybridHistogramPolicy) -> IdleTimeHistogram:
-        """A new histogram with one more idle time."""
+    def record(self, idle_s: float, policy: HybridHistogramPolicy, times: int = 1) -> IdleTimeHistogram:
+        """A new histogram with `times` more idle times of `idle_s`."""
+        if times <= 0:
+            return self
         counts = self.counts or (0,) * policy.bins
         i = int(max(idle_s, 0.0) // policy.bin_s)
         if i >= len(counts):
-            recent = (*self.recent_oob_s, idle_s)[-policy.forecast_history :]
-            return IdleTimeHistogram(counts, self.out_of_bounds + 1, recent)
+            recent = (*self.recent_oob_s, *([idle_s] * min(times, policy.forecast_history)))
+            return IdleTimeHistogram(counts, self.out_of_bounds + times, recent[-policy.forecast_history :])
         return IdleTimeHistogram(
-            (*counts[:i], counts[i] + 1, *counts[i + 1 :]), self.out_of_bounds, self.recent_oob_s
+            (*counts[:i], counts[i] + times, *counts[i + 1 :]), self.out_of_bounds, self.recent_oob_s
         )
 
     def percentile_bin(self, pct: float) -> int:
@@ -145,10 +149,15 @@ def keep_alive(policy: KeepAlivePolicy, history: IdleTimeHistogram | None = None
     cv = h.bin_cv()
     if total < policy.min_samples or sum(h.counts) == 0 or cv < policy.cv_threshold:
         why = f"{total} idle times" if total < policy.min_samples or sum(h.counts) == 0 else f"CV {cv:.2f}"
+        fallback = (
+            policy.range_s
+            if policy.unrepresentative_keep_alive_s is None
+            else policy.unrepresentative_keep_alive_s
+        )
         return KeepAliveWindow(
             0.0,
-            policy.range_s,
-            f"histogram not representative ({why}): keep alive the whole {policy.range_s / 3600:g} h range",
+            fallback,
+            f"histogram not representative ({why}): keep alive {fallback / 60:g} min",
         )
     head = h.percentile_bin(policy.head_percentile) * policy.bin_s
     tail = (h.percentile_bin(policy.tail_percentile) + 1) * policy.bin_s
