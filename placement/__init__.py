@@ -4,6 +4,28 @@ No I/O, no clock reads, no threads: time comes in as an argument, so every decis
 exhaustively and replayed on real traffic by the simulator.
 """
 
+from placement.autoscale import FunctionScaleState, ScaleDecision, ScalingPolicy, scale_function
+from placement.fleet import scale_fleet
+from placement.fleet_state import (
+    AddNodes,
+    DrainNode,
+    FleetDecision,
+    FleetNode,
+    FleetPolicy,
+    FleetState,
+    InstanceGroup,
+    NodeType,
+    ProvisionFailure,
+    RemoveNode,
+    UtilizationSample,
+)
+from placement.keepalive import (
+    FixedKeepAlive,
+    HybridHistogramPolicy,
+    IdleTimeHistogram,
+    KeepAliveWindow,
+    keep_alive,
+)
 from placement.nodes import NodeState, NodeView
 from placement.placing import (
     Assignment,
@@ -16,13 +38,34 @@ from placement.placing import (
 from placement.resources import Resources
 
 __all__ = [
+    "AddNodes",
     "Assignment",
+    "DrainNode",
+    "FixedKeepAlive",
+    "FleetDecision",
+    "FleetNode",
+    "FleetPolicy",
+    "FleetState",
+    "FunctionScaleState",
+    "HybridHistogramPolicy",
+    "IdleTimeHistogram",
+    "InstanceGroup",
+    "KeepAliveWindow",
     "NodeState",
+    "NodeType",
     "NodeView",
     "PlacementDecision",
     "PlacementRequest",
+    "ProvisionFailure",
+    "RemoveNode",
     "Resources",
+    "ScaleDecision",
+    "ScalingPolicy",
     "Strategy",
     "Unplaced",
+    "UtilizationSample",
+    "keep_alive",
     "place",
+    "scale_fleet",
+    "scale_function",
 ]
