@@ -31,7 +31,7 @@ from control_plane.errors import (
 )
 from control_plane.fleet import Fleet
 from control_plane.models import FunctionConfig, FunctionVersion
-from control_plane.store import Store
+from control_plane.store import LogRow, Store
 from node_agent import protocol as p
 from placement import PlacementRequest, Resources, place
 from placement.routing import choose_instance, instances_to_start
@@ -105,9 +105,6 @@ class InvokeResult:
     body: bytes
 
 
-LogRecord = tuple[str, int, str, float, float, str, bool, str]
-
-
 class Gateway:
     """Function pools, instance lifecycle through node agents, and the invocation path."""
 
@@ -120,7 +117,7 @@ class Gateway:
         self.public_url = public_url
         self.queue_timeout_s = queue_timeout_s
         self.pools: dict[str, FunctionPool] = {}
-        self.log_buffer: list[LogRecord] = []
+        self.log_buffer: list[LogRow] = []
         self._auth = {"Authorization": f"Bearer {node_token}"}
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()

@@ -17,7 +17,6 @@ import uuid
 from control_plane.clock import Clock
 from control_plane.fleet import Fleet
 from control_plane.gateway import FunctionPool, Gateway, Instance, InstanceState
-from control_plane.models import InvocationLog
 from control_plane.store import Store
 from placement import NodeState, Resources
 from placement.routing import idle_to_stop
@@ -151,13 +150,10 @@ class Reconciler:
         if not self.gateway.log_buffer:
             return
         batch, self.gateway.log_buffer = self.gateway.log_buffer, []
-        records = [InvocationLog(function=f, version=v, request_id=r, started_at=t, duration_ms=d,
-                                 outcome=o, cold_start=c, logs=text)
-                   for f, v, r, t, d, o, c, text in batch]
         try:
-            await asyncio.to_thread(self.store.add_logs, records, self.log_retention)
+            await asyncio.to_thread(self.store.add_logs, batch, self.log_retention)
         except Exception as exc:  # a log write must never stop the loop
-            log.warning("event=log_flush_failed records=%d error=%r", len(records), exc)
+            log.warning("event=log_flush_failed records=%d error=%r", len(batch), exc)
 
     async def run(self, interval_s: float, stop: asyncio.Event) -> None:
         """Tick every `interval_s` until `stop` is set; a failing tick is logged and retried."""

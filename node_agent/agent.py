@@ -19,10 +19,14 @@ import aiohttp
 
 from node_agent import protocol as p
 from node_agent.runtime import LABEL_NODE, ContainerInfo, ContainerRuntime, ContainerSpec
+from node_agent.shim_client import ShimClient, ShimConnectionError
 
 log = logging.getLogger("cumulus.agent")
 
 SHIM_DIR = Path(__file__).parent / "shim"
+# Like Lambda's init phase, an instance gets at least a full core while it starts (Python start and
+# the user's imports), then its own quota: a 250m quota would otherwise stretch a 30 ms start to 100+.
+INIT_CPU_MILLIS = 1000
 
 
 class InstanceState(enum.StrEnum):
@@ -51,7 +55,7 @@ class Instance:
     state: InstanceState = InstanceState.STARTING
     in_flight: int = 0
     start_ms: float = 0.0
-    session: aiohttp.ClientSession | None = None
+    shim: ShimClient | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def report(self) -> p.InstanceReport:
@@ -100,8 +104,8 @@ class NodeAgent:
         if remove_instances:
             await asyncio.gather(*(self.stop(i) for i in list(self.instances)), return_exceptions=True)
         for inst in self.instances.values():
-            if inst.session is not None:
-                await inst.session.close()
+            if inst.shim is not None:
+                inst.shim.close()
         if self._http is not None:
             await self._http.close()
 
@@ -124,16 +128,10 @@ class NodeAgent:
                         cpu_millis=int(labels.get("io.cumulus.cpu", "0") or 0),
                         concurrency=int(labels.get("io.cumulus.concurrency", "1") or 1),
                         socket_path=sock, state=InstanceState.READY)
-        inst.session = self._socket_session(sock, inst.concurrency)
+        inst.shim = ShimClient(str(sock))
         inst.ready.set()
         self.instances[inst.instance_id] = inst
         return inst
-
-    @staticmethod
-    def _socket_session(sock: Path, concurrency: int) -> aiohttp.ClientSession:
-        connector = aiohttp.UnixConnector(path=str(sock), limit=max(concurrency, 1) * 2,
-                                          keepalive_timeout=3600)
-        return aiohttp.ClientSession(connector=connector, auto_decompress=False)
 
     def allocated(self) -> tuple[int, int]:
         """(cpu millis, memory MiB) held by this node's instances."""
@@ -191,9 +189,12 @@ class NodeAgent:
             spec = ContainerSpec(instance_id=instance_id, node_id=self.node_id, function=req.function,
                                  version=req.version, image=self.image, code_dir=code,
                                  shim_dir=SHIM_DIR, socket_dir=sock_dir, memory_mib=req.memory_mib,
-                                 cpu_millis=req.cpu_millis, concurrency=req.concurrency, env=env)
+                                 cpu_millis=req.cpu_millis, init_cpu_millis=INIT_CPU_MILLIS,
+                                 concurrency=req.concurrency, env=env)
             await asyncio.to_thread(self.runtime.run, spec)
             await self._wait_socket(inst)
+            if req.cpu_millis < INIT_CPU_MILLIS:
+                self._background(asyncio.to_thread(self.runtime.set_cpu, instance_id, req.cpu_millis))
         except BaseException as exc:
             self.instances.pop(instance_id, None)
             inst.ready.set()
@@ -202,7 +203,7 @@ class NodeAgent:
             if isinstance(exc, InstanceStartError | asyncio.CancelledError):
                 raise
             raise InstanceStartError(f"instance {instance_id} of {req.function}: {exc}") from exc
-        inst.session = self._socket_session(inst.socket_path, inst.concurrency)
+        inst.shim = ShimClient(str(inst.socket_path))
         inst.start_ms = (time.perf_counter() - t0) * 1000
         inst.state = InstanceState.READY
         inst.ready.set()
@@ -233,8 +234,8 @@ class NodeAgent:
             inst.state = InstanceState.STOPPING
         await asyncio.to_thread(self.runtime.remove, instance_id)
         self.instances.pop(instance_id, None)
-        if inst is not None and inst.session is not None:
-            await inst.session.close()
+        if inst is not None and inst.shim is not None:
+            inst.shim.close()
         shutil.rmtree(self.data_dir / "run" / instance_id, ignore_errors=True)
         log.info("event=instance_stopped instance=%s", instance_id)
 
@@ -243,27 +244,26 @@ class NodeAgent:
                      timeout_ms: int) -> tuple[int, dict[str, str], bytes]:
         """Proxy one invocation to the instance's socket; failures become outcome headers."""
         inst = self.instances.get(instance_id)
-        if inst is None or inst.state is not InstanceState.READY or inst.session is None:
+        if inst is None or inst.state is not InstanceState.READY or inst.shim is None:
             headers, out = outcome_response_parts(p.INSTANCE_NOT_FOUND,
                                                   f"instance {instance_id} is not ready here", gone=True)
             return 200, headers, out
         inst.in_flight += 1
         try:
             async with asyncio.timeout(timeout_ms / 1000):
-                async with inst.session.post(
-                        "http://fn/invoke", data=body,
-                        headers={"X-Request-Id": request_id, "X-Deadline-Ms": str(timeout_ms)}) as resp:
-                    payload = await resp.read()
-                    headers = {k: v for k, v in resp.headers.items() if k.startswith("X-Cumulus-")}
-                    headers["Content-Type"] = "application/json"
-                    return 200, headers, payload
+                answer, payload = await inst.shim.invoke(body, request_id, timeout_ms)
+            headers = {p.OUTCOME_HEADER: answer.get("x-cumulus-outcome", p.CRASHED),
+                       p.LOG_BYTES_HEADER: answer.get("x-cumulus-log-bytes", "0"),
+                       p.DURATION_HEADER: answer.get("x-cumulus-duration-us", "0"),
+                       "Content-Type": "application/json"}
+            return 200, headers, payload
         except TimeoutError:
             self._background(self.stop(instance_id))
             headers, out = outcome_response_parts(
                 p.TIMEOUT, f"the function did not return within {timeout_ms / 1000:g}s; "
                 "its container was stopped", gone=True)
             return 200, headers, out
-        except (aiohttp.ClientError, OSError):
+        except ShimConnectionError:
             outcome, message = await self._diagnose(inst)
             self._background(self.stop(instance_id))
             headers, out = outcome_response_parts(outcome, message, gone=True)

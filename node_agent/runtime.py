@@ -37,6 +37,7 @@ class ContainerSpec:
     socket_dir: Path
     memory_mib: int
     cpu_millis: int
+    init_cpu_millis: int = 0  # a higher quota while the instance starts (0: none)
     concurrency: int = 1
     env: Mapping[str, str] = field(default_factory=dict)
     pids_limit: int = 256
@@ -67,6 +68,13 @@ class ContainerInfo:
     exit_code: int | None
     labels: Mapping[str, str]
     pid: int = 0
+
+
+CPU_PERIOD_US = 100_000
+
+
+def _quota(cpu_millis: int) -> int:
+    return max(1000, cpu_millis * CPU_PERIOD_US // 1000)
 
 
 def container_name(instance_id: str) -> str:
@@ -105,6 +113,10 @@ class ContainerRuntime(Protocol):
         """Resident memory of the container in bytes, or None if it is gone."""
         ...
 
+    def set_cpu(self, instance_id: str, cpu_millis: int) -> None:
+        """Change the CPU quota of a running container; missing is success."""
+        ...
+
 
 def _info(attrs: Mapping[str, Any]) -> ContainerInfo:
     labels = attrs.get("Config", {}).get("Labels") or {}
@@ -138,6 +150,7 @@ class DockerRuntime:
     def run(self, spec: ContainerSpec) -> ContainerInfo:
         """Create and start a locked-down container; idempotent by instance id."""
         import docker.errors
+        from docker.types import LogConfig
 
         existing = self.inspect(spec.instance_id)
         if existing is not None:
@@ -146,32 +159,35 @@ class DockerRuntime:
         os.chown(spec.socket_dir, 65534, 65534)
         env = dict(spec.env)
         env.update({"CUMULUS_SOCKET": "/run/fn/fn.sock", "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"})
+        binds = {
+            str(spec.code_dir): {"bind": "/var/task", "mode": "ro"},
+            str(spec.shim_dir): {"bind": "/opt/cumulus", "mode": "ro"},
+            str(spec.socket_dir): {"bind": "/run/fn", "mode": "rw"},
+        }
+        api = self.client.api
         try:
-            container = self.client.containers.run(
-                spec.image,
-                command=["python3", "-I", "/opt/cumulus/cumulus_runtime.py"],
-                name=spec.name,
-                detach=True,
-                labels=spec.labels(),
-                environment=env,
-                user="65534:65534",
-                working_dir="/var/task",
+            # The low-level API: create + start, two engine calls (containers.run adds an inspect).
+            host_config = api.create_host_config(
+                binds=binds,
                 network_mode="none",
                 read_only=True,
                 tmpfs={"/tmp": f"rw,nosuid,nodev,size={spec.tmp_mib}m,mode=1777"},
                 mem_limit=f"{spec.memory_mib}m",
                 memswap_limit=f"{spec.memory_mib}m",
-                nano_cpus=spec.cpu_millis * 1_000_000,
+                cpu_period=CPU_PERIOD_US,
+                cpu_quota=_quota(max(spec.cpu_millis, spec.init_cpu_millis)),
                 pids_limit=spec.pids_limit,
                 security_opt=["no-new-privileges"],
                 cap_drop=["ALL"],
-                volumes={
-                    str(spec.code_dir): {"bind": "/var/task", "mode": "ro"},
-                    str(spec.shim_dir): {"bind": "/opt/cumulus", "mode": "ro"},
-                    str(spec.socket_dir): {"bind": "/run/fn", "mode": "rw"},
-                },
-                log_config={"type": "json-file", "config": {"max-size": "1m", "max-file": "1"}},
+                log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
             )
+            created = api.create_container(
+                spec.image,
+                command=["python3", "-I", "-S", "/opt/cumulus/cumulus_runtime.py"],
+                name=spec.name, labels=spec.labels(), environment=env, user="65534:65534",
+                working_dir="/var/task", volumes=[b["bind"] for b in binds.values()],
+                host_config=host_config)
+            api.start(created["Id"])
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # a concurrent run of the same instance won the name
                 found = self.inspect(spec.instance_id)
@@ -180,8 +196,7 @@ class DockerRuntime:
             raise ContainerRuntimeError(f"could not start {spec.name}: {exc}") from exc
         except docker.errors.DockerException as exc:
             raise ContainerRuntimeError(f"could not start {spec.name}: {exc}") from exc
-        return _info(container.attrs) if container.attrs.get("State") else ContainerInfo(
-            spec.instance_id, spec.function, spec.version, True, False, None, spec.labels())
+        return ContainerInfo(spec.instance_id, spec.function, spec.version, True, False, None, spec.labels())
 
     def inspect(self, instance_id: str) -> ContainerInfo | None:
         """Inspect by instance id; None when missing."""
@@ -226,6 +241,18 @@ class DockerRuntime:
             return out
         except docker.errors.DockerException as exc:
             raise ContainerRuntimeError(f"list containers: {exc}") from exc
+
+    def set_cpu(self, instance_id: str, cpu_millis: int) -> None:
+        """Update the CFS quota in place (used to end the start-up CPU boost)."""
+        import docker.errors
+
+        try:
+            self.client.api.update_container(container_name(instance_id), cpu_quota=_quota(cpu_millis),
+                                             cpu_period=CPU_PERIOD_US)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.DockerException as exc:
+            raise ContainerRuntimeError(f"update {instance_id}: {exc}") from exc
 
     def memory_usage(self, instance_id: str) -> int | None:
         """Memory usage from the engine's one-shot stats (cache excluded)."""

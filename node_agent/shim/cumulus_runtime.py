@@ -1,7 +1,9 @@
 """The runtime shim: runs inside every function container and serves its handler over a unix socket.
 
-Standard library only (the runtime image holds nothing but Debian's python3) and no third-party
-import on the start path, so a cold start costs a Python start plus the user's own imports.
+Standard library only (the runtime image holds nothing but Debian's python3), and only light
+modules on the start path (threads and sockets, no asyncio), so a cold start costs a Python start
+plus the user's own imports. One thread per kept-alive connection from the agent; at most
+`CUMULUS_CONCURRENCY` handlers run at once.
 
 Protocol (HTTP/1.1 with keep-alive, on the socket in the bind-mounted directory):
   POST /invoke   body = the event as JSON; headers X-Request-Id, X-Deadline-Ms (ms left)
@@ -16,17 +18,15 @@ stdout/stderr followed by the result (or error) JSON:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import io
 import json
 import os
+import socket
 import sys
 import threading
 import time
-import traceback
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 MAX_LOG_BYTES = 256 * 1024
@@ -122,72 +122,76 @@ class Runtime:
 
 
 def _error(kind: str, exc: BaseException) -> dict[str, Any]:
+    import traceback  # only on failures: keeps it off the cold-start path
+
     lines = traceback.format_exception(exc)
     return {"type": kind, "message": f"{type(exc).__name__}: {exc}", "traceback": lines}
 
 
-class Server:
-    """A minimal HTTP/1.1 keep-alive server on a unix socket."""
+class Connection:
+    """One kept-alive connection from the node agent, served on its own thread."""
 
-    def __init__(self, runtime: Runtime, concurrency: int) -> None:
+    def __init__(self, runtime: Runtime, conn: socket.socket, slots: threading.BoundedSemaphore) -> None:
         self.runtime = runtime
-        self.concurrency = concurrency
-        self.pool = ThreadPoolExecutor(max_workers=concurrency) if concurrency > 1 else None
+        self.conn = conn
+        self.slots = slots
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def serve(self) -> None:
+        """Answer requests until the agent closes the connection."""
+        rfile = self.conn.makefile("rb", buffering=65536)
         try:
             while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, ConnectionError):
+                request_line = rfile.readline(65536)
+                if not request_line:
                     return
-                lines = head.decode("latin-1").split("\r\n")
-                method, path, _ = lines[0].split(" ", 2)
+                method, path, _ = request_line.decode("latin-1").split(" ", 2)
                 headers = {}
-                for line in lines[1:]:
-                    if line:
-                        key, _, value = line.partition(":")
-                        headers[key.strip().lower()] = value.strip()
+                while True:
+                    line = rfile.readline(65536)
+                    if line in (b"\r\n", b"\n", b""):
+                        break
+                    key, _, value = line.decode("latin-1").partition(":")
+                    headers[key.strip().lower()] = value.strip()
                 length = int(headers.get("content-length", "0"))
-                body = await reader.readexactly(length) if length else b""
+                body = rfile.read(length) if length else b""
                 if path == "/invoke" and method == "POST":
-                    await self._invoke(body, headers, writer)
+                    self.conn.sendall(self._invoke(body, headers))
                 else:
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                await writer.drain()
+                    self.conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        except (OSError, ValueError):
+            return
         finally:
-            writer.close()
+            rfile.close()
+            self.conn.close()
 
-    async def _invoke(self, body: bytes, headers: dict[str, str], writer: asyncio.StreamWriter) -> None:
+    def _invoke(self, body: bytes, headers: dict[str, str]) -> bytes:
         request_id = headers.get("x-request-id", "")
         deadline = time.monotonic() + int(headers.get("x-deadline-ms", "900000")) / 1000
-        if self.pool is None:
-            # One call at a time: run it on the loop thread and save a thread hop per call.
+        with self.slots:
             outcome, logs, data, duration = self.runtime.invoke(body, request_id, deadline)
-        else:
-            loop = asyncio.get_running_loop()
-            outcome, logs, data, duration = await loop.run_in_executor(
-                self.pool, self.runtime.invoke, body, request_id, deadline)
         head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                 f"X-Cumulus-Outcome: {outcome}\r\nX-Cumulus-Log-Bytes: {len(logs)}\r\n"
                 f"X-Cumulus-Duration-Us: {duration}\r\n"
                 f"Content-Length: {len(logs) + len(data)}\r\n\r\n")
-        writer.write(head.encode("latin-1") + logs + data)
+        return head.encode("latin-1") + logs + data
 
 
-async def serve(path: str, concurrency: int) -> None:
-    """Import the handler, then listen on `path` until the container is stopped."""
+def serve(path: str, concurrency: int) -> None:
+    """Import the handler, then serve on `path` until the container is stopped."""
     runtime = Runtime()
-    server = Server(runtime, concurrency)
+    slots = threading.BoundedSemaphore(concurrency)
     tmp = f"{path}.tmp"
     for stale in (path, tmp):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(stale)
-    srv = await asyncio.start_unix_server(server.handle, path=tmp, limit=8 * 1024 * 1024)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(tmp)
+    server.listen(128)
     # Bind under a temporary name and rename: the socket appears only once it accepts.
     os.rename(tmp, path)
-    async with srv:
-        await srv.serve_forever()
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(target=Connection(runtime, conn, slots).serve, daemon=True).start()
 
 
 def main() -> None:
@@ -195,7 +199,7 @@ def main() -> None:
     sys.path.insert(0, "/var/task/.cumulus/deps")
     sys.path.insert(0, "/var/task")
     concurrency = max(1, int(os.environ.get("CUMULUS_CONCURRENCY", "1")))
-    asyncio.run(serve(os.environ.get("CUMULUS_SOCKET", "/run/fn/fn.sock"), concurrency))
+    serve(os.environ.get("CUMULUS_SOCKET", "/run/fn/fn.sock"), concurrency)
 
 
 if __name__ == "__main__":
