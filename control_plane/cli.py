@@ -14,6 +14,7 @@ from rich.table import Table
 
 from control_plane.client import Client, ClientError
 from control_plane.settings import DEFAULT_PORT, Settings, default_data_dir
+from control_plane.simulate_cli import register as register_simulate
 
 app = typer.Typer(help="Cumulus: self-hosted serverless functions.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -182,15 +183,7 @@ def nodes() -> None:
     out.print(table)
 
 
-def _register_optional() -> None:
-    try:
-        from control_plane.simulate_cli import register
-    except ImportError:  # pragma: no cover - the simulator ships with the package
-        return
-    register(app)
-
-
-_register_optional()
+register_simulate(app)
 
 
 def main() -> None:
