@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -34,6 +34,29 @@ class ProviderNode:
     cluster: str
     created_at: float
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeBootstrap:
+    """What a new node needs to join the cluster: rendered into cloud-init user data (aws,
+    libcloud) or applied over SSH (qemu, libcloud drivers without user data).
+
+    The node agent started with it calls `POST {control_plane_url}/v1/internal/join` with the join
+    token (single-use, expiring, issued for one provision request) and receives its node id and the
+    node secret it then uses for heartbeats.
+    """
+
+    control_plane_url: str  # as reachable from the node (e.g. http://10.0.2.2:8080 inside QEMU)
+    join_token: str
+    agent_package: str = ""  # a pip-installable URL or local path of the cumulus package
+    runtime_image: str = ""  # a registry reference; "" = the agent builds it from Debian's mirror
+    agent_port: int = 8081
+    node_type: str = ""
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+BootstrapFor = Callable[[str], NodeBootstrap]
+"""Gives the bootstrap for a provision request id (the control plane issues its join token)."""
 
 
 class ProviderError(Exception):
