@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
@@ -14,12 +16,21 @@ from starlette.concurrency import run_in_threadpool
 from control_plane.artifacts import build_artifact, remove_artifact
 from control_plane.auth import Principal
 from control_plane.errors import Forbidden, InvalidConfig, NotFound, PayloadTooLarge
-from control_plane.models import DeployResult, Function, FunctionConfig, FunctionPublic, FunctionVersion
+from control_plane.models import (
+    DeployResult,
+    Function,
+    FunctionConfig,
+    FunctionPublic,
+    FunctionVersion,
+    JoinRequest,
+    JoinResult,
+)
 from control_plane.platform import Platform
 from control_plane.settings import MAX_PAYLOAD_BYTES
 from node_agent.protocol import Heartbeat
 
 router = APIRouter()
+log = logging.getLogger("cumulus.api")
 
 
 def platform(request: Request) -> Platform:
@@ -156,6 +167,15 @@ async def heartbeat(beat: Heartbeat, plat: PlatformDep) -> dict[str, bool]:
     """A node agent reports in."""
     await plat.fleet.heartbeat(beat)
     return {"ok": True}
+
+
+@router.post("/v1/internal/join", include_in_schema=False, response_model=JoinResult)
+async def join(req: JoinRequest, plat: PlatformDep) -> JoinResult:
+    """A new node redeems its single-use join token for a node id and the node secret."""
+    node_id = req.provider_node_id or f"node-{uuid.uuid4().hex[:10]}"
+    row = await run_in_threadpool(plat.store.redeem_join_token, req.join_token, node_id)
+    log.info("event=node_joined node=%s request=%s url=%s", node_id, row.request_id, req.url)
+    return JoinResult(node_id=node_id, node_token=plat.node_token)
 
 
 @router.get("/v1/internal/artifacts/{digest}", include_in_schema=False,

@@ -105,6 +105,33 @@ class NodeRecord(SQLModel, table=True):
     created_at: float = Field(default_factory=time.time)
 
 
+class JoinToken(SQLModel, table=True):
+    """A single-use, expiring token with which a newly provisioned node joins the cluster."""
+
+    token_hash: str = Field(primary_key=True)
+    request_id: str = Field(index=True, unique=True)
+    provider: str
+    node_type: str
+    expires_at: float
+    used_at: float | None = None
+    node_id: str | None = None
+
+
+class JoinRequest(SQLModel):
+    """What a node agent sends to join."""
+
+    join_token: str
+    url: str = Field(description="where the control plane reaches this agent")
+    provider_node_id: str = Field(default="", description="the provider's id for this machine")
+
+
+class JoinResult(SQLModel):
+    """What a joining node gets back."""
+
+    node_id: str
+    node_token: str
+
+
 class InvocationLog(SQLModel, table=True):
     """One invocation's outcome and captured stdout/stderr."""
 

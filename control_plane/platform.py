@@ -15,7 +15,7 @@ from control_plane.reconciler import Reconciler
 from control_plane.settings import Settings
 from control_plane.store import Store
 from node_agent.settings import default_memory_mib
-from provisioners.base import NodeProvider, NodeType
+from provisioners.base import NodeBootstrap, NodeProvider, NodeType
 from provisioners.local import AgentBootstrap, LocalProvider
 
 log = logging.getLogger("cumulus.platform")
@@ -57,6 +57,15 @@ class Platform:
                                      log_retention=settings.log_retention)
         self._stop = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+
+    def bootstrap_for(self, request_id: str) -> NodeBootstrap:
+        """The bootstrap of a provision request: a fresh single-use join token (providers call this
+        from their own threads)."""
+        assert self.provider is not None
+        token = self.store.issue_join_token(request_id, self.provider.name, self.node_type.name,
+                                            ttl_s=self.settings.join_token_ttl_s)
+        return NodeBootstrap(control_plane_url=self.settings.url, join_token=token,
+                             runtime_image=self.settings.image, node_type=self.node_type.name)
 
     @property
     def admin_token_path(self) -> Path:

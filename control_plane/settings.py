@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     node_lost_after_s: float = 15.0
     queue_timeout_s: float = 30.0
     log_retention: int = 1000
+    join_token_ttl_s: float = 1800.0
 
     @property
     def db_url(self) -> str:

@@ -14,13 +14,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, create_engine, delete, func, select
 
-from control_plane.errors import ConflictError, FunctionNotFound
+from control_plane.errors import ConflictError, FunctionNotFound, Unauthorized
 from control_plane.models import (
     ApiToken,
     Function,
     FunctionConfig,
     FunctionVersion,
     InvocationLog,
+    JoinToken,
     NodeRecord,
 )
 
@@ -77,6 +78,32 @@ class Store:
         """The token with this hash, if any."""
         with self.session() as s:
             return s.exec(select(ApiToken).where(ApiToken.token_hash == token_hash)).first()
+
+    # -- joining nodes ---------------------------------------------------------------------------
+    def issue_join_token(self, request_id: str, provider: str, node_type: str, ttl_s: float) -> str:
+        """A fresh join token for a provision request (replacing an unused one for the same id)."""
+        token = "cmlj_" + secrets.token_urlsafe(32)
+        with self.session() as s:
+            old = s.exec(select(JoinToken).where(JoinToken.request_id == request_id)).first()
+            if old is not None:
+                if old.used_at is not None:
+                    raise ConflictError(f"provision request {request_id} already joined as {old.node_id}")
+                s.delete(old)
+                s.flush()
+            s.add(JoinToken(token_hash=hash_token(token), request_id=request_id, provider=provider,
+                            node_type=node_type, expires_at=time.time() + ttl_s))
+        return token
+
+    def redeem_join_token(self, token: str, node_id: str) -> JoinToken:
+        """Use a join token once; Unauthorized if unknown, used or expired."""
+        with self.session() as s:
+            row = s.get(JoinToken, hash_token(token))
+            if row is None or row.used_at is not None or row.expires_at < time.time():
+                raise Unauthorized("the join token is unknown, already used or expired")
+            row.used_at = time.time()
+            row.node_id = node_id
+            s.add(row)
+            return row
 
     # -- functions -----------------------------------------------------------------------------
     def add_version(self, config: FunctionConfig, code_digest: str, code_size: int) -> FunctionVersion:

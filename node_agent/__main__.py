@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from node_agent.agent import NodeAgent
+from node_agent.join import JoinError, identity
 from node_agent.runtime import ContainerRuntimeError, DockerRuntime
 from node_agent.server import serve
 from node_agent.settings import AgentSettings
@@ -34,11 +35,14 @@ def main(argv: list[str] | None = None) -> int:
         from node_agent.image import ensure_runtime_image
 
         settings.image = ensure_runtime_image(runtime.client)
-    agent = NodeAgent(node_id=settings.node_id, runtime=runtime, data_dir=settings.data_dir,
-                      image=settings.image, token=settings.resolved_token(),
-                      start_timeout_s=settings.start_timeout_s)
-
     async def run() -> None:
+        try:
+            node_id, token = await identity(settings)
+        except JoinError as exc:
+            logging.getLogger("cumulus.agent").error("event=join_failed error=%s", exc)
+            raise SystemExit(1) from exc
+        agent = NodeAgent(node_id=node_id, runtime=runtime, data_dir=settings.data_dir,
+                          image=settings.image, token=token, start_timeout_s=settings.start_timeout_s)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -22,7 +22,9 @@ class AgentSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CUMULUS_AGENT_", extra="ignore")
 
-    node_id: str
+    node_id: str = ""
+    join_token: str = Field(default="", description="single-use token to join (when node_id is empty)")
+    provider_node_id: str = ""
     control_plane_url: str = "http://127.0.0.1:8080"
     token: str = Field(default="", description="shared node secret; also read from token_file")
     token_file: Path | None = None
