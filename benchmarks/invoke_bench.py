@@ -192,7 +192,10 @@ def main() -> int:
         tcp.close()
 
         # The floor: straight to the instance's unix socket.
-        sock_path = next((data_dir / "nodes").glob("*/data/run/bench-*/fn.sock"))
+        from node_agent.agent import short_run_dir
+
+        node_data = next((data_dir / "nodes").glob("*/data"))
+        sock_path = next(short_run_dir(node_data).glob("*/fn.sock"))
         us = socket.socket(socket.AF_UNIX)
         us.connect(str(sock_path))
         floor = latencies(RawClient(us, "fn", "/invoke", {}), args.requests)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -92,7 +94,8 @@ class NodeAgent:
         self._http: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         (data_dir / "code").mkdir(parents=True, exist_ok=True)
-        (data_dir / "run").mkdir(parents=True, exist_ok=True)
+        self.run_dir = short_run_dir(data_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
 
     async def open(self) -> None:
         """Open HTTP sessions and adopt the containers this node already runs."""
@@ -113,7 +116,7 @@ class NodeAgent:
         """Rebuild state from container labels: adopt live instances, remove dead ones."""
         found = await asyncio.to_thread(self.runtime.list, {LABEL_NODE: self.node_id})
         for info in found:
-            sock = self.data_dir / "run" / info.instance_id / "fn.sock"
+            sock = self.socket_dir(info.instance_id) / "fn.sock"
             if info.running and sock.exists():
                 inst = self._adopt(info, sock)
                 log.info("event=instance_adopted instance=%s function=%s", inst.instance_id, inst.function)
@@ -132,6 +135,10 @@ class NodeAgent:
         inst.ready.set()
         self.instances[inst.instance_id] = inst
         return inst
+
+    def socket_dir(self, instance_id: str) -> Path:
+        """The folder bind-mounted into the instance, holding its socket."""
+        return self.run_dir / hashlib.sha256(instance_id.encode()).hexdigest()[:16]
 
     def allocated(self) -> tuple[int, int]:
         """(cpu millis, memory MiB) held by this node's instances."""
@@ -175,7 +182,7 @@ class NodeAgent:
                 raise InstanceStartError(f"instance {instance_id} is {existing.state}")
             return existing
         t0 = time.perf_counter()
-        sock_dir = self.data_dir / "run" / instance_id
+        sock_dir = self.socket_dir(instance_id)
         inst = Instance(instance_id, req.function, req.version, req.memory_mib, req.cpu_millis,
                         req.concurrency, sock_dir / "fn.sock")
         self.instances[instance_id] = inst
@@ -236,7 +243,7 @@ class NodeAgent:
         self.instances.pop(instance_id, None)
         if inst is not None and inst.shim is not None:
             inst.shim.close()
-        shutil.rmtree(self.data_dir / "run" / instance_id, ignore_errors=True)
+        shutil.rmtree(self.socket_dir(instance_id), ignore_errors=True)
         log.info("event=instance_stopped instance=%s", instance_id)
 
     # -- invocation ------------------------------------------------------------------------
@@ -289,6 +296,14 @@ class NodeAgent:
                                      "and was killed")
         code = info.exit_code if info is not None else None
         return p.CRASHED, f"the function's process died (exit code {code})"
+
+
+def short_run_dir(data_dir: Path) -> Path:
+    """Where instance sockets live. A unix socket path is limited to 107 bytes, and data folders can
+    be deep, so sockets go under /run (or the temp folder) in a folder named by the data folder's hash."""
+    key = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+    base = Path("/run/cumulus") if os.access("/run", os.W_OK) else Path(tempfile.gettempdir()) / "cumulus"
+    return base / key
 
 
 def _extract(archive: Path, dest: Path) -> None:
