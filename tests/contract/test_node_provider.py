@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import uuid
+from typing import Any
+
 import pytest
 from contract.fake_provider import CreateCall, FakeCloud, FakeProvider
+from contract.motoserver import MotoServer
 from contract.node_provider_contract import NodeProviderContract
 
-from provisioners.base import InsufficientCapacityError, NodeProvider, NodeType
+from provisioners.aws import AwsProvider
+from provisioners.base import (
+    TAG_CLUSTER,
+    TAG_NODE_TYPE,
+    TAG_REQUEST,
+    InsufficientCapacityError,
+    NodeBootstrap,
+    NodeProvider,
+    NodeType,
+    ProviderError,
+    ProviderNode,
+)
 
 
 class TestFakeProvider(NodeProviderContract):
@@ -32,3 +48,79 @@ class TestFakeProvider(NodeProviderContract):
             fake.create(small, 1, request_id="r1")
         assert fake.create(small, 1, request_id="r1")
         assert fake.create_calls == [CreateCall("small", 1, "r1")] * 2
+
+
+# -- aws: boto3 against a moto server ----------------------------------------------------------
+
+def bootstrap_for(request_id: str) -> NodeBootstrap:
+    """What the control plane would issue: a join token per request."""
+    return NodeBootstrap(control_plane_url="http://10.0.0.1:8080", join_token=f"join-{request_id}",
+                         agent_package="https://cp.example/cumulus.whl", runtime_image="cumulus/python:3.11")
+
+
+def aws_provider(moto_server: MotoServer, ami: str, cluster: str, client: Any = None) -> AwsProvider:
+    """An `AwsProvider` on the moto server (its own boto3 client unless one is shared)."""
+    return AwsProvider(cluster, bootstrap_for, region=moto_server.region,
+                       endpoint_url=moto_server.endpoint_url, image_id=ami,
+                       instance_types={"small": "t3.micro", "large": "m5.large"}, client=client)
+
+
+@pytest.mark.aws
+class TestAwsProvider(NodeProviderContract):
+    """boto3 EC2 against a real moto server."""
+
+    missing_node_id = "i-0123456789abcdef0"
+
+    @pytest.fixture
+    def cluster(self) -> str:
+        return f"aws-{uuid.uuid4().hex[:8]}"
+
+    @pytest.fixture
+    def provider(self, moto_server: MotoServer, moto_ami: str, moto_ec2: Any, cluster: str) -> NodeProvider:
+        return aws_provider(moto_server, moto_ami, cluster, client=moto_ec2)
+
+    @pytest.fixture
+    def other_provider(self, moto_server: MotoServer, moto_ami: str, moto_ec2: Any,
+                       cluster: str) -> NodeProvider:
+        return aws_provider(moto_server, moto_ami, cluster + "-other", client=moto_ec2)
+
+    def test_user_data_and_tags_reach_the_instance(self, provider: AwsProvider, moto_ec2: Any,
+                                                   node_type: NodeType, created: list[ProviderNode]) -> None:
+        nodes = self._create(provider, node_type, created, "req-userdata", count=1)
+        attr = moto_ec2.describe_instance_attribute(InstanceId=nodes[0].id, Attribute="userData")
+        user_data = base64.b64decode(attr["UserData"]["Value"]).decode()
+        assert user_data.startswith("#!/bin/bash")
+        assert '"join_token": "join-req-userdata"' in user_data
+        assert "https://cp.example/cumulus.whl" in user_data
+        reply = moto_ec2.describe_instances(InstanceIds=[nodes[0].id])
+        inst = reply["Reservations"][0]["Instances"][0]
+        tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+        assert tags[TAG_CLUSTER] == provider.cluster
+        assert tags[TAG_REQUEST] == "req-userdata"
+        assert tags[TAG_NODE_TYPE] == "small"
+        assert inst["InstanceType"] == "t3.micro"
+        assert nodes[0].extra["instance_type"] == "t3.micro"
+        assert nodes[0].extra["private_ip"]
+
+    def test_create_finishes_a_partly_done_request(self, provider: AwsProvider, node_type: NodeType,
+                                                   created: list[ProviderNode]) -> None:
+        first = self._create(provider, node_type, created, "req-partial", count=1)
+        both = self._create(provider, node_type, created, "req-partial", count=3)
+        assert len(both) == 3
+        assert first[0].id in {n.id for n in both}
+
+    def test_builds_its_own_client_from_endpoint_url(self, moto_server: MotoServer, moto_ami: str,
+                                                     cluster: str) -> None:
+        own = aws_provider(moto_server, moto_ami, cluster + "-own")
+        nodes = own.create(NodeType("large", 2000, 8192), 1, request_id="req-own")
+        try:
+            assert [n.id for n in own.list_instances()] == [nodes[0].id]
+            assert nodes[0].extra["instance_type"] == "m5.large"
+        finally:
+            own.terminate([nodes[0].id], request_id="req-own-end")
+        assert own.list_instances() == []
+
+    def test_unknown_node_type_is_a_provider_error(self, provider: AwsProvider) -> None:
+        with pytest.raises(ProviderError) as info:
+            provider.create(NodeType("gpu", 1000, 512), 1, request_id="req-gpu")
+        assert info.value.request_id == "req-gpu"
