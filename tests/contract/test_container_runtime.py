@@ -1,0 +1,101 @@
+"""The `ContainerRuntime` contract, run against Docker (real engine) and the fake."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fake_runtime import FakeRuntime
+from helpers import DOCKER_HOST
+
+from node_agent.agent import SHIM_DIR
+from node_agent.image import DEFAULT_RECIPE
+from node_agent.runtime import LABEL_FUNCTION, LABEL_NODE, ContainerRuntime, ContainerSpec, DockerRuntime
+
+
+@pytest.fixture(params=["docker", "fake"])
+def runtime(request: pytest.FixtureRequest) -> Iterator[ContainerRuntime]:
+    if request.param == "docker":
+        request.getfixturevalue("docker_engine")
+        rt: ContainerRuntime = DockerRuntime(DOCKER_HOST)
+    else:
+        rt = FakeRuntime()
+    made: list[str] = []
+    request.node.made = made
+    yield rt
+    for instance_id in made:
+        rt.remove(instance_id)
+
+
+def _spec(tmp_path: Path, node: str, made: list[str]) -> ContainerSpec:
+    code_dir = tmp_path / f"code-{uuid.uuid4().hex[:6]}"
+    code_dir.mkdir()
+    (code_dir / "main.py").write_text("def handler(e, c):\n    return 1\n")
+    instance_id = f"ct-{uuid.uuid4().hex[:10]}"
+    made.append(instance_id)
+    return ContainerSpec(instance_id=instance_id, node_id=node, function="ctfn", version=3,
+                         image=DEFAULT_RECIPE.tag, code_dir=code_dir, shim_dir=SHIM_DIR,
+                         socket_dir=tmp_path / instance_id, memory_mib=64, cpu_millis=250)
+
+
+def test_run_is_idempotent_and_labels_tell_what_runs(runtime: ContainerRuntime, tmp_path: Path,
+                                                       request: pytest.FixtureRequest) -> None:
+    spec = _spec(tmp_path, "node-a", request.node.made)
+    first = runtime.run(spec)
+    second = runtime.run(spec)
+    assert first.instance_id == second.instance_id == spec.instance_id
+    found = runtime.list({LABEL_NODE: "node-a", LABEL_FUNCTION: "ctfn"})
+    assert [c.instance_id for c in found] == [spec.instance_id]
+    info = runtime.inspect(spec.instance_id)
+    assert info is not None and info.function == "ctfn" and info.version == 3
+    assert runtime.list({LABEL_NODE: "node-elsewhere"}) == []
+
+
+def test_remove_is_idempotent_and_missing_is_success(runtime: ContainerRuntime, tmp_path: Path,
+                                                     request: pytest.FixtureRequest) -> None:
+    spec = _spec(tmp_path, "node-b", request.node.made)
+    runtime.run(spec)
+    runtime.remove(spec.instance_id)
+    runtime.remove(spec.instance_id)
+    runtime.remove("never-existed")
+    assert runtime.inspect(spec.instance_id) is None
+    assert runtime.list({LABEL_NODE: "node-b"}) == []
+
+
+def test_memory_usage_and_cpu_update(runtime: ContainerRuntime, tmp_path: Path,
+                                     request: pytest.FixtureRequest) -> None:
+    spec = _spec(tmp_path, "node-c", request.node.made)
+    runtime.run(spec)
+    runtime.set_cpu(spec.instance_id, 500)
+    runtime.set_cpu("never-existed", 500)
+    deadline = time.monotonic() + 10
+    usage = runtime.memory_usage(spec.instance_id)
+    while not usage and time.monotonic() < deadline:
+        time.sleep(0.2)
+        usage = runtime.memory_usage(spec.instance_id)
+    assert usage is not None and usage > 0
+    assert runtime.memory_usage("never-existed") is None
+
+
+def test_docker_containers_are_locked_down(tmp_path: Path, request: pytest.FixtureRequest,
+                                           docker_engine: None) -> None:
+    rt = DockerRuntime(DOCKER_HOST)
+    made: list[str] = []
+    spec = _spec(tmp_path, "node-d", made)
+    try:
+        rt.run(spec)
+        attrs = rt.client.api.inspect_container(spec.name)
+        host = attrs["HostConfig"]
+        assert host["ReadonlyRootfs"] and host["NetworkMode"] == "none"
+        assert host["CapDrop"] == ["ALL"] and "no-new-privileges" in host["SecurityOpt"]
+        assert host["Memory"] == 64 * 2**20 and host["MemorySwap"] == 64 * 2**20
+        assert host["PidsLimit"] == 256 and "/tmp" in host["Tmpfs"]
+        assert attrs["Config"]["User"] == "65534:65534"
+        mounts = {m["Destination"]: m["RW"] for m in attrs["Mounts"]}
+        assert mounts == {"/var/task": False, "/opt/cumulus": False, "/run/fn": True}
+    finally:
+        for instance_id in made:
+            rt.remove(instance_id)

@@ -1,0 +1,74 @@
+"""A restarted node agent finds its containers again from their labels (real Docker)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from helpers import DOCKER_HOST, containers_of
+
+from node_agent import protocol as p
+from node_agent.agent import NodeAgent
+from node_agent.image import DEFAULT_RECIPE
+from node_agent.runtime import DockerRuntime
+
+pytestmark = pytest.mark.docker
+
+
+def _agent(data_dir: Path) -> NodeAgent:
+    return NodeAgent(node_id="recovery-node", runtime=DockerRuntime(DOCKER_HOST), data_dir=data_dir,
+                     image=DEFAULT_RECIPE.tag, token="t")
+
+
+def test_restarted_agent_adopts_running_instances(tmp_path: Path, docker_engine: None) -> None:
+    code = tmp_path / "code" / "digest1"
+    code.mkdir(parents=True)  # already in the agent's code cache: no fetch needed
+    (code / "main.py").write_text("def handler(event, context):\n    return {'got': event}\n")
+    start = p.InstanceStart(function="recov", version=1, code_digest="digest1",
+                            code_url="http://127.0.0.1:9/unused", memory_mib=64, cpu_millis=250,
+                            timeout_s=5)
+
+    async def scenario() -> None:
+        first = _agent(tmp_path)
+        await first.open()
+        await first.start("recov-1", start)
+        _, headers, body = await first.invoke("recov-1", b'{"n": 1}', "r1", 5000)
+        assert headers[p.OUTCOME_HEADER] == p.OK and json.loads(body) == {"got": {"n": 1}}
+        await first.close(remove_instances=False)  # as if the agent crashed
+
+        second = _agent(tmp_path)
+        await second.open()
+        try:
+            assert list(second.instances) == ["recov-1"]
+            _, headers, body = await second.invoke("recov-1", b'{"n": 2}', "r2", 5000)
+            assert headers[p.OUTCOME_HEADER] == p.OK and json.loads(body) == {"got": {"n": 2}}
+        finally:
+            await second.close(remove_instances=True)
+
+    asyncio.run(scenario())
+    assert containers_of("recov") == []
+
+
+def test_dead_containers_are_removed_on_recovery(tmp_path: Path, docker_engine: None) -> None:
+    code = tmp_path / "code" / "digest2"
+    code.mkdir(parents=True)
+    (code / "main.py").write_text("def handler(event, context):\n    return 1\n")
+    start = p.InstanceStart(function="recov-dead", version=1, code_digest="digest2",
+                            code_url="http://127.0.0.1:9/unused", memory_mib=64, cpu_millis=250,
+                            timeout_s=5)
+
+    async def scenario() -> None:
+        first = _agent(tmp_path)
+        await first.open()
+        await first.start("recov-dead-1", start)
+        await first.close(remove_instances=False)
+        first.runtime.client.api.kill("cumulus-recov-dead-1")  # type: ignore[attr-defined]
+        second = _agent(tmp_path)
+        await second.open()
+        assert second.instances == {}
+        await second.close(remove_instances=True)
+
+    asyncio.run(scenario())
+    assert containers_of("recov-dead") == []

@@ -1,0 +1,50 @@
+"""Node readiness by heartbeat age, driven by a manual clock (no sleeping), on a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from control_plane.clock import ManualClock
+from control_plane.fleet import Fleet
+from control_plane.store import Store
+from node_agent.protocol import Heartbeat
+from placement import NodeState, Resources
+
+
+def _beat(node_id: str = "n1") -> Heartbeat:
+    return Heartbeat(node_id=node_id, url="http://127.0.0.1:1", cpu_millis=2000, memory_mib=4096)
+
+
+def test_nodes_go_not_ready_then_lost_and_come_back(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    clock = ManualClock()
+    fleet = Fleet(store, clock, heartbeat_interval_s=1, lost_after_s=10)
+
+    async def run() -> None:
+        await fleet.heartbeat(_beat())
+        assert fleet.nodes["n1"].state is NodeState.READY
+        clock.advance(2.5)
+        assert await fleet.check() == [] and fleet.nodes["n1"].state is NodeState.READY
+        clock.advance(1)
+        assert await fleet.check() == [] and fleet.nodes["n1"].state is NodeState.NOT_READY
+        clock.advance(10)
+        lost = await fleet.check()
+        assert [n.id for n in lost] == ["n1"] and fleet.nodes["n1"].state is NodeState.LOST
+        assert await fleet.check() == []  # reported once
+        await fleet.heartbeat(_beat())
+        assert fleet.nodes["n1"].state is NodeState.READY
+
+    asyncio.run(run())
+    assert [r.state for r in store.list_nodes()] == ["ready"]
+
+
+def test_stored_nodes_start_not_ready_until_they_report(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    first = Fleet(store, ManualClock(), heartbeat_interval_s=1, lost_after_s=10)
+    asyncio.run(first.heartbeat(_beat("n2")))
+    second = Fleet(store, ManualClock(), heartbeat_interval_s=1, lost_after_s=10)
+    second.load()
+    assert second.nodes["n2"].state is NodeState.NOT_READY
+    views = second.views({"n2": Resources(500, 1024)})
+    assert views[0].free == Resources(1500, 3072)
