@@ -332,6 +332,12 @@ class Gateway:
                         timeout=aiohttp.ClientTimeout(total=pool.config.timeout_s + 30)) as resp:
                     payload = await resp.read()
                     headers = resp.headers
+            except aiohttp.ClientConnectorError as exc:  # nothing was sent: safe to try elsewhere
+                self.forget_instance(pool, inst)
+                if attempt == 2:
+                    raise NodeUnavailable(f"node {inst.node_id} did not answer: {exc!r}") from exc
+                log.warning("event=node_unreachable node=%s instance=%s", inst.node_id, inst.id)
+                continue
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self.forget_instance(pool, inst)
                 raise NodeUnavailable(f"node {inst.node_id} did not answer: {exc!r}") from exc

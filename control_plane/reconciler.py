@@ -56,10 +56,7 @@ class Reconciler:
     async def mirror(self) -> None:
         """Bring the gateway's view in line with what nodes report."""
         for node in await self.fleet.check():
-            for pool in self.gateway.pools.values():
-                for inst in [i for i in pool.all_instances() if i.node_id == node.id]:
-                    self.gateway.forget_instance(pool, inst)
-                    log.warning("event=instance_lost instance=%s node=%s", inst.id, node.id)
+            self._forget_instances_on(node.id)
         known = {i.id for pool in self.gateway.pools.values() for i in pool.all_instances()}
         for node in self.fleet.nodes.values():
             if node.state is not NodeState.READY:
@@ -81,6 +78,12 @@ class Reconciler:
                                       node_id=node.id, node_url=node.url, concurrency=rep.concurrency,
                                       resources=Resources.ZERO)
                     self._stop_in_background(orphan)
+
+    def _forget_instances_on(self, node_id: str) -> None:
+        for pool in self.gateway.pools.values():
+            for inst in [i for i in pool.all_instances() if i.node_id == node_id]:
+                self.gateway.forget_instance(pool, inst)
+                log.warning("event=instance_lost instance=%s node=%s", inst.id, node_id)
 
     def _stop_in_background(self, inst: Instance) -> None:
         self._stopping.add(inst.id)
@@ -133,6 +136,7 @@ class Reconciler:
         for node in list(self.fleet.nodes.values()):
             if node.id not in alive and node.provider == provider.name and node.state is not NodeState.READY:
                 log.warning("event=node_gone node=%s", node.id)
+                self._forget_instances_on(node.id)
                 await asyncio.to_thread(provider.terminate, [node.id], request_id=uuid.uuid4().hex)
                 await self.fleet.forget(node.id)
         missing = self.nodes_wanted - len(nodes)

@@ -12,15 +12,31 @@ from pathlib import Path
 
 from node_agent.agent import NodeAgent
 from node_agent.join import JoinError, identity
-from node_agent.runtime import ContainerRuntimeError, DockerRuntime
+from node_agent.runtime import LABEL_NODE, ContainerRuntimeError, DockerRuntime
 from node_agent.server import serve
 from node_agent.settings import AgentSettings
+
+
+def cleanup(settings: AgentSettings, runtime: DockerRuntime) -> int:
+    """Remove every container labelled with this node (its agent is gone for good)."""
+    node_id = settings.node_id
+    if not node_id:
+        saved = settings.data_dir / "identity.json"
+        if not saved.exists():
+            return 0
+        node_id = json.loads(saved.read_text())["node_id"]
+    for info in runtime.list({LABEL_NODE: node_id}):
+        runtime.remove(info.instance_id)
+        logging.getLogger("cumulus.agent").info("event=cleanup_removed instance=%s", info.instance_id)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse settings, connect to Docker, serve until SIGTERM/SIGINT."""
     parser = argparse.ArgumentParser(prog="python -m node_agent", description=__doc__)
     parser.add_argument("--config", type=Path, help="JSON file with AgentSettings fields")
+    parser.add_argument("--cleanup", action="store_true",
+                        help="remove this node's containers and exit (after the agent died)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -31,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     except ContainerRuntimeError as exc:
         logging.getLogger("cumulus.agent").error("event=agent_failed error=%s", exc)
         return 1
+    if args.cleanup:
+        return cleanup(settings, runtime)
     if not settings.image:
         from node_agent.image import ensure_runtime_image
 

@@ -7,6 +7,7 @@ control plane finds the agents it started, which keep running across its restart
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -138,6 +139,8 @@ class LocalProvider:
             if _alive(pid):
                 os.kill(pid, signal.SIGTERM)
                 pids.append(pid)
+            else:  # the agent died without removing its containers: have them removed now
+                self._cleanup(node_id)
         deadline = time.monotonic() + 20
         while pids and time.monotonic() < deadline:
             self._reap()
@@ -149,6 +152,15 @@ class LocalProvider:
         for node_id in ids:
             if node_id in records:
                 shutil.rmtree(self.root / node_id, ignore_errors=True)
+
+    def _cleanup(self, node_id: str) -> None:
+        cfg = self.root / node_id / "agent.json"
+        if not cfg.exists():
+            return
+        # Best effort: on a time-out the containers stay labelled with the node, to be found later.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run([sys.executable, "-m", "node_agent", "--config", str(cfg), "--cleanup"],
+                           capture_output=True, timeout=120, check=False)
 
     def list_instances(self) -> list[ProviderNode]:
         """Nodes of this cluster whose agent process is alive."""
