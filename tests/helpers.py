@@ -115,6 +115,7 @@ def start_platform(data_dir: Path, *, extra_env: dict[str, str] | None = None,
     """Start `cumulus up` on a free port with fast loops, and wait until a node is ready."""
     port = free_port()
     env = {**os.environ, "DOCKER_HOST": DOCKER_HOST, "CUMULUS_RECONCILE_INTERVAL_S": "0.2",
+           "CUMULUS_QUEUE_TIMEOUT_S": "10",
            "CUMULUS_HEARTBEAT_INTERVAL_S": "0.5", "PIP_NO_INDEX": "1", **(extra_env or {})}
     log = (data_dir / "up.out").open("wb") if data_dir.exists() else None
     data_dir.mkdir(parents=True, exist_ok=True)

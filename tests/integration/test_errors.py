@@ -55,6 +55,34 @@ def test_memory_limit_kills_and_reports(platform: RunningPlatform) -> None:
     wait_for(lambda: not containers_of("hog"), 20, what="killed container to be removed")
 
 
+def test_process_that_dies_is_reported_and_replaced(platform: RunningPlatform) -> None:
+    code = {"main.py": "import os\n\ndef handler(event, context):\n    if event.get('die'):\n"
+                       "        os._exit(3)\n    return 'alive'\n"}
+    platform.deploy_ok("crasher", code)
+    err = _error(platform.invoke("crasher", {"die": True}), 502, "FunctionCrashed")
+    assert "exit code 3" in str(err["message"])
+    wait_for(lambda: not containers_of("crasher"), 20, what="dead container to be removed")
+    assert platform.invoke("crasher", {}).json() == "alive"
+
+
+def test_calls_beyond_max_wait_then_are_throttled(platform: RunningPlatform) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    code = {"main.py": "import time\n\ndef handler(event, context):\n    time.sleep(event['s'])\n"
+                       "    return event['s']\n"}
+    platform.deploy_ok("narrow", code, max_instances=1, timeout_s=60)
+    assert platform.invoke("narrow", {"s": 0}).status_code == 200
+    with ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(platform.invoke, "narrow", {"s": 13})
+        wait_for(lambda: platform.get("/v1/functions/narrow")["instances"] == 1, 5, what="busy instance")
+        import time
+
+        time.sleep(0.5)  # let the slow call take the only slot
+        throttled = platform.invoke("narrow", {"s": 0})
+        _error(throttled, 429, "Throttled")
+        assert slow.result().status_code == 200
+
+
 def test_result_not_serializable(platform: RunningPlatform) -> None:
     platform.deploy_ok("unjson", {"main.py": "def handler(event, context):\n    return {1, 2}\n"})
     _error(platform.invoke("unjson", {}), 500, "ResultNotSerializable")
