@@ -55,6 +55,12 @@ def connect(host: str, settings: SshSettings, *, port: int | None = None) -> Any
     import paramiko
 
     port = port or settings.port
+    pkey = None
+    if settings.key_filename:
+        try:
+            pkey = paramiko.PKey.from_path(settings.key_filename)
+        except (OSError, paramiko.SSHException, ValueError) as exc:
+            raise SshError(f"cannot load the SSH key {settings.key_filename}: {exc}") from exc
     deadline = time.monotonic() + settings.ready_timeout_s
     attempt = 0
     while True:
@@ -66,9 +72,9 @@ def connect(host: str, settings: SshSettings, *, port: int | None = None) -> Any
         else:
             client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         try:
-            client.connect(host, port=port, username=settings.username, key_filename=settings.key_filename,
-                           password=settings.password, timeout=settings.connect_timeout_s,
-                           banner_timeout=settings.connect_timeout_s, auth_timeout=settings.connect_timeout_s,
+            timeout = settings.connect_timeout_s
+            client.connect(host, port=port, username=settings.username, pkey=pkey, password=settings.password,
+                           timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
                            allow_agent=False, look_for_keys=False)
             log.info("event=ssh_connected host=%s port=%d attempts=%d", host, port, attempt)
             return client
