@@ -115,8 +115,10 @@ class AwsProvider:
         self.extra_tags = dict(extra_tags or {})
         if client is None:
             if session is None:
-                import boto3
-
+                try:
+                    import boto3
+                except ImportError as exc:
+                    raise ProviderError(f"the aws provider needs boto3: {exc}") from exc
                 session = boto3.Session(region_name=region)
             client = session.client("ec2", region_name=region, endpoint_url=endpoint_url)
         self.ec2 = client
