@@ -158,8 +158,19 @@ async def nodes(plat: PlatformDep, user: CurrentUser) -> list[dict[str, Any]]:
                     "allocated": {"cpu_millis": used.cpu_millis if used else 0,
                                   "memory_mib": used.memory_mib if used else 0},
                     "instances": len(node.instances),
-                    "age_s": round(plat.clock.now() - node.last_heartbeat, 1)})
+                    "utilization": round(used.max_share_of(node.capacity), 3) if used else 0.0,
+                    "age_s": round(plat.clock.now() - node.since, 1),
+                    "last_heartbeat_s": round(plat.clock.now() - node.last_heartbeat, 1)})
     return out
+
+
+@router.get("/v1/events", tags=["fleet"])
+async def events(plat: PlatformDep, user: CurrentUser,
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+    """Scaling decisions and fleet observations with their reasons, oldest first."""
+    await plat.reconciler.flush_logs()
+    rows = await run_in_threadpool(plat.store.events, limit)
+    return [r.model_dump(exclude={"id"}) for r in rows]
 
 
 @router.post("/v1/internal/heartbeat", include_in_schema=False, dependencies=[Depends(node_agent)])
@@ -174,6 +185,7 @@ async def join(req: JoinRequest, plat: PlatformDep) -> JoinResult:
     """A new node redeems its single-use join token for a node id and the node secret."""
     node_id = req.provider_node_id or f"node-{uuid.uuid4().hex[:10]}"
     row = await run_in_threadpool(plat.store.redeem_join_token, req.join_token, node_id)
+    plat.fleet.joined[node_id] = row.request_id
     log.info("event=node_joined node=%s request=%s url=%s", node_id, row.request_id, req.url)
     return JoinResult(node_id=node_id, node_token=plat.node_token)
 

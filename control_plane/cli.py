@@ -48,7 +48,8 @@ def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 def up(data_dir: Annotated[Path, typer.Option(help="state directory")] = default_data_dir(),
        port: Annotated[int, typer.Option(help="API port")] = DEFAULT_PORT,
        host: Annotated[str, typer.Option(help="API address")] = "127.0.0.1",
-       nodes: Annotated[int, typer.Option(help="local node agents to run")] = 1,
+       min_nodes: Annotated[int, typer.Option(help="fewest nodes")] = 1,
+       max_nodes: Annotated[int, typer.Option(help="most nodes (autoscaling between the two)")] = 1,
        db: Annotated[str, typer.Option(help="database URL (default: SQLite in the data dir)")] = "",
        example: Annotated[bool, typer.Option(help="deploy examples/hello on start")] = True,
        keep_nodes: Annotated[bool, typer.Option(help="leave node agents running on exit")] = False,
@@ -57,7 +58,8 @@ def up(data_dir: Annotated[Path, typer.Option(help="state directory")] = default
     from control_plane.up import UpError
     from control_plane.up import up as run_up
 
-    settings = Settings(data_dir=data_dir.resolve(), port=port, host=host, nodes=nodes, db=db)
+    settings = Settings(data_dir=data_dir.resolve(), port=port, host=host, min_nodes=min_nodes,
+                        max_nodes=max(max_nodes, min_nodes), db=db)
     try:
         run_up(settings, deploy_example=example, keep_nodes=keep_nodes)
     except UpError as exc:
@@ -174,13 +176,25 @@ def logs(name: str, limit: Annotated[int, typer.Option(help="how many invocation
 def nodes() -> None:
     """Show the fleet's nodes with capacity and use."""
     rows = call(client().get, "/v1/nodes")
-    table = Table("id", "state", "provider", "type", "cpu used/cap", "memory used/cap", "instances", "url")
+    table = Table("id", "state", "provider", "type", "cpu used/cap", "memory used/cap", "util",
+                  "instances", "age", "url")
     for n in rows:
         cap, use = n["capacity"], n["allocated"]
         table.add_row(n["id"], n["state"], n["provider"], n["node_type"],
                       f"{use['cpu_millis']}/{cap['cpu_millis']}m",
-                      f"{use['memory_mib']}/{cap['memory_mib']} MiB", str(n["instances"]), n["url"])
+                      f"{use['memory_mib']}/{cap['memory_mib']} MiB", f"{n['utilization']:.0%}",
+                      str(n["instances"]), f"{n['age_s']:.0f}s", n["url"])
     out.print(table)
+
+
+@app.command()
+def events(limit: Annotated[int, typer.Option(help="how many events")] = 50) -> None:
+    """Show scaling decisions and fleet events with their reasons, newest last."""
+    rows = call(client().get, f"/v1/events?limit={limit}")
+    for e in rows:
+        when = dt.datetime.fromtimestamp(e["at"]).isoformat(timespec="seconds")
+        node = f" {e['node_id']}" if e["node_id"] else ""
+        out.print(f"[dim]{when}[/] [bold]{e['kind']}[/]{node}: {e['reason']}", highlight=False)
 
 
 register_simulate(app)

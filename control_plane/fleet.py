@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from control_plane.clock import Clock
@@ -30,6 +30,8 @@ class Node:
     last_heartbeat: float
     started_at: float = 0.0
     instances: list[InstanceReport] = field(default_factory=list)
+    since: float = 0.0  # when it entered its state (clock time)
+    request_id: str = ""  # the provision request it joined under, when it joined with a token
 
 
 class Fleet:
@@ -42,13 +44,16 @@ class Fleet:
         self.not_ready_after_s = heartbeat_interval_s * 3
         self.lost_after_s = lost_after_s
         self.nodes: dict[str, Node] = {}
+        self.joined: dict[str, str] = {}  # node id -> provision request id, from join tokens
+        self.on_ready: Callable[[], None] | None = None  # new capacity: wake waiting calls
 
     def load(self) -> None:
         """Start from the stored nodes, NotReady until each one's agent reports again."""
         now = self.clock.now()
         for rec in self.store.list_nodes():
             self.nodes[rec.id] = Node(rec.id, rec.url, rec.provider, rec.node_type,
-                                      Resources(rec.cpu_millis, rec.memory_mib), NodeState.NOT_READY, now)
+                                      Resources(rec.cpu_millis, rec.memory_mib), NodeState.NOT_READY, now,
+                                      since=now)
 
     async def heartbeat(self, beat: Heartbeat) -> Node:
         """Record a heartbeat; a new or returning node becomes Ready (and is persisted)."""
@@ -57,7 +62,8 @@ class Fleet:
         changed = node is None or node.state is not NodeState.READY or node.url != beat.url
         if node is None:
             node = Node(beat.node_id, beat.url, beat.provider, beat.node_type,
-                        Resources(beat.cpu_millis, beat.memory_mib), NodeState.READY, now)
+                        Resources(beat.cpu_millis, beat.memory_mib), NodeState.READY, now, since=now,
+                        request_id=self.joined.get(beat.node_id, ""))
             self.nodes[beat.node_id] = node
         node.url = beat.url
         node.capacity = Resources(beat.cpu_millis, beat.memory_mib)
@@ -66,9 +72,12 @@ class Fleet:
         node.instances = beat.instances
         if node.state in (NodeState.NOT_READY, NodeState.LOST, NodeState.PROVISIONING):
             node.state = NodeState.READY
-        if changed:
+            node.since = now
+        if changed and node.state is NodeState.READY:
             log.info("event=node_ready node=%s url=%s", node.id, node.url)
             await asyncio.to_thread(self._persist, node)
+            if self.on_ready is not None:
+                self.on_ready()
         return node
 
     def _persist(self, node: Node) -> None:
@@ -83,16 +92,26 @@ class Fleet:
         lost = []
         for node in self.nodes.values():
             age = now - node.last_heartbeat
-            if node.state is NodeState.READY and age > self.not_ready_after_s:
+            if node.state in (NodeState.READY, NodeState.DRAINING) and age > self.not_ready_after_s:
                 node.state = NodeState.NOT_READY
+                node.since = now
                 log.warning("event=node_not_ready node=%s silent_s=%.1f", node.id, age)
                 await asyncio.to_thread(self.store.set_node_state, node.id, node.state.value)
             if node.state is NodeState.NOT_READY and age > self.lost_after_s:
                 node.state = NodeState.LOST
+                node.since = now
                 log.warning("event=node_lost node=%s silent_s=%.1f", node.id, age)
                 await asyncio.to_thread(self.store.set_node_state, node.id, node.state.value)
                 lost.append(node)
         return lost
+
+    async def set_state(self, node_id: str, state: NodeState) -> None:
+        """Put a node in `state` (e.g. DRAINING: no new placements)."""
+        node = self.nodes.get(node_id)
+        if node is not None and node.state is not state:
+            node.state = state
+            node.since = self.clock.now()
+            await asyncio.to_thread(self.store.set_node_state, node_id, state.value)
 
     async def forget(self, node_id: str) -> None:
         """Drop a node (it was terminated)."""

@@ -84,6 +84,7 @@ class FunctionPool:
     draining: dict[str, Instance] = field(default_factory=dict)  # older versions, stopped once idle
     cond: asyncio.Condition = field(default_factory=asyncio.Condition)
     waiting: int = 0
+    unplaced: int = 0  # instances wanted at the last attempt that no node had room for
     start_failures: int = 0
     last_start_error: CumulusError | None = None
 
@@ -109,13 +110,15 @@ class Gateway:
     """Function pools, instance lifecycle through node agents, and the invocation path."""
 
     def __init__(self, store: Store, fleet: Fleet, clock: Clock, *, node_token: str, public_url: str,
-                 queue_timeout_s: float) -> None:
+                 queue_timeout_s: float, provision_wait_s: float = 600.0) -> None:
         self.store = store
         self.fleet = fleet
         self.clock = clock
         self.node_token = node_token
         self.public_url = public_url
         self.queue_timeout_s = queue_timeout_s
+        self.provision_wait_s = provision_wait_s
+        self.can_grow: Callable[[], bool] = lambda: False  # set by the fleet autoscaler
         self.pools: dict[str, FunctionPool] = {}
         self.log_buffer: list[LogRow] = []
         self._auth = {"Authorization": f"Bearer {node_token}"}
@@ -173,6 +176,52 @@ class Gateway:
         async with pool.cond:
             pool.cond.notify_all()
 
+    def instances_by_node(self) -> dict[str, list[tuple[str, Resources, int]]]:
+        """Per node: (function, resources of one instance, count) of its instances."""
+        out: dict[str, dict[tuple[str, Resources], int]] = {}
+        for pool in self.pools.values():
+            for inst in pool.all_instances():
+                groups = out.setdefault(inst.node_id, {})
+                groups[(inst.function, inst.resources)] = groups.get((inst.function, inst.resources), 0) + 1
+        return {node: [(f, r, c) for (f, r), c in groups.items()] for node, groups in out.items()}
+
+    def in_flight_by_node(self) -> dict[str, int]:
+        """Calls in flight per node."""
+        out: dict[str, int] = {}
+        for pool in self.pools.values():
+            for inst in pool.all_instances():
+                out[inst.node_id] = out.get(inst.node_id, 0) + inst.in_flight
+        return out
+
+    def pending(self) -> list[PlacementRequest]:
+        """Instances that calls are waiting for and no node has room for."""
+        return [PlacementRequest(function=name, resources=self._resources(pool.config), count=pool.unplaced)
+                for name, pool in self.pools.items() if pool.unplaced and pool.waiting]
+
+    def forget_node(self, node_id: str) -> None:
+        """The node is gone: forget its instances (their calls fail or retry elsewhere)."""
+        for pool in self.pools.values():
+            for inst in [i for i in pool.all_instances() if i.node_id == node_id]:
+                self.forget_instance(pool, inst)
+
+    def drain_node(self, node_id: str) -> None:
+        """No new calls to the node's instances; the reconciler stops them once idle."""
+        for pool in self.pools.values():
+            for inst in [i for i in pool.instances.values() if i.node_id == node_id]:
+                pool.instances.pop(inst.id, None)
+                pool.draining[inst.id] = inst
+
+    def capacity_changed(self) -> None:
+        """A node became ready: wake calls waiting for room."""
+        for pool in self.pools.values():
+            if pool.waiting:
+                self.spawn(self._wake(pool))
+
+    @staticmethod
+    async def _wake(pool: FunctionPool) -> None:
+        async with pool.cond:
+            pool.cond.notify_all()
+
     def allocated(self) -> dict[str, Resources]:
         """Resources held per node by live instances."""
         out: dict[str, Resources] = {}
@@ -194,8 +243,9 @@ class Gateway:
         if not decision.assignments:
             reason = decision.unplaced[0].reason if decision.unplaced else "no nodes"
             pool.last_start_error = NoCapacity(f"no node can run an instance of {config.name}: {reason}")
-            pool.start_failures += 1
+            pool.unplaced += 1
             return None
+        pool.unplaced = 0
         node = self.fleet.nodes[decision.assignments[0].node_id]
         inst = Instance(id=f"{config.name}-{uuid.uuid4().hex[:12]}", function=config.name,
                         version=pool.version.version, node_id=node.id, node_url=node.url,
@@ -273,7 +323,8 @@ class Gateway:
         if inst is not None:
             inst.in_flight += 1
             return inst, False
-        deadline = self.clock.now() + self.queue_timeout_s
+        entered = self.clock.now()
+        deadline = entered + self.queue_timeout_s
         seen_failures = pool.start_failures
         cold = False
         async with pool.cond:
@@ -291,9 +342,14 @@ class Gateway:
                     n = instances_to_start(waiting=pool.waiting, starting=starting, total=len(live),
                                            concurrency=pool.config.concurrency,
                                            max_instances=pool.config.max_instances)
+                    pool.unplaced = 0
                     started = sum(1 for _ in range(n) if self.start_instance(pool) is not None)
                     if n and not started and starting == 0:
-                        raise pool.last_start_error or NoCapacity("no node has room")
+                        if not self.can_grow():
+                            pool.unplaced = 0
+                            raise pool.last_start_error or NoCapacity("no node has room")
+                        # A node is being added (or will be): wait for it, boot included.
+                        deadline = max(deadline, entered + self.provision_wait_s)
                     cold = cold or bool(started or starting)
                     remaining = deadline - self.clock.now()
                     if remaining <= 0:

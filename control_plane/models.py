@@ -132,6 +132,16 @@ class JoinResult(SQLModel):
     node_token: str
 
 
+class FleetEvent(SQLModel, table=True):
+    """A scaling decision or fleet observation, with its reason."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: float = Field(index=True)
+    kind: str
+    reason: str
+    node_id: str = ""
+
+
 class InvocationLog(SQLModel, table=True):
     """One invocation's outcome and captured stdout/stderr."""
 

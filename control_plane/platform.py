@@ -8,13 +8,16 @@ import os
 from pathlib import Path
 
 from control_plane.auth import Authenticator, load_or_create_node_token, write_secret
+from control_plane.autoscaler import FleetAutoscaler
 from control_plane.clock import Clock, SystemClock
+from control_plane.events import EventLog
 from control_plane.fleet import Fleet
 from control_plane.gateway import Gateway
 from control_plane.reconciler import Reconciler
 from control_plane.settings import Settings
 from control_plane.store import Store
 from node_agent.settings import default_memory_mib
+from placement.fleet import FleetPolicy
 from provisioners.base import NodeBootstrap, NodeProvider, NodeType
 from provisioners.local import AgentBootstrap, LocalProvider
 
@@ -41,7 +44,10 @@ class Platform:
         self.fleet = Fleet(self.store, self.clock, heartbeat_interval_s=settings.heartbeat_interval_s,
                            lost_after_s=settings.node_lost_after_s)
         self.gateway = Gateway(self.store, self.fleet, self.clock, node_token=self.node_token,
-                               public_url=settings.url, queue_timeout_s=settings.queue_timeout_s)
+                               public_url=settings.url, queue_timeout_s=settings.queue_timeout_s,
+                               provision_wait_s=settings.provision_wait_s)
+        self.fleet.on_ready = self.gateway.capacity_changed
+        self.events = EventLog()
         cpu = settings.node_cpu_millis or int((os.cpu_count() or 1) * 1000 * settings.cpu_overcommit)
         self.node_type = NodeType(name="local", cpu_millis=cpu,
                                   memory_mib=settings.node_memory_mib or default_memory_mib())
@@ -52,8 +58,19 @@ class Platform:
         elif provider is None and use_provider:
             raise ValueError(f"unknown provider {settings.provider!r} (this version has: local)")
         self.provider = provider
-        self.reconciler = Reconciler(self.gateway, self.fleet, self.store, self.clock, provider=provider,
-                                     node_type=self.node_type, nodes=settings.nodes,
+        self.autoscaler = None if provider is None else FleetAutoscaler(
+            provider, self.fleet, self.gateway, self.clock, self.events,
+            node_types={self.node_type.name: self.node_type}, policy=FleetPolicy(
+                min_nodes=settings.min_nodes, max_nodes=settings.max_nodes,
+                high_watermark=settings.high_watermark, low_watermark=settings.low_watermark,
+                watermark_window_s=settings.watermark_window_s,
+                scale_up_cooldown_s=settings.scale_up_cooldown_s,
+                scale_down_cooldown_s=settings.scale_down_cooldown_s),
+            join_deadline_s=settings.join_deadline_s, orphan_grace_s=settings.orphan_grace_s)
+        if self.autoscaler is not None:
+            self.gateway.can_grow = self.autoscaler.can_grow
+        self.reconciler = Reconciler(self.gateway, self.fleet, self.store, self.clock,
+                                     autoscaler=self.autoscaler, events=self.events,
                                      log_retention=settings.log_retention)
         self._stop = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None

@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 
+from control_plane.autoscaler import FleetAutoscaler
 from control_plane.clock import Clock
+from control_plane.events import EventLog
 from control_plane.fleet import Fleet
 from control_plane.gateway import FunctionPool, Gateway, Instance, InstanceState
 from control_plane.store import Store
 from placement import NodeState, Resources
 from placement.routing import idle_to_stop
-from provisioners.base import NodeProvider, NodeType, ProviderError
 
 log = logging.getLogger("cumulus.reconciler")
 
@@ -29,15 +29,13 @@ class Reconciler:
     """Keeps instances and nodes converging to what is wanted."""
 
     def __init__(self, gateway: Gateway, fleet: Fleet, store: Store, clock: Clock, *,
-                 provider: NodeProvider | None, node_type: NodeType, nodes: int,
-                 log_retention: int) -> None:
+                 autoscaler: FleetAutoscaler | None, events: EventLog, log_retention: int) -> None:
         self.gateway = gateway
         self.fleet = fleet
         self.store = store
         self.clock = clock
-        self.provider = provider
-        self.node_type = node_type
-        self.nodes_wanted = nodes
+        self.autoscaler = autoscaler
+        self.events = events
         self.log_retention = log_retention
         self._stopping: set[str] = set()
 
@@ -56,7 +54,9 @@ class Reconciler:
     async def mirror(self) -> None:
         """Bring the gateway's view in line with what nodes report."""
         for node in await self.fleet.check():
-            self._forget_instances_on(node.id)
+            self.events.record("node_lost", f"{node.id} missed heartbeats for "
+                               f"{self.fleet.lost_after_s:.0f}s", node_id=node.id)
+            self.gateway.forget_node(node.id)
         known = {i.id for pool in self.gateway.pools.values() for i in pool.all_instances()}
         for node in self.fleet.nodes.values():
             if node.state is not NodeState.READY:
@@ -78,12 +78,6 @@ class Reconciler:
                                       node_id=node.id, node_url=node.url, concurrency=rep.concurrency,
                                       resources=Resources.ZERO)
                     self._stop_in_background(orphan)
-
-    def _forget_instances_on(self, node_id: str) -> None:
-        for pool in self.gateway.pools.values():
-            for inst in [i for i in pool.all_instances() if i.node_id == node_id]:
-                self.gateway.forget_instance(pool, inst)
-                log.warning("event=instance_lost instance=%s node=%s", inst.id, node_id)
 
     def _stop_in_background(self, inst: Instance) -> None:
         self._stopping.add(inst.id)
@@ -123,34 +117,18 @@ class Reconciler:
                 break
 
     async def ensure_fleet(self) -> None:
-        """Keep the provider's node count at the configured size, replacing dead nodes."""
-        if self.provider is None:
-            return
-        provider = self.provider
-        try:
-            nodes = await asyncio.to_thread(provider.list_instances)
-        except ProviderError as exc:
-            log.warning("event=provider_list_failed error=%s", exc)
-            return
-        alive = {n.id for n in nodes}
-        for node in list(self.fleet.nodes.values()):
-            if node.id not in alive and node.provider == provider.name and node.state is not NodeState.READY:
-                log.warning("event=node_gone node=%s", node.id)
-                self._forget_instances_on(node.id)
-                await asyncio.to_thread(provider.terminate, [node.id], request_id=uuid.uuid4().hex)
-                await self.fleet.forget(node.id)
-        missing = self.nodes_wanted - len(nodes)
-        if missing > 0:
-            request_id = uuid.uuid4().hex
-            log.info("event=nodes_create count=%d type=%s request=%s", missing, self.node_type.name,
-                     request_id)
-            try:
-                await asyncio.to_thread(provider.create, self.node_type, missing, request_id=request_id)
-            except ProviderError as exc:
-                log.warning("event=nodes_create_failed error=%s", exc)
+        """One tick of the fleet autoscaler (when a provider is configured)."""
+        if self.autoscaler is not None:
+            await self.autoscaler.tick()
 
     async def flush_logs(self) -> None:
-        """Write buffered invocation records in one transaction."""
+        """Write buffered invocation records and fleet events, each in one transaction."""
+        events = self.events.take_unsaved()
+        if events:
+            try:
+                await asyncio.to_thread(self.store.add_events, events)
+            except Exception as exc:  # never stop the loop for a write
+                log.warning("event=event_flush_failed events=%d error=%r", len(events), exc)
         if not self.gateway.log_buffer:
             return
         batch, self.gateway.log_buffer = self.gateway.log_buffer, []

@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     db: str = ""
     cluster: str = "cumulus"
     provider: str = "local"
-    nodes: int = 1
+    min_nodes: int = 1
+    max_nodes: int = 1
     # CPU is enforced per instance as a quota (a limit), and most instances idle most of the time,
     # so a local node offers its cores several times over to placement; memory is never overcommitted.
     cpu_overcommit: float = 4.0
@@ -54,6 +55,14 @@ class Settings(BaseSettings):
     queue_timeout_s: float = 30.0
     log_retention: int = 1000
     join_token_ttl_s: float = 1800.0
+    join_deadline_s: float = 600.0  # a provisioned node that has not joined by then is terminated
+    orphan_grace_s: float = 300.0  # a cluster-tagged machine unknown for this long is terminated
+    provision_wait_s: float = 600.0  # how long a call waits for a node being added
+    high_watermark: float = 0.8
+    low_watermark: float = 0.5
+    watermark_window_s: float = 120.0
+    scale_up_cooldown_s: float = 60.0
+    scale_down_cooldown_s: float = 120.0
 
     @property
     def db_url(self) -> str:

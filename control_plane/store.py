@@ -15,8 +15,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, create_engine, delete, func, select
 
 from control_plane.errors import ConflictError, FunctionNotFound, Unauthorized
+from control_plane.events import Event
 from control_plane.models import (
     ApiToken,
+    FleetEvent,
     Function,
     FunctionConfig,
     FunctionVersion,
@@ -192,6 +194,18 @@ class Store:
             node = s.get(NodeRecord, node_id)
             if node is not None:
                 s.delete(node)
+
+    # -- fleet events ------------------------------------------------------------------------------
+    def add_events(self, events: Sequence[Event]) -> None:
+        """Append fleet events."""
+        with self.session() as s:
+            s.add_all(FleetEvent(at=e.at, kind=e.kind, reason=e.reason, node_id=e.node_id) for e in events)
+
+    def events(self, limit: int) -> list[FleetEvent]:
+        """The newest `limit` events, oldest first."""
+        with self.session() as s:
+            rows = s.exec(select(FleetEvent).order_by(col(FleetEvent.id).desc()).limit(limit)).all()
+            return list(reversed(rows))
 
     # -- invocation logs -----------------------------------------------------------------------
     def add_logs(self, records: Sequence[LogRow], retention: int) -> None:

@@ -102,13 +102,14 @@ async def run(settings: Settings, *, deploy_example: bool, keep_nodes: bool) -> 
                 raise UpError(f"the API could not start on {settings.host}:{settings.port} "
                               "(is the port in use? try --port)")
             await asyncio.sleep(0.05)
-        with console.status("waiting for the local node agent…"):
-            await _wait_for_node(plat, 90)
+        if settings.min_nodes > 0:
+            with console.status("waiting for the first node agent…"):
+                await _wait_for_node(plat, 90)
         token_path = plat.admin_token_path
         console.print(f"[bold green]Cumulus is up[/] at {settings.url}  (docs: {settings.url}/docs)")
         console.print(f"  data directory: {settings.data_dir}")
         console.print(f"  admin token:    {token_path}")
-        if deploy_example and EXAMPLE.is_dir():
+        if deploy_example and EXAMPLE.is_dir() and settings.min_nodes > 0:
             try:
                 shown = await asyncio.to_thread(_deploy_example, settings.url, token_path)
                 console.print(f"  deployed hello: {shown}")

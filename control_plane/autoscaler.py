@@ -1,0 +1,228 @@
+"""The fleet loop: `placement.scale_fleet` decides, a `NodeProvider` acts, every decision is an event.
+
+Each tick, in two phases (mirror, then act):
+1. Mirror the provider's listing: fleet nodes whose machine is gone are forgotten (their instances
+   dropped); provisions whose node joined are done; provisions that did not join within the join
+   deadline are terminated and counted as failures (exponential back-off per node type); machines of
+   this cluster that nobody asked for are terminated after a grace period.
+2. Decide with `scale_fleet` over nodes, booting provisions, pending demand and utilization; then
+   provision (in the background, one request id per node), drain (no new placements; instances stop
+   once idle) or terminate.
+Provider calls run in threads and never block the event loop; a failing provider backs off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from control_plane.clock import Clock
+from control_plane.events import EventLog
+from control_plane.fleet import Fleet
+from control_plane.gateway import Gateway
+from placement import NodeState, NodeView, Resources
+from placement.fleet import (
+    FleetNode,
+    FleetPolicy,
+    FleetState,
+    InstanceGroup,
+    ProvisionFailure,
+    UtilizationSample,
+    scale_fleet,
+)
+from placement.fleet import NodeType as PlacementNodeType
+from provisioners.base import NodeProvider, NodeType, ProviderError, ProviderNode
+
+log = logging.getLogger("cumulus.autoscaler")
+
+
+@dataclass(eq=False)
+class Provision:
+    """One node asked of the provider, until its agent joins (or the deadline passes)."""
+
+    request_id: str
+    node_type: str
+    started_at: float
+    provider_ids: list[str] = field(default_factory=list)
+    calling: bool = True
+
+
+class FleetAutoscaler:
+    """Grows and shrinks the fleet through one provider."""
+
+    def __init__(self, provider: NodeProvider, fleet: Fleet, gateway: Gateway, clock: Clock,
+                 events: EventLog, *, node_types: Mapping[str, NodeType], policy: FleetPolicy,
+                 join_deadline_s: float, orphan_grace_s: float) -> None:
+        self.provider = provider
+        self.fleet = fleet
+        self.gateway = gateway
+        self.clock = clock
+        self.events = events
+        self.node_types = dict(node_types)
+        self.policy = policy
+        self.join_deadline_s = join_deadline_s
+        self.orphan_grace_s = orphan_grace_s
+        self.provisions: dict[str, Provision] = {}
+        self.failures: dict[str, ProvisionFailure] = {}
+        self.samples: deque[UtilizationSample] = deque(maxlen=10_000)
+        self.unknown_since: dict[str, float] = {}
+        self.last_up: float | None = None
+        self.last_down: float | None = None
+        self._list_failures = 0
+        self._next_list_at = 0.0
+
+    def can_grow(self) -> bool:
+        """Whether waiting calls may expect more capacity (a node is coming or may be added)."""
+        live = [n for n in self.fleet.nodes.values() if n.state is not NodeState.LOST]
+        return bool(self.provisions) or len(live) < self.policy.max_nodes
+
+    # -- mirror ------------------------------------------------------------------------------
+    async def mirror(self) -> list[ProviderNode] | None:
+        """Reconcile our view with the provider's listing; None when the provider failed."""
+        now = self.clock.now()
+        if now < self._next_list_at:
+            return None
+        try:
+            listed = await asyncio.to_thread(self.provider.list_instances)
+        except ProviderError as exc:
+            self._list_failures += 1
+            delay = min(300.0, 2.0 ** self._list_failures)
+            self._next_list_at = now + delay
+            self.events.record("provider_error", f"listing {self.provider.name} nodes failed: {exc}; "
+                               f"retrying in {delay:.0f}s")
+            return None
+        self._list_failures = 0
+        by_id = {n.id: n for n in listed}
+        by_request = {n.request_id: n for n in listed}
+        for node in list(self.fleet.nodes.values()):
+            if node.provider == self.provider.name and node.id not in by_id \
+                    and node.state is not NodeState.READY:
+                self.events.record("node_gone", f"{node.id} is no longer listed by {self.provider.name}",
+                                   node_id=node.id)
+                self.gateway.forget_node(node.id)
+                # Terminating a machine that is gone is success, and lets the provider clean up
+                # after it (the local provider removes a dead agent's containers).
+                await self._terminate([node.id], request_id=f"gone-{node.id}")
+                await self.fleet.forget(node.id)
+        for req, prov in list(self.provisions.items()):
+            found = by_request.get(req)
+            if found is not None and found.id not in prov.provider_ids:
+                prov.provider_ids.append(found.id)
+            joined = any(n.id in prov.provider_ids or n.request_id == req for n in self.fleet.nodes.values())
+            if joined:
+                del self.provisions[req]
+                self.failures.pop(prov.node_type, None)
+                self.events.record("node_joined", f"{prov.provider_ids or [req]} of type {prov.node_type} "
+                                   f"joined after {now - prov.started_at:.1f}s",
+                                   node_id=",".join(prov.provider_ids))
+            elif not prov.calling and now - prov.started_at > self.join_deadline_s:
+                del self.provisions[req]
+                self._fail(prov.node_type, f"{prov.provider_ids or req} did not join within "
+                           f"{self.join_deadline_s:.0f}s: terminated")
+                await self._terminate(prov.provider_ids, request_id=req)
+        known = set(self.fleet.nodes) | {i for p in self.provisions.values() for i in p.provider_ids}
+        known_requests = set(self.provisions) | {n.request_id for n in self.fleet.nodes.values()}
+        for pnode in listed:
+            if pnode.id in known or pnode.request_id in known_requests:
+                self.unknown_since.pop(pnode.id, None)
+                continue
+            first = self.unknown_since.setdefault(pnode.id, now)
+            if now - first > self.orphan_grace_s:
+                self.events.record("orphan_terminated", f"{pnode.id} is tagged for this cluster but unknown "
+                                   f"for {now - first:.0f}s", node_id=pnode.id)
+                self.unknown_since.pop(pnode.id, None)
+                await self._terminate([pnode.id], request_id=f"orphan-{pnode.id}")
+        return listed
+
+    def _fail(self, node_type: str, reason: str) -> None:
+        prev = self.failures.get(node_type)
+        self.failures[node_type] = ProvisionFailure(node_type, (prev.consecutive if prev else 0) + 1,
+                                                    self.clock.now())
+        self.events.record("provision_failed", reason)
+
+    async def _terminate(self, ids: list[str], *, request_id: str) -> None:
+        if not ids:
+            return
+        try:
+            await asyncio.to_thread(self.provider.terminate, ids, request_id=request_id)
+        except ProviderError as exc:
+            self.events.record("provider_error", f"terminating {ids} failed: {exc}")
+
+    # -- decide and act ----------------------------------------------------------------------
+    def state(self) -> FleetState:
+        """What `scale_fleet` looks at, built from the fleet, the gateway and open provisions."""
+        now = self.clock.now()
+        groups = self.gateway.instances_by_node()
+        in_flight = self.gateway.in_flight_by_node()
+        allocated = self.gateway.allocated()
+        nodes = []
+        cap_total = alloc_total = Resources.ZERO
+        for node in self.fleet.nodes.values():
+            view = NodeView(id=node.id, capacity=node.capacity,
+                            allocated=allocated.get(node.id, Resources.ZERO), state=node.state,
+                            node_type=node.node_type)
+            nodes.append(FleetNode(view, tuple(InstanceGroup(f, r, c) for f, r, c in groups.get(node.id, [])),
+                                   in_flight.get(node.id, 0), node.since))
+            if node.state is NodeState.READY:
+                cap_total += node.capacity
+                alloc_total += view.allocated
+        for prov in self.provisions.values():
+            ntype = self.node_types[prov.node_type]
+            nodes.append(FleetNode(NodeView(id=f"provisioning-{prov.request_id[:8]}",
+                                            capacity=Resources(ntype.cpu_millis, ntype.memory_mib),
+                                            allocated=Resources.ZERO, state=NodeState.PROVISIONING,
+                                            node_type=ntype.name), since=prov.started_at))
+        self.samples.append(UtilizationSample(now, alloc_total, cap_total))
+        horizon = now - 2 * self.policy.watermark_window_s
+        while self.samples and self.samples[0].at < horizon:
+            self.samples.popleft()
+        return FleetState(nodes=tuple(nodes), pending=tuple(self.gateway.pending()),
+                          utilization=tuple(self.samples), failures=tuple(self.failures.values()),
+                          last_scale_up_at=self.last_up, last_scale_down_at=self.last_down)
+
+    async def tick(self) -> None:
+        """Mirror, decide, act."""
+        if await self.mirror() is None and self._list_failures:
+            return
+        now = self.clock.now()
+        types = [PlacementNodeType(t.name, Resources(t.cpu_millis, t.memory_mib), t.hourly_cost, t.boot_s)
+                 for t in self.node_types.values()]
+        decision = scale_fleet(self.state(), types, self.policy, now)
+        for add in decision.add:
+            self.last_up = now
+            for _ in range(add.count):
+                self._provision(add.node_type, add.reason)
+        for drain in decision.drain:
+            self.last_down = now
+            self.events.record("node_drain", drain.reason, node_id=drain.node_id)
+            await self.fleet.set_state(drain.node_id, NodeState.DRAINING)
+            self.gateway.drain_node(drain.node_id)
+        for rm in decision.remove:
+            self.last_down = now
+            self.events.record("node_remove", rm.reason, node_id=rm.node_id)
+            self.gateway.forget_node(rm.node_id)
+            await self._terminate([rm.node_id], request_id=f"remove-{rm.node_id}")
+            await self.fleet.forget(rm.node_id)
+
+    def _provision(self, node_type: str, reason: str) -> None:
+        request_id = uuid.uuid4().hex
+        prov = Provision(request_id, node_type, self.clock.now())
+        self.provisions[request_id] = prov
+        self.events.record("node_add", f"{reason} (request {request_id[:8]})")
+
+        async def call() -> None:
+            try:
+                nodes = await asyncio.to_thread(self.provider.create, self.node_types[node_type], 1,
+                                                request_id=request_id)
+                prov.provider_ids.extend(n.id for n in nodes if n.id not in prov.provider_ids)
+            except ProviderError as exc:
+                self.provisions.pop(request_id, None)
+                self._fail(node_type, f"provisioning {node_type} failed: {exc}")
+            finally:
+                prov.calling = False
+
+        self.gateway.spawn(call())
