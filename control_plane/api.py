@@ -190,6 +190,15 @@ async def join(req: JoinRequest, plat: PlatformDep) -> JoinResult:
     return JoinResult(node_id=node_id, node_token=plat.node_token)
 
 
+@router.get("/v1/agent/package/{filename}", include_in_schema=False)
+async def agent_package(filename: str, plat: PlatformDep) -> FileResponse:
+    """The Cumulus wheel new nodes install (public: it is this open-source package)."""
+    wheel = await run_in_threadpool(plat.agent_package.wheel)
+    if filename != wheel.name:
+        raise NotFound(f"no package {filename}; this control plane serves {wheel.name}")
+    return FileResponse(wheel, media_type="application/octet-stream", filename=wheel.name)
+
+
 @router.get("/v1/internal/artifacts/{digest}", include_in_schema=False,
             dependencies=[Depends(node_agent)])
 async def artifact(digest: str, plat: PlatformDep) -> FileResponse:

@@ -74,6 +74,7 @@ class FleetAutoscaler:
         self.last_down: float | None = None
         self._list_failures = 0
         self._next_list_at = 0.0
+        self._by_request: dict[str, ProviderNode] = {}
 
     def can_grow(self) -> bool:
         """Whether waiting calls may expect more capacity (a node is coming or may be added)."""
@@ -97,16 +98,17 @@ class FleetAutoscaler:
             return None
         self._list_failures = 0
         by_id = {n.id: n for n in listed}
-        by_request = {n.request_id: n for n in listed}
+        by_request = self._by_request = {n.request_id: n for n in listed}
         for node in list(self.fleet.nodes.values()):
-            if node.provider == self.provider.name and node.id not in by_id \
+            listed_now = node.id in by_id or (node.request_id and node.request_id in by_request)
+            if node.provider == self.provider.name and not listed_now \
                     and node.state is not NodeState.READY:
                 self.events.record("node_gone", f"{node.id} is no longer listed by {self.provider.name}",
                                    node_id=node.id)
                 self.gateway.forget_node(node.id)
                 # Terminating a machine that is gone is success, and lets the provider clean up
                 # after it (the local provider removes a dead agent's containers).
-                await self._terminate([node.id], request_id=f"gone-{node.id}")
+                await self._terminate([self.provider_id(node.id)], request_id=f"gone-{node.id}")
                 await self.fleet.forget(node.id)
         for req, prov in list(self.provisions.items()):
             found = by_request.get(req)
@@ -137,6 +139,13 @@ class FleetAutoscaler:
                 self.unknown_since.pop(pnode.id, None)
                 await self._terminate([pnode.id], request_id=f"orphan-{pnode.id}")
         return listed
+
+    def provider_id(self, node_id: str) -> str:
+        """The provider's id of a fleet node: the same, or found by its provision request."""
+        node = self.fleet.nodes.get(node_id)
+        if node is not None and node.request_id in self._by_request:
+            return self._by_request[node.request_id].id
+        return node_id
 
     def _fail(self, node_type: str, reason: str) -> None:
         prev = self.failures.get(node_type)
@@ -205,7 +214,7 @@ class FleetAutoscaler:
             self.last_down = now
             self.events.record("node_remove", rm.reason, node_id=rm.node_id)
             self.gateway.forget_node(rm.node_id)
-            await self._terminate([rm.node_id], request_id=f"remove-{rm.node_id}")
+            await self._terminate([self.provider_id(rm.node_id)], request_id=f"remove-{rm.node_id}")
             await self.fleet.forget(rm.node_id)
 
     def _provision(self, node_type: str, reason: str) -> None:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from control_plane.client import Client, ClientError
-from control_plane.settings import DEFAULT_PORT, Settings, default_data_dir
+from control_plane.settings import DEFAULT_PORT, Settings
 from control_plane.simulate_cli import register as register_simulate
 
 app = typer.Typer(help="Cumulus: self-hosted serverless functions.", no_args_is_help=True,
@@ -45,23 +45,41 @@ def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 @app.command()
-def up(data_dir: Annotated[Path, typer.Option(help="state directory")] = default_data_dir(),
-       port: Annotated[int, typer.Option(help="API port")] = DEFAULT_PORT,
-       host: Annotated[str, typer.Option(help="API address")] = "127.0.0.1",
-       min_nodes: Annotated[int, typer.Option(help="fewest nodes")] = 1,
-       max_nodes: Annotated[int, typer.Option(help="most nodes (autoscaling between the two)")] = 1,
-       db: Annotated[str, typer.Option(help="database URL (default: SQLite in the data dir)")] = "",
+def up(data_dir: Annotated[Path | None, typer.Option(help="state directory [~/.cumulus]")] = None,
+       port: Annotated[int | None, typer.Option(help=f"API port [{DEFAULT_PORT}]")] = None,
+       host: Annotated[str | None, typer.Option(help="API address [127.0.0.1]")] = None,
+       provider: Annotated[str | None, typer.Option(help="local | qemu | aws | libcloud [local]")] = None,
+       min_nodes: Annotated[int | None, typer.Option(help="fewest nodes [1]")] = None,
+       max_nodes: Annotated[int | None, typer.Option(help="most nodes; autoscaling in between [1]")] = None,
+       db: Annotated[str | None, typer.Option(help="database URL [SQLite in the data dir]")] = None,
+       config: Annotated[Path | None, typer.Option(help="TOML file: settings, node types, provider")] = None,
        example: Annotated[bool, typer.Option(help="deploy examples/hello on start")] = True,
-       keep_nodes: Annotated[bool, typer.Option(help="leave node agents running on exit")] = False,
+       keep_nodes: Annotated[bool, typer.Option(help="leave nodes running on exit")] = False,
        ) -> None:
-    """Start the control plane and local node agents, and deploy the hello example."""
+    """Start the control plane and its nodes, and deploy the hello example."""
+    import os
+
+    from pydantic import ValidationError
+
+    from control_plane.config import ConfigError, load_config
     from control_plane.up import UpError
     from control_plane.up import up as run_up
 
-    settings = Settings(data_dir=data_dir.resolve(), port=port, host=host, min_nodes=min_nodes,
-                        max_nodes=max(max_nodes, min_nodes), db=db)
     try:
-        run_up(settings, deploy_example=example, keep_nodes=keep_nodes)
+        file = load_config(config)
+    except ConfigError as exc:
+        fail(str(exc))
+    values = {k: v for k, v in file.settings.items() if f"CUMULUS_{k.upper()}" not in os.environ}
+    flags = {"data_dir": data_dir.resolve() if data_dir else None, "port": port, "host": host,
+             "provider": provider, "min_nodes": min_nodes, "max_nodes": max_nodes, "db": db}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        fail(f"invalid settings: {exc}")
+    settings.max_nodes = max(settings.max_nodes, settings.min_nodes)
+    try:
+        run_up(settings, file, deploy_example=example, keep_nodes=keep_nodes)
     except UpError as exc:
         fail(str(exc))
     except KeyboardInterrupt:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 from pathlib import Path
+from typing import cast
 
+from control_plane.agent_package import AgentPackage
 from control_plane.auth import Authenticator, load_or_create_node_token, write_secret
 from control_plane.autoscaler import FleetAutoscaler
 from control_plane.clock import Clock, SystemClock
+from control_plane.config import FileConfig
 from control_plane.events import EventLog
 from control_plane.fleet import Fleet
 from control_plane.gateway import Gateway
@@ -18,8 +22,9 @@ from control_plane.settings import Settings
 from control_plane.store import Store
 from node_agent.settings import default_memory_mib
 from placement.fleet import FleetPolicy
-from provisioners.base import NodeBootstrap, NodeProvider, NodeType
+from provisioners.base import NodeBootstrap, NodeProvider, NodeType, ProviderError
 from provisioners.local import AgentBootstrap, LocalProvider
+from provisioners.registry import provider_class
 
 log = logging.getLogger("cumulus.platform")
 
@@ -27,7 +32,7 @@ log = logging.getLogger("cumulus.platform")
 class Platform:
     """One control plane: everything the API and the loops share."""
 
-    def __init__(self, settings: Settings, *, clock: Clock | None = None,
+    def __init__(self, settings: Settings, *, clock: Clock | None = None, file: FileConfig | None = None,
                  provider: NodeProvider | None = None, use_provider: bool = True) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -48,19 +53,20 @@ class Platform:
                                provision_wait_s=settings.provision_wait_s)
         self.fleet.on_ready = self.gateway.capacity_changed
         self.events = EventLog()
+        file = file or FileConfig()
         cpu = settings.node_cpu_millis or int((os.cpu_count() or 1) * 1000 * settings.cpu_overcommit)
-        self.node_type = NodeType(name="local", cpu_millis=cpu,
-                                  memory_mib=settings.node_memory_mib or default_memory_mib())
-        if provider is None and use_provider and settings.provider == "local":
-            provider = LocalProvider(data / "nodes", settings.cluster, AgentBootstrap(
-                control_plane_url=settings.url, token=self.node_token, docker_host=settings.docker_host,
-                image=settings.image, heartbeat_interval_s=settings.heartbeat_interval_s))
-        elif provider is None and use_provider:
-            raise ValueError(f"unknown provider {settings.provider!r} (this version has: local)")
+        local_type = NodeType(name="local", cpu_millis=cpu,
+                              memory_mib=settings.node_memory_mib or default_memory_mib())
+        self.node_types = {t.name: t for t in file.node_types} or {"local": local_type}
+        # Built anew by each control plane process, so new nodes get the code this one runs.
+        shutil.rmtree(data / "agent-package", ignore_errors=True)
+        self.agent_package = AgentPackage(data / "agent-package")
+        if provider is None and use_provider:
+            provider = self._build_provider(file)
         self.provider = provider
         self.autoscaler = None if provider is None else FleetAutoscaler(
             provider, self.fleet, self.gateway, self.clock, self.events,
-            node_types={self.node_type.name: self.node_type}, policy=FleetPolicy(
+            node_types=self.node_types, policy=FleetPolicy(
                 min_nodes=settings.min_nodes, max_nodes=settings.max_nodes,
                 high_watermark=settings.high_watermark, low_watermark=settings.low_watermark,
                 watermark_window_s=settings.watermark_window_s,
@@ -75,14 +81,29 @@ class Platform:
         self._stop = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
 
+    def _build_provider(self, file: FileConfig) -> NodeProvider:
+        settings = self.settings
+        if settings.provider == "local":
+            return LocalProvider(settings.data_dir / "nodes", settings.cluster, AgentBootstrap(
+                control_plane_url=settings.url, token=self.node_token, docker_host=settings.docker_host,
+                image=settings.image, heartbeat_interval_s=settings.heartbeat_interval_s))
+        cls = provider_class(settings.provider)
+        kwargs = dict(file.providers.get(settings.provider, {}))
+        try:
+            return cast(NodeProvider, cls(settings.cluster, self.bootstrap_for, **kwargs))
+        except TypeError as exc:
+            raise ProviderError(f"[provider.{settings.provider}] in the config does not fit: {exc}") from exc
+
     def bootstrap_for(self, request_id: str) -> NodeBootstrap:
-        """The bootstrap of a provision request: a fresh single-use join token (providers call this
-        from their own threads)."""
+        """The bootstrap of a provision request: a fresh single-use join token and where to get
+        the agent (providers call this from their own threads)."""
         assert self.provider is not None
-        token = self.store.issue_join_token(request_id, self.provider.name, self.node_type.name,
+        token = self.store.issue_join_token(request_id, self.provider.name, "",
                                             ttl_s=self.settings.join_token_ttl_s)
+        wheel = self.agent_package.wheel()
         return NodeBootstrap(control_plane_url=self.settings.url, join_token=token,
-                             runtime_image=self.settings.image, node_type=self.node_type.name)
+                             agent_package=f"{self.settings.url}/v1/agent/package/{wheel.name}",
+                             runtime_image=self.settings.image)
 
     @property
     def admin_token_path(self) -> Path:

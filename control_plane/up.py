@@ -19,11 +19,13 @@ from rich.console import Console
 from control_plane.app import build_asgi
 from control_plane.artifacts import zip_folder
 from control_plane.client import Client, ClientError
+from control_plane.config import FileConfig
 from control_plane.platform import Platform
 from control_plane.settings import Settings
 from node_agent.image import ImageBuildError, ensure_runtime_image
 from node_agent.runtime import ContainerRuntimeError, DockerRuntime
 from placement import NodeState
+from provisioners.base import ProviderError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
 console = Console(stderr=True, soft_wrap=True)
@@ -84,9 +86,12 @@ def _deploy_example(url: str, token_path: Path) -> str:
     return f"{result['url']} (version {result['version']}); first call (cold={cold}): {answer.text}"
 
 
-async def run(settings: Settings, *, deploy_example: bool, keep_nodes: bool) -> None:
-    """Serve until interrupted; then stop the local nodes (unless `keep_nodes`)."""
-    plat = Platform(settings)
+async def run(settings: Settings, file: FileConfig, *, deploy_example: bool, keep_nodes: bool) -> None:
+    """Serve until interrupted; then stop the nodes (unless `keep_nodes`)."""
+    try:
+        plat = Platform(settings, file=file)
+    except ProviderError as exc:
+        raise UpError(str(exc)) from exc
     (settings.data_dir / "endpoint").write_text(settings.url + "\n")
     config = uvicorn.Config(build_asgi(plat), host=settings.host, port=settings.port, log_level="warning",
                             access_log=False, loop="uvloop", http="httptools", lifespan="on",
@@ -132,7 +137,8 @@ async def run(settings: Settings, *, deploy_example: bool, keep_nodes: bool) -> 
         console.print("Cumulus stopped.")
 
 
-def up(settings: Settings, *, deploy_example: bool = True, keep_nodes: bool = False) -> None:
+def up(settings: Settings, file: FileConfig | None = None, *, deploy_example: bool = True,
+       keep_nodes: bool = False) -> None:
     """Entry point of `cumulus up`."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, filename=settings.data_dir / "control-plane.log",
@@ -140,4 +146,4 @@ def up(settings: Settings, *, deploy_example: bool = True, keep_nodes: bool = Fa
     prepare(settings)
     import uvloop
 
-    uvloop.run(run(settings, deploy_example=deploy_example, keep_nodes=keep_nodes))
+    uvloop.run(run(settings, file or FileConfig(), deploy_example=deploy_example, keep_nodes=keep_nodes))
