@@ -228,7 +228,7 @@ class FleetAutoscaler:
                 nodes = await asyncio.to_thread(self.provider.create, self.node_types[node_type], 1,
                                                 request_id=request_id)
                 prov.provider_ids.extend(n.id for n in nodes if n.id not in prov.provider_ids)
-            except ProviderError as exc:
+            except Exception as exc:  # ProviderError, or preparing the bootstrap failed
                 self.provisions.pop(request_id, None)
                 self._fail(node_type, f"provisioning {node_type} failed: {exc}")
             finally:

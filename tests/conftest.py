@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import requests
+from contract.motoserver import MotoServer
 from helpers import RunningPlatform, docker_client, start_platform
 
 
@@ -25,3 +34,64 @@ def platform(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> I
         yield plat
     finally:
         plat.stop()
+
+
+MOTO_SERVER = Path(sys.executable).with_name("moto_server")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """`moto_server -H 127.0.0.1 -p PORT`, up until the session ends; fake credentials in env."""
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        os.environ.setdefault(key, value)
+    os.environ.pop("AWS_PROFILE", None)
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    server = MotoServer("127.0.0.1", port)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"moto_server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+            try:
+                if requests.get(f"{server.endpoint_url}/moto-api/", timeout=1).status_code < 500:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"moto_server did not answer on port {port} within 30 s")
+            time.sleep(0.1)
+        yield server
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def moto_ec2(moto_server: MotoServer) -> object:
+    """A boto3 EC2 client on the moto server."""
+    import boto3
+
+    return boto3.client("ec2", region_name=moto_server.region, endpoint_url=moto_server.endpoint_url)
+
+
+@pytest.fixture(scope="session")
+def moto_ami(moto_ec2: object) -> str:
+    """An AMI id that moto knows (it ships a catalogue of fake images)."""
+    images = moto_ec2.describe_images(Owners=["amazon"])["Images"]  # type: ignore[attr-defined]
+    assert images, "moto returned no AMIs"
+    return str(sorted(img["ImageId"] for img in images)[0])
