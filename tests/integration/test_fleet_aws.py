@@ -60,12 +60,14 @@ endpoint_url = "{moto_server.endpoint_url}"
 image_id = "{moto_ami}"
 instance_types = {{ small = "t3.small" }}
 """)
-    plat: RunningPlatform = start_platform(tmp_path / "cp", args=("--config", str(config)), wait_for_node=False)
+    plat: RunningPlatform = start_platform(tmp_path / "cp", args=("--config", str(config)),
+                                           wait_for_node=False)
     agent: subprocess.Popen[bytes] | None = None
     try:
         plat.deploy_ok("awsecho", ECHO, keep_alive_s=1)
         answer: dict[str, Any] = {}
-        call = threading.Thread(target=lambda: answer.update(resp=plat.invoke("awsecho", {"x": 1}, timeout=300)))
+        call = threading.Thread(
+            target=lambda: answer.update(resp=plat.invoke("awsecho", {"x": 1}, timeout=300)))
         call.start()
 
         (inst,) = wait_for(lambda: _instances(moto_ec2), 120, interval=0.5, what="an EC2 instance")
@@ -79,9 +81,9 @@ instance_types = {{ small = "t3.small" }}
         cfg.update(listen_host="127.0.0.1", listen_port=port, advertise_url=f"http://127.0.0.1:{port}",
                    data_dir=str(tmp_path / "vm"), heartbeat_interval_s=0.5)
         (tmp_path / "agent.json").write_text(json.dumps(cfg))
-        agent = subprocess.Popen([sys.executable, "-m", "node_agent", "--config", str(tmp_path / "agent.json")],
-                                 cwd=REPO, env=plat.env, stdout=(tmp_path / "agent.log").open("wb"),
-                                 stderr=subprocess.STDOUT)
+        agent = subprocess.Popen([sys.executable, "-m", "node_agent", "--config",
+                                  str(tmp_path / "agent.json")], cwd=REPO, env=plat.env,
+                                 stdout=(tmp_path / "agent.log").open("wb"), stderr=subprocess.STDOUT)
 
         call.join(300)
         resp = answer["resp"]
