@@ -1,5 +1,6 @@
-"""The fleet loop on the aws provider, boto3 against a moto server: a call with no node provisions
-an EC2 instance with the right tags and cloud-init user data; a "VM" (a node agent process started
+"""The fleet loop on the aws provider (boto3) and the libcloud provider (libcloud's EC2 driver), both
+against a moto server: a call with no node provisions an EC2 instance with the right tags and
+cloud-init user data; a "VM" (a node agent process started
 here from the config that user data would write) joins with its join token; the call is answered;
 when load stops the node is drained and the instance terminated."""
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from helpers import REPO, RunningPlatform, free_port, start_platform, wait_for
+from moto_proxy import NamespaceProxy
 
 pytestmark = [pytest.mark.aws, pytest.mark.docker]
 
@@ -35,12 +37,35 @@ def _agent_config_from_user_data(ec2: Any, instance_id: str) -> dict[str, Any]:
     return json.loads(body)  # type: ignore[no-any-return]
 
 
-def test_fleet_provisions_joins_and_terminates_on_aws(docker_engine: None, moto_server: Any, moto_ami: str,
-                                                      moto_ec2: Any, tmp_path: Path) -> None:
+def _provider_section(kind: str, moto_server: Any, ami: str, proxy_port: int) -> str:
+    if kind == "aws":
+        return f"""
+[provider.aws]
+region = "{moto_server.region}"
+endpoint_url = "{moto_server.endpoint_url}"
+image_id = "{ami}"
+instance_types = {{ small = "t3.small" }}
+"""
+    kwargs = (f'host = "127.0.0.1", port = {proxy_port}, secure = false, region = "{moto_server.region}", '
+              'signature_version = "4"')
+    return f"""
+[provider.libcloud]
+driver = "ec2"
+driver_args = ["testing", "testing"]
+driver_kwargs = {{ {kwargs} }}
+sizes = {{ small = "t3.small" }}
+image = "{ami}"
+"""
+
+
+@pytest.mark.parametrize("kind", ["aws", "libcloud"])
+def test_fleet_provisions_joins_and_terminates(kind: str, docker_engine: None, moto_server: Any,
+                                               moto_ami: str, moto_ec2: Any, tmp_path: Path) -> None:
+    proxy = NamespaceProxy(moto_server.host, moto_server.port)
     config = tmp_path / "cumulus.toml"
     config.write_text(f"""
 [cumulus]
-provider = "aws"
+provider = "{kind}"
 cluster = "awsfleet"
 min_nodes = 0
 max_nodes = 1
@@ -53,13 +78,7 @@ cpu_millis = 2000
 memory_mib = 2048
 hourly_cost = 0.0208
 boot_s = 60
-
-[provider.aws]
-region = "{moto_server.region}"
-endpoint_url = "{moto_server.endpoint_url}"
-image_id = "{moto_ami}"
-instance_types = {{ small = "t3.small" }}
-""")
+""" + _provider_section(kind, moto_server, moto_ami, proxy.port))
     plat: RunningPlatform = start_platform(tmp_path / "cp", args=("--config", str(config)),
                                            wait_for_node=False)
     agent: subprocess.Popen[bytes] | None = None
@@ -100,3 +119,4 @@ instance_types = {{ small = "t3.small" }}
             agent.terminate()
             agent.wait(30)
         plat.stop()
+        proxy.close()
