@@ -49,6 +49,7 @@ class Provision:
     started_at: float
     provider_ids: list[str] = field(default_factory=list)
     calling: bool = True
+    created_at: float | None = None  # when the provider call returned
 
 
 class FleetAutoscaler:
@@ -114,13 +115,16 @@ class FleetAutoscaler:
             found = by_request.get(req)
             if found is not None and found.id not in prov.provider_ids:
                 prov.provider_ids.append(found.id)
-            joined = any(n.id in prov.provider_ids or n.request_id == req for n in self.fleet.nodes.values())
-            if joined:
+            ready = next((n for n in self.fleet.nodes.values()
+                         if n.id in prov.provider_ids or (n.request_id and n.request_id == req)), None)
+            if ready is not None:
                 del self.provisions[req]
                 self.failures.pop(prov.node_type, None)
-                self.events.record("node_joined", f"{prov.provider_ids or [req]} of type {prov.node_type} "
-                                   f"joined after {now - prov.started_at:.1f}s",
-                                   node_id=",".join(prov.provider_ids))
+                created = prov.created_at if prov.created_at is not None else prov.started_at
+                self.events.record("node_ready", f"{ready.id} ({', '.join(prov.provider_ids)}) of type "
+                                   f"{prov.node_type} ready {ready.since - prov.started_at:.2f}s after the "
+                                   f"decision: provider call {created - prov.started_at:.2f}s, boot and join "
+                                   f"{ready.since - created:.2f}s", node_id=ready.id)
             elif not prov.calling and now - prov.started_at > self.join_deadline_s:
                 del self.provisions[req]
                 self._fail(prov.node_type, f"{prov.provider_ids or req} did not join within "
@@ -228,6 +232,10 @@ class FleetAutoscaler:
                 nodes = await asyncio.to_thread(self.provider.create, self.node_types[node_type], 1,
                                                 request_id=request_id)
                 prov.provider_ids.extend(n.id for n in nodes if n.id not in prov.provider_ids)
+                prov.created_at = self.clock.now()
+                self.events.record("node_created", f"{', '.join(prov.provider_ids)} created by "
+                                   f"{self.provider.name} in {prov.created_at - prov.started_at:.2f}s",
+                                   node_id=",".join(prov.provider_ids))
             except Exception as exc:  # ProviderError, or preparing the bootstrap failed
                 self.provisions.pop(request_id, None)
                 self._fail(node_type, f"provisioning {node_type} failed: {exc}")

@@ -113,7 +113,7 @@ boot_s = 60
         wait_for(lambda: not _instances(moto_ec2), 90, interval=0.5, what="the instance to be terminated")
         assert _instances(moto_ec2, ("shutting-down", "terminated"))
         kinds = [e["kind"] for e in plat.get("/v1/events?limit=1000")]
-        assert kinds.count("node_add") == 1 and "node_joined" in kinds and "node_remove" in kinds
+        assert kinds.count("node_add") == 1 and "node_ready" in kinds and "node_remove" in kinds
     finally:
         if agent is not None:
             agent.terminate()
