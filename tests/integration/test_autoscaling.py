@@ -51,3 +51,18 @@ def test_fleet_grows_from_zero_adds_for_pending_and_shrinks_to_zero(elastic: Run
     assert kinds.count("node_remove") == 2
     events = elastic.cli("events")
     assert events.returncode == 0 and "node_remove" in events.stdout
+
+
+def test_sustained_high_utilization_adds_a_node(docker_engine: None, tmp_path: Path) -> None:
+    env = {"CUMULUS_NODE_CPU_MILLIS": "4000", "CUMULUS_NODE_MEMORY_MIB": "1024",
+           "CUMULUS_WATERMARK_WINDOW_S": "2", "CUMULUS_SCALE_UP_COOLDOWN_S": "1"}
+    plat = start_platform(tmp_path / "hot", extra_env=env, args=("--min-nodes", "1", "--max-nodes", "2"))
+    try:
+        # Four warm instances of 224 MiB: 88% of the node's memory, above the 80% watermark.
+        plat.deploy_ok("hot", SLEEPY, memory_mb=224, min_instances=4, max_instances=4)
+        wait_for(lambda: len([n for n in plat.get("/v1/nodes") if n["state"] == "ready"]) == 2, 60,
+                 interval=0.5, what="a second node for sustained high utilization")
+        adds = [e for e in plat.get("/v1/events?limit=1000") if e["kind"] == "node_add"]
+        assert "high watermark" in adds[-1]["reason"], adds
+    finally:
+        plat.stop()
