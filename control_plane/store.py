@@ -7,12 +7,13 @@ import secrets
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, SQLModel, col, create_engine, delete, func, select
+from sqlmodel import Session, col, create_engine, delete, func, select
 
 from control_plane.errors import ConflictError, FunctionNotFound, Unauthorized
 from control_plane.events import Event
@@ -27,6 +28,9 @@ from control_plane.models import (
     NodeRecord,
 )
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 LogRow = tuple[str, int, str, float, float, str, bool, str]
 """One invocation record: function, version, request id, start time, duration ms, outcome, cold, logs."""
 
@@ -34,6 +38,28 @@ LogRow = tuple[str, int, str, float, float, str, bool, str]
 def hash_token(token: str) -> str:
     """Tokens are stored and compared as SHA-256 hex digests."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    """Alembic's configuration for our migrations, bound to `connection` if given."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the schema to `revision` (on start: an empty database gets every table)."""
+    from alembic import command
+
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), revision)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -53,7 +79,7 @@ class Store:
             url, connect_args={"check_same_thread": False} if is_sqlite else {}, pool_pre_ping=True)
         if is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        SQLModel.metadata.create_all(self.engine)
+        migrate(self.engine)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

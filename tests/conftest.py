@@ -95,3 +95,56 @@ def moto_ami(moto_ec2: object) -> str:
     images = moto_ec2.describe_images(Owners=["amazon"])["Images"]  # type: ignore[attr-defined]
     assert images, "moto returned no AMIs"
     return str(sorted(img["ImageId"] for img in images)[0])
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server of Debian's packages (`make test` installs them), in a fresh cluster
+    on 127.0.0.1 owned by the `postgres` user; yields a superuser URL for the server."""
+    import glob
+    import pwd
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not bins:
+        pytest.fail("PostgreSQL is not installed (apt-get install postgresql); `make test` installs it")
+    bindir = Path(bins[-1])
+    import shutil
+    import tempfile
+
+    # Not under pytest's temp folder: it is private to root, and the server runs as `postgres`.
+    root = Path(tempfile.mkdtemp(prefix="cumulus-pg-"))
+    root.chmod(0o755)
+    data, sock = root / "data", root / "sock"
+    data.mkdir()
+    sock.mkdir()
+    pg = pwd.getpwnam("postgres")
+    for path in (data, sock):
+        os.chown(path, pg.pw_uid, pg.pw_gid)
+    as_pg = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_pg, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+                    "--no-sync"], check=True, capture_output=True, timeout=120)
+    port = _free_port()
+    subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(sock / "pg.log"), "-w",
+                    "-t", "60", "-o", f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    "start"], check=True, capture_output=True, timeout=120)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_db(postgres_server: str) -> str:
+    """A fresh, empty database on the test PostgreSQL server."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(f"{postgres_server}/postgres", isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return f"{postgres_server}/{name}"
