@@ -76,6 +76,26 @@ class FleetAutoscaler:
         self._list_failures = 0
         self._next_list_at = 0.0
         self._by_request: dict[str, ProviderNode] = {}
+        self.store = fleet.store
+
+    async def recover(self) -> None:
+        """Finish the provider calls a previous control plane wrote down but may not have made:
+        creates are made again (idempotent by request id) and then wait for their node to join;
+        terminates are made again (terminating a gone machine is success)."""
+        intents = await asyncio.to_thread(self.store.open_intents, self.provider.name)
+        for intent in intents:
+            ids = [i for i in intent.provider_ids.split(",") if i]
+            if intent.kind == "terminate":
+                self.events.record("intent_replayed", f"terminate {ids} (request {intent.request_id[:8]})")
+                await self._terminate(ids, request_id=intent.request_id)
+            elif intent.node_type in self.node_types:
+                prov = Provision(intent.request_id, intent.node_type, self.clock.now(), ids,
+                                 calling=intent.state == "open")
+                self.provisions[intent.request_id] = prov
+                self.events.record("intent_replayed", f"provision of {intent.node_type} "
+                                   f"(request {intent.request_id[:8]}, {intent.state})")
+                if prov.calling:
+                    self.gateway.spawn(self._create(prov))
 
     def can_grow(self) -> bool:
         """Whether waiting calls may expect more capacity (a node is coming or may be added)."""
@@ -112,6 +132,8 @@ class FleetAutoscaler:
                 await self._terminate([self.provider_id(node.id)], request_id=f"gone-{node.id}")
                 await self.fleet.forget(node.id)
         for req, prov in list(self.provisions.items()):
+            if prov.calling:
+                continue
             found = by_request.get(req)
             if found is not None and found.id not in prov.provider_ids:
                 prov.provider_ids.append(found.id)
@@ -120,16 +142,18 @@ class FleetAutoscaler:
             if ready is not None:
                 del self.provisions[req]
                 self.failures.pop(prov.node_type, None)
+                await asyncio.to_thread(self.store.update_intent, req, "done", prov.provider_ids)
                 created = prov.created_at if prov.created_at is not None else prov.started_at
                 self.events.record("node_ready", f"{ready.id} ({', '.join(prov.provider_ids)}) of type "
                                    f"{prov.node_type} ready {ready.since - prov.started_at:.2f}s after the "
                                    f"decision: provider call {created - prov.started_at:.2f}s, boot and join "
                                    f"{ready.since - created:.2f}s", node_id=ready.id)
-            elif not prov.calling and now - prov.started_at > self.join_deadline_s:
+            elif now - prov.started_at > self.join_deadline_s:
                 del self.provisions[req]
                 self._fail(prov.node_type, f"{prov.provider_ids or req} did not join within "
                            f"{self.join_deadline_s:.0f}s: terminated")
-                await self._terminate(prov.provider_ids, request_id=req)
+                await asyncio.to_thread(self.store.update_intent, req, "failed", prov.provider_ids)
+                await self._terminate(prov.provider_ids, request_id=f"deadline-{req}")
         known = set(self.fleet.nodes) | {i for p in self.provisions.values() for i in p.provider_ids}
         known_requests = set(self.provisions) | {n.request_id for n in self.fleet.nodes.values()}
         for pnode in listed:
@@ -158,12 +182,17 @@ class FleetAutoscaler:
         self.events.record("provision_failed", reason)
 
     async def _terminate(self, ids: list[str], *, request_id: str) -> None:
+        """Terminate machines, writing the call down first (a crash before it is done replays it)."""
         if not ids:
             return
+        await asyncio.to_thread(self.store.open_intent, request_id, "terminate", self.provider.name,
+                                provider_ids=ids)
         try:
             await asyncio.to_thread(self.provider.terminate, ids, request_id=request_id)
         except ProviderError as exc:
             self.events.record("provider_error", f"terminating {ids} failed: {exc}")
+            return
+        await asyncio.to_thread(self.store.update_intent, request_id, "done", ids)
 
     # -- decide and act ----------------------------------------------------------------------
     def state(self) -> FleetState:
@@ -226,20 +255,25 @@ class FleetAutoscaler:
         prov = Provision(request_id, node_type, self.clock.now())
         self.provisions[request_id] = prov
         self.events.record("node_add", f"{reason} (request {request_id[:8]})")
+        self.gateway.spawn(self._create(prov))
 
-        async def call() -> None:
-            try:
-                nodes = await asyncio.to_thread(self.provider.create, self.node_types[node_type], 1,
-                                                request_id=request_id)
-                prov.provider_ids.extend(n.id for n in nodes if n.id not in prov.provider_ids)
-                prov.created_at = self.clock.now()
-                self.events.record("node_created", f"{', '.join(prov.provider_ids)} created by "
-                                   f"{self.provider.name} in {prov.created_at - prov.started_at:.2f}s",
-                                   node_id=",".join(prov.provider_ids))
-            except Exception as exc:  # ProviderError, or preparing the bootstrap failed
-                self.provisions.pop(request_id, None)
-                self._fail(node_type, f"provisioning {node_type} failed: {exc}")
-            finally:
-                prov.calling = False
-
-        self.gateway.spawn(call())
+    async def _create(self, prov: Provision) -> None:
+        """Write the intent, call the provider, record what it made."""
+        req = prov.request_id
+        try:
+            await asyncio.to_thread(self.store.open_intent, req, "create", self.provider.name,
+                                    node_type=prov.node_type)
+            nodes = await asyncio.to_thread(self.provider.create, self.node_types[prov.node_type], 1,
+                                            request_id=req)
+            prov.provider_ids.extend(n.id for n in nodes if n.id not in prov.provider_ids)
+            prov.created_at = self.clock.now()
+            await asyncio.to_thread(self.store.update_intent, req, "created", prov.provider_ids)
+            self.events.record("node_created", f"{', '.join(prov.provider_ids)} created by "
+                               f"{self.provider.name} in {prov.created_at - prov.started_at:.2f}s",
+                               node_id=",".join(prov.provider_ids))
+        except Exception as exc:  # ProviderError, or preparing the bootstrap failed
+            self.provisions.pop(req, None)
+            self._fail(prov.node_type, f"provisioning {prov.node_type} failed: {exc}")
+            await asyncio.to_thread(self.store.update_intent, req, "failed")
+        finally:
+            prov.calling = False

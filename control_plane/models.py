@@ -132,6 +132,20 @@ class JoinResult(SQLModel):
     node_token: str
 
 
+class ProviderIntent(SQLModel, table=True):
+    """A provider call written down before it is made, so a control plane that crashes mid-call
+    finishes it on restart (provider calls are idempotent by request id)."""
+
+    request_id: str = Field(primary_key=True)
+    kind: str  # "create" | "terminate"
+    provider: str
+    node_type: str = ""
+    provider_ids: str = ""  # comma-separated
+    state: str = "open"  # open -> created (create: waiting for the join) -> done | failed
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+
+
 class FleetEvent(SQLModel, table=True):
     """A scaling decision or fleet observation, with its reason."""
 

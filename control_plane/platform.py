@@ -115,6 +115,8 @@ class Platform:
         self.fleet.load()
         await self.gateway.open()
         await self.reconciler.load_functions()
+        if self.autoscaler is not None:
+            await self.autoscaler.recover()
         self._stop.clear()
         self._loop_task = asyncio.create_task(
             self.reconciler.run(self.settings.reconcile_interval_s, self._stop))

@@ -26,6 +26,7 @@ from control_plane.models import (
     InvocationLog,
     JoinToken,
     NodeRecord,
+    ProviderIntent,
 )
 
 if TYPE_CHECKING:
@@ -220,6 +221,34 @@ class Store:
             node = s.get(NodeRecord, node_id)
             if node is not None:
                 s.delete(node)
+
+    # -- provider intents ----------------------------------------------------------------------
+    def open_intent(self, request_id: str, kind: str, provider: str, *, node_type: str = "",
+                    provider_ids: Sequence[str] = ()) -> None:
+        """Write down a provider call before making it (idempotent by request id)."""
+        with self.session() as s:
+            if s.get(ProviderIntent, request_id) is None:
+                s.add(ProviderIntent(request_id=request_id, kind=kind, provider=provider, node_type=node_type,
+                                     provider_ids=",".join(provider_ids)))
+
+    def update_intent(self, request_id: str, state: str, provider_ids: Sequence[str] = ()) -> None:
+        """Record how a provider call went (and which machines it concerns)."""
+        with self.session() as s:
+            row = s.get(ProviderIntent, request_id)
+            if row is not None:
+                row.state = state
+                if provider_ids:
+                    row.provider_ids = ",".join(provider_ids)
+                row.updated_at = time.time()
+                s.add(row)
+
+    def open_intents(self, provider: str) -> list[ProviderIntent]:
+        """Intents of `provider` not finished yet, oldest first."""
+        with self.session() as s:
+            return list(s.exec(select(ProviderIntent)
+                               .where(ProviderIntent.provider == provider,
+                                      col(ProviderIntent.state).in_(("open", "created")))
+                               .order_by(col(ProviderIntent.created_at))).all())
 
     # -- fleet events ------------------------------------------------------------------------------
     def add_events(self, events: Sequence[Event]) -> None:

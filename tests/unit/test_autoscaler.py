@@ -102,3 +102,34 @@ def test_listing_failure_backs_off(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert any(e.kind == "provider_error" for e in events.recent)
 
     asyncio.run(scenario())
+
+
+def test_a_restarted_control_plane_finishes_written_down_provider_calls(tmp_path: Path) -> None:
+    scaler, provider, clock, events = _loop(tmp_path)
+    store = scaler.store
+
+    async def first_life() -> None:
+        await scaler.tick()
+        await _settle(scaler)
+
+    asyncio.run(first_life())
+    (made,) = provider.created_ids
+    (req,) = scaler.provisions
+    # Written down but never made: a create (crash before the call) and a terminate.
+    store.open_intent("never-called", "create", provider.name, node_type="small")
+    store.open_intent("stop-it", "terminate", provider.name, provider_ids=[made])
+
+    again, _, _, events2 = _loop(tmp_path)
+    again.provider = provider  # the same cloud
+    again.store = store
+
+    async def second_life() -> None:
+        await again.recover()
+        await _settle(again)
+
+    asyncio.run(second_life())
+    assert set(again.provisions) == {req, "never-called"}
+    assert [c.request_id for c in provider.create_calls] == [req, "never-called"]
+    assert [list(c.ids) for c in provider.terminate_calls] == [[made]]
+    assert {i.request_id for i in store.open_intents(provider.name)} == {req, "never-called"}
+    assert sum(e.kind == "intent_replayed" for e in events2.recent) == 3
