@@ -105,7 +105,7 @@ def test_listing_failure_backs_off(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_a_restarted_control_plane_finishes_written_down_provider_calls(tmp_path: Path) -> None:
-    scaler, provider, clock, events = _loop(tmp_path)
+    scaler, provider, _, _ = _loop(tmp_path)
     store = scaler.store
 
     async def first_life() -> None:
@@ -121,7 +121,6 @@ def test_a_restarted_control_plane_finishes_written_down_provider_calls(tmp_path
 
     again, _, _, events2 = _loop(tmp_path)
     again.provider = provider  # the same cloud
-    again.store = store
 
     async def second_life() -> None:
         await again.recover()
