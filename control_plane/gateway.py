@@ -196,7 +196,8 @@ class Gateway:
     def pending(self) -> list[PlacementRequest]:
         """Instances that calls are waiting for and no node has room for."""
         return [PlacementRequest(function=name, resources=self._resources(pool.config), count=pool.unplaced)
-                for name, pool in self.pools.items() if pool.unplaced and pool.waiting]
+                for name, pool in self.pools.items()
+                if pool.unplaced and (pool.waiting or len(pool.live()) < pool.config.min_instances)]
 
     def forget_node(self, node_id: str) -> None:
         """The node is gone: forget its instances (their calls fail or retry elsewhere)."""

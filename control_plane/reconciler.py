@@ -112,8 +112,9 @@ class Reconciler:
                 log.info("event=instance_reclaimed instance=%s reason=%r", inst_id, reclaim.reason)
                 await self.gateway.stop_instance(pool, idle)
         deficit = pool.config.min_instances - len(pool.live())
-        for _ in range(max(0, deficit)):
+        for i in range(max(0, deficit)):
             if self.gateway.start_instance(pool) is None:
+                pool.unplaced = deficit - i  # what min_instances still needs: pending demand
                 break
 
     async def ensure_fleet(self) -> None:

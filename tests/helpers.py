@@ -111,9 +111,11 @@ class RunningPlatform:
 
 
 def start_platform(data_dir: Path, *, extra_env: dict[str, str] | None = None,
-                   args: tuple[str, ...] = (), wait_for_node: bool = True) -> RunningPlatform:
-    """Start `cumulus up` on a free port with fast loops, and wait until a node is ready."""
-    port = free_port()
+                   args: tuple[str, ...] = (), wait_for_node: bool = True,
+                   port: int | None = None) -> RunningPlatform:
+    """Start `cumulus up` (on a free port unless given) with fast loops, and wait until it is up
+    (and, unless told otherwise, until a node is ready)."""
+    port = port or free_port()
     env = {**os.environ, "DOCKER_HOST": DOCKER_HOST, "CUMULUS_RECONCILE_INTERVAL_S": "0.2",
            "CUMULUS_QUEUE_TIMEOUT_S": "10",
            "CUMULUS_HEARTBEAT_INTERVAL_S": "0.5", "PIP_NO_INDEX": "1", **(extra_env or {})}

@@ -1,0 +1,172 @@
+"""Chaos: SIGKILL the control plane under invocation load — at a random moment, mid-deploy, and while
+a node is being provisioned — restart it each time, then check nothing acknowledged was lost, the
+provider's nodes equal the store's (no leak, no duplicate), and every call ended (result or error,
+none hung past its timeout). (A SIGKILLed node agent is in test_node_loss.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+from helpers import RunningPlatform, make_zip, start_platform, wait_for
+
+from provisioners.local import LocalProvider, _alive
+
+pytestmark = pytest.mark.docker
+
+CALL_TIMEOUT_S = 5.0  # the functions' timeout
+CLIENT_TIMEOUT_S = CALL_TIMEOUT_S + 30  # a call that outlives this has hung
+ECHO = {"main.py": "import time\n\ndef handler(event, context):\n    time.sleep(event.get('s', 0))\n"
+                   "    return event\n"}
+ENV = {"CUMULUS_NODE_CPU_MILLIS": "2000", "CUMULUS_NODE_MEMORY_MIB": "1024",
+       "CUMULUS_WATERMARK_WINDOW_S": "3", "CUMULUS_SCALE_DOWN_COOLDOWN_S": "30",
+       "CUMULUS_ORPHAN_GRACE_S": "20"}
+ARGS = ("--min-nodes", "1", "--max-nodes", "3")
+
+
+@dataclass
+class Load:
+    """Steady invocations in a thread, recording each call's outcome and duration."""
+
+    plat: RunningPlatform
+    stop: threading.Event = field(default_factory=threading.Event)
+    results: list[tuple[str, float]] = field(default_factory=list)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            t = time.monotonic()
+            try:
+                resp = requests.post(f"{self.plat.url}/v1/functions/steady/invoke", data=b'{"s": 0.05}',
+                                     headers=self.plat.headers, timeout=CLIENT_TIMEOUT_S)
+                outcome = "ok" if resp.status_code == 200 else f"http {resp.status_code}"
+            except requests.Timeout:
+                outcome = "hung"
+            except requests.RequestException:
+                outcome = "connection error"
+                time.sleep(0.1)
+            self.results.append((outcome, time.monotonic() - t))
+
+
+@pytest.fixture
+def chaos_dir(docker_engine: None, tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "chaos"
+    # Whatever happened, leave no agent or container behind.
+    for meta in (tmp_path / "chaos" / "nodes").glob("*/node.json"):
+        pid = json.loads(meta.read_text())["pid"]
+        if _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _kill(plat: RunningPlatform) -> None:
+    plat.proc.send_signal(signal.SIGKILL)
+    plat.proc.wait(30)
+
+
+def _restart(data_dir: Path, before: RunningPlatform) -> RunningPlatform:
+    """Start again on the same port and data: the node agents keep reporting there."""
+    return start_platform(data_dir, extra_env=ENV, args=ARGS, port=int(before.url.rsplit(":", 1)[1]))
+
+
+def test_control_plane_sigkills_lose_nothing_and_leak_nothing(chaos_dir: Path) -> None:
+    rng = random.Random(1234)
+    plat = start_platform(chaos_dir, extra_env=ENV, args=ARGS)
+    acknowledged: dict[str, int] = {}
+    load = Load(plat)
+    loader = threading.Thread(target=load.run)
+    try:
+        acknowledged["steady"] = plat.deploy_ok("steady", ECHO, timeout_s=CALL_TIMEOUT_S)["version"]
+        loader.start()
+        kills = 0
+
+        # 1. At a random moment.
+        time.sleep(rng.uniform(0.5, 2.0))
+        _kill(plat)
+        kills += 1
+        plat = load.plat = _restart(chaos_dir, plat)
+
+        # 2. Mid-deploy: the deploy either was acknowledged (and must survive) or failed.
+        outcome: dict[str, object] = {}
+
+        def deploy() -> None:
+            try:
+                resp = requests.post(f"{plat.url}/v1/functions", headers=plat.headers, timeout=60,
+                                     files={"code": ("c.zip", make_zip(ECHO), "application/zip")},
+                                     data={"config": json.dumps({"name": "middeploy",
+                                                                 "timeout_s": CALL_TIMEOUT_S})})
+                outcome["status"] = resp.status_code
+                if resp.status_code == 201:
+                    outcome["version"] = resp.json()["version"]
+            except requests.RequestException as exc:
+                outcome["error"] = repr(exc)
+
+        deployer = threading.Thread(target=deploy)
+        deployer.start()
+        time.sleep(rng.uniform(0.0, 0.05))
+        _kill(plat)
+        kills += 1
+        deployer.join(60)
+        if outcome.get("status") == 201:
+            acknowledged["middeploy"] = int(str(outcome["version"]))
+        plat = load.plat = _restart(chaos_dir, plat)
+
+        # 3. While a node is being provisioned: demand more than one node holds.
+        seen = len(plat.get("/v1/events?limit=1000"))
+        acknowledged["wide"] = plat.deploy_ok("wide", ECHO, memory_mb=256, min_instances=6, max_instances=6,
+                                              timeout_s=CALL_TIMEOUT_S)["version"]
+
+        def provisioning() -> bool:
+            return any(e["kind"] == "node_add" for e in plat.get("/v1/events?limit=1000")[seen:])
+
+        wait_for(provisioning, 30, interval=0.05, what="a provision to start")
+        _kill(plat)
+        kills += 1
+        plat = load.plat = _restart(chaos_dir, plat)
+
+        # Let it converge: the six instances of "wide" need two nodes.
+        wait_for(lambda: plat.get("/v1/functions/wide")["instances"] == 6, 90, interval=0.5,
+                 what="the wide function's instances after recovery")
+        time.sleep(2)  # calls after recovery
+        load.stop.set()
+        loader.join(CLIENT_TIMEOUT_S + 10)
+        assert not loader.is_alive()
+
+        # Acknowledged functions and versions are there and answer.
+        for name, version in acknowledged.items():
+            assert plat.get(f"/v1/functions/{name}")["version"] >= version
+            resp = plat.invoke(name, {"n": name})
+            assert resp.status_code == 200 and resp.json() == {"n": name}, resp.text
+
+        # The provider's nodes equal the store's: no leak, no duplicate.
+        provider = LocalProvider(chaos_dir / "nodes", "cumulus", bootstrap=None)  # type: ignore[arg-type]
+
+        def converged() -> bool:
+            listed = {n.id for n in provider.list_instances()}
+            known = {n["id"] for n in plat.get("/v1/nodes")}
+            return listed == known and len(listed) >= 2
+
+        wait_for(converged, 60, interval=0.5, what="provider nodes == store nodes")
+
+        # Every call ended with a result or an error; none hung.
+        outcomes = [o for o, _ in load.results]
+        assert "hung" not in outcomes
+        assert max(d for _, d in load.results) < CLIENT_TIMEOUT_S
+        assert outcomes.count("ok") > 10 and outcomes[-1] == "ok"
+        from collections import Counter
+
+        print(f"chaos: kills={kills} calls={len(outcomes)} outcomes={dict(Counter(outcomes))} "
+              f"nodes={len(provider.list_instances())} leaked=0 duplicated=0")
+    finally:
+        load.stop.set()
+        if loader.is_alive():
+            loader.join(CLIENT_TIMEOUT_S + 10)
+        plat.stop()
+
