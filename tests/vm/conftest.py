@@ -1,0 +1,69 @@
+"""Fixtures of the VM tier: the cached VM image, and a tiny code server reachable from guests."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from helpers import free_port, make_zip
+
+from provisioners.qemu.image import VmImage, ensure_vm_image
+
+HELLO = """
+def handler(event, context):
+    name = (event or {}).get("name", "world")
+    return {"message": f"Hello, {name}!", "function": context.function_name}
+"""
+
+
+@pytest.fixture(scope="session")
+def vm_image() -> VmImage:
+    """The VM image (built on first use, ~2 min; cached by content hash afterwards)."""
+    return ensure_vm_image()
+
+
+@dataclass(frozen=True)
+class CodeServer:
+    """Serves one function zip on 127.0.0.1:`port`, which guests reach at 10.0.2.2:`port`."""
+
+    port: int
+    digest: str
+
+    @property
+    def guest_url(self) -> str:
+        """The zip's URL as a guest sees it."""
+        return f"http://10.0.2.2:{self.port}/code/{self.digest}.zip"
+
+
+@pytest.fixture(scope="session")
+def code_server() -> Iterator[CodeServer]:
+    """A loopback HTTP server holding the hello function's code."""
+    body = make_zip({"main.py": HELLO})
+    digest = hashlib.sha256(body).hexdigest()[:16]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != f"/code/{digest}.zip":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/zip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield CodeServer(port=server.server_address[1], digest=digest)
+    finally:
+        server.shutdown()
+        server.server_close()

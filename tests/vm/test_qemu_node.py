@@ -1,0 +1,107 @@
+"""One real VM through `QemuProvider`: boot, SSH, the agent over the forwarded port, a function
+container in the guest, idempotent create, and a terminate that leaves nothing behind.
+
+Until a control plane takes part, the agent gets an explicit node id and token (through the
+bootstrap's `extra_env`) instead of joining; its heartbeats fail and are only logged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import CodeServer
+from helpers import free_port
+
+from provisioners import ssh
+from provisioners.base import NodeBootstrap, NodeType, ProviderNode
+from provisioners.qemu import bootstrap as boot
+from provisioners.qemu.image import VmImage
+from provisioners.qemu.provider import QemuProvider
+from provisioners.qemu.vm import qemu_alive
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
+
+TOKEN = "vm-test-node-secret"
+NODE_TYPE = NodeType(name="small", cpu_millis=1000, memory_mib=512)
+RUNNING_TIMEOUT_S = 420.0
+
+
+def _bootstrap(request_id: str) -> NodeBootstrap:
+    return NodeBootstrap(control_plane_url=f"http://127.0.0.1:{free_port()}", join_token="unused",
+                         extra_env={"CUMULUS_AGENT_NODE_ID": "vm-node-1", "CUMULUS_AGENT_TOKEN": TOKEN})
+
+
+@pytest.fixture(scope="module")
+def provider(vm_image: VmImage, tmp_path_factory: pytest.TempPathFactory) -> QemuProvider:
+    return QemuProvider("vm-tests", _bootstrap, root=tmp_path_factory.mktemp("qemu-nodes"))
+
+
+@pytest.fixture(scope="module")
+def node(provider: QemuProvider) -> Iterator[ProviderNode]:
+    t0 = time.monotonic()
+    created = provider.create(NODE_TYPE, 1, request_id="req-vm-1")
+    call_s = time.monotonic() - t0
+    assert [n.state for n in created] == ["pending"]
+    [running] = provider.wait_running([created[0].id], timeout_s=RUNNING_TIMEOUT_S)
+    print(f"\nqemu node timings: create_call_s={call_s:.2f} {json.dumps(running.extra['timings'])}")
+    yield running
+    provider.terminate([running.id], request_id="req-vm-1-cleanup")
+
+
+def test_agent_answers_healthz_through_the_forwarded_port(node: ProviderNode) -> None:
+    resp = requests.get(f"{node.extra['agent_url']}/healthz", timeout=10)
+    assert resp.status_code == 200
+    assert resp.json() == {"status": "ok", "node_id": "vm-node-1"}
+    assert node.extra["agent_url"].startswith("http://127.0.0.1:")
+
+
+def test_ssh_into_the_guest_with_the_pinned_host_key(node: ProviderNode, vm_image: VmImage) -> None:
+    settings = boot.ssh_settings(vm_image, Path(node.extra["dir"]) / "known_hosts", ready_timeout_s=30)
+    client = ssh.connect("127.0.0.1", settings, port=int(node.extra["ssh_port"]))
+    try:
+        out = ssh.run(client, "docker image ls --format '{{.Repository}}:{{.Tag}}'; "
+                      "systemctl is-active cumulus-agent", timeout_s=120)
+    finally:
+        client.close()
+    assert out.exit_status == 0, out.output
+    assert vm_image.runtime_image in out.output.split()
+    assert out.output.split()[-1] == "active"
+
+
+def test_a_function_container_runs_in_the_guest(node: ProviderNode, code_server: CodeServer) -> None:
+    url = node.extra["agent_url"]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    start = {"function": "hello", "version": 1, "handler": "main.handler", "code_digest": code_server.digest,
+             "code_url": code_server.guest_url, "memory_mib": 128, "cpu_millis": 500, "timeout_s": 30}
+    resp = requests.put(f"{url}/v1/instances/vm-i1", json=start, headers=headers, timeout=240)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["state"] == "ready"
+    out = requests.post(f"{url}/v1/instances/vm-i1/invoke", data=json.dumps({"name": "qemu"}),
+                        headers=headers, timeout=60)
+    assert out.status_code == 200, out.text
+    assert out.headers["X-Cumulus-Outcome"] == "ok"
+    assert out.json() == {"message": "Hello, qemu!", "function": "hello"}
+    assert requests.delete(f"{url}/v1/instances/vm-i1", headers=headers, timeout=120).status_code == 204
+
+
+def test_create_again_with_the_same_request_id_boots_nothing(provider: QemuProvider,
+                                                              node: ProviderNode) -> None:
+    again = provider.create(NODE_TYPE, 1, request_id="req-vm-1")
+    assert [n.id for n in again] == [node.id]
+    assert [n.id for n in provider.list_instances()] == [node.id]
+
+
+def test_terminate_stops_qemu_and_removes_the_overlay(provider: QemuProvider, node: ProviderNode) -> None:
+    folder = Path(node.extra["dir"])
+    overlay = folder / "disk.qcow2"
+    assert qemu_alive(int(node.extra["pid"]), overlay)
+    provider.terminate([node.id], request_id="req-vm-1-terminate")
+    assert not qemu_alive(int(node.extra["pid"]), overlay)
+    assert not folder.exists()
+    assert provider.list_instances() == []
+    provider.terminate([node.id, "qemu-never-was"], request_id="req-vm-1-again")
