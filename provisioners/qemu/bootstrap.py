@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import shlex
+import socket
 import tarfile
 import time
 import urllib.error
@@ -117,8 +118,8 @@ def install_agent(client: Any, plan: AgentPlan, *, timeout_s: float) -> None:
         install = f"tar -xzf {UPLOAD} -C {SITE_PACKAGES} && rm -f {UPLOAD}"
     ssh.put_bytes(client, json.dumps(dict(plan.config), indent=2).encode(), rootfs.AGENT_CONFIG)
     ssh.put_bytes(client, _env_file(plan.env).encode(), rootfs.AGENT_ENV)
-    script = f"set -e\n{install}\nsystemctl enable --quiet {rootfs.AGENT_UNIT}\n" \
-             f"systemctl restart {rootfs.AGENT_UNIT}\n"
+    # Not `enable`d: a guest reboot ends its QEMU (-no-reboot), so the unit never needs a boot link.
+    script = f"set -e\n{install}\nsystemctl restart {rootfs.AGENT_UNIT}\n"
     result = ssh.run(client, "bash -s", stdin=script.encode(), timeout_s=timeout_s)
     if result.exit_status != 0:
         tail = "\n".join(result.output.splitlines()[-20:])
@@ -143,6 +144,29 @@ def wait_healthy(agent_url: str, *, timeout_s: float, give_up: Callable[[], None
             problem = str(exc)
         time.sleep(0.5)
     raise ProviderError(f"the agent at {agent_url} was not healthy within {timeout_s:.0f}s: {problem}")
+
+
+def wait_ssh_banner(port: int, *, timeout_s: float, give_up: Callable[[], None] = lambda: None) -> None:
+    """Wait until the guest's sshd sends its `SSH-2.0-...` banner through the forwarded port.
+
+    QEMU's user-mode network accepts a forwarded connection before the guest listens (and then
+    closes it), so a TCP connect proves nothing; reading the banner costs far less than a full
+    paramiko attempt and logs nothing. `give_up` may raise between attempts (the VM is gone).
+    """
+    deadline = time.monotonic() + timeout_s
+    problem = "no answer"
+    while time.monotonic() < deadline:
+        give_up()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+                sock.settimeout(3)
+                if sock.recv(64).startswith(b"SSH-"):
+                    return
+                problem = "connection closed before the SSH banner"
+        except OSError as exc:
+            problem = str(exc) or type(exc).__name__
+        time.sleep(0.5)
+    raise ProviderError(f"no SSH banner on 127.0.0.1:{port} within {timeout_s:.0f}s: {problem}")
 
 
 def ssh_settings(image: VmImage, known_hosts: Path, *, ready_timeout_s: float) -> ssh.SshSettings:

@@ -288,7 +288,8 @@ class QemuProvider:
         """An SSH session to the booted guest (a real handshake, not a TCP connect: QEMU accepts
         forwarded connections before the guest listens), bounded by `boot_timeout_s`."""
         deadline = time.monotonic() + self.boot_timeout_s
-        settings = boot.ssh_settings(image, known_hosts, ready_timeout_s=3.0)
+        boot.wait_ssh_banner(port, timeout_s=self.boot_timeout_s, give_up=lambda: self._check_live(node_id))
+        settings = boot.ssh_settings(image, known_hosts, ready_timeout_s=10.0)
         while True:
             self._check_live(node_id)
             try:

@@ -35,7 +35,11 @@ MASKED_UNITS = ("getty@tty1.service", "serial-getty@ttyS0.service", "apt-daily.t
                 "systemd-networkd-wait-online.service", "systemd-timesyncd.service",
                 "dpkg-db-backup.timer", "man-db.timer", "systemd-tmpfiles-clean.timer",
                 "systemd-journal-flush.service", "systemd-update-utmp.service",
-                "systemd-update-utmp-runlevel.service")
+                "systemd-update-utmp-runlevel.service", "modprobe@dm_mod.service", "modprobe@fuse.service",
+                "modprobe@loop.service", "modprobe@efi_pstore.service", "modprobe@configfs.service",
+                "modprobe@drm.service", "sys-kernel-config.mount", "sys-kernel-debug.mount",
+                "sys-kernel-tracing.mount", "sys-fs-fuse-connections.mount", "dev-hugepages.mount",
+                "systemd-pstore.service", "systemd-binfmt.service", "proc-sys-fs-binfmt_misc.automount")
 
 AGENT_UNIT_TEXT = f"""[Unit]
 Description=Cumulus node agent
@@ -127,7 +131,8 @@ def configure_guest(root: Path, *, authorized_key: str) -> str:
            "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\n")
     _write(root, "/etc/hostname", "cumulus-node\n")
     _write(root, "/etc/hosts", "127.0.0.1 localhost\n127.0.1.1 cumulus-node\n")
-    _write(root, "/etc/fstab", "/dev/vda / ext4 rw,noatime 0 1\n")
+    # The initramfs mounts the root read-write: without an fstab line systemd waits for no device.
+    _write(root, "/etc/fstab", "# / is mounted by the initramfs\n")
     _write(root, "/etc/systemd/network/10-qemu-user.network", NETWORK_TEXT)
     resolv = root / "etc" / "resolv.conf"
     if resolv.is_symlink() or resolv.exists():

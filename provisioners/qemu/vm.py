@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,8 @@ QEMU = "qemu-system-x86_64"
 # Under TCG, microvm's default (no PIT) leaves Debian's kernel unable to calibrate its TSC: it hangs.
 MACHINE = "microvm,pit=on"
 KERNEL_CMDLINE = "console=ttyS0 root=/dev/vda rw quiet panic=-1 apparmor=0 mitigations=off"
-START_ATTEMPTS = 3  # a free port can be taken between our probe and QEMU's bind
+START_ATTEMPTS = 3
+_PROBE_LOCK = threading.Lock()  # a free port can be taken between our probe and QEMU's bind
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,11 @@ def detect_accel(image: VmImage, cache_dir: Path, *, timeout_s: float = 10.0) ->
         return forced
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg"
+    with _PROBE_LOCK:  # concurrent launches wait for one probe instead of each running their own
+        return _cached_probe(image, cache_dir, timeout_s)
+
+
+def _cached_probe(image: VmImage, cache_dir: Path, timeout_s: float) -> str:
     try:
         boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
