@@ -158,8 +158,10 @@ def wait_ssh_banner(port: int, *, timeout_s: float, give_up: Callable[[], None] 
     while time.monotonic() < deadline:
         give_up()
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
-                sock.settimeout(3)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                # Generous: before sshd listens QEMU closes at once; once it does, a loaded emulated
+                # guest may take seconds to answer, and an attempt cut short only adds to its load.
+                sock.settimeout(60)
                 if sock.recv(64).startswith(b"SSH-"):
                     return
                 problem = "connection closed before the SSH banner"
