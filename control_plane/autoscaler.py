@@ -87,7 +87,7 @@ class FleetAutoscaler:
             ids = [i for i in intent.provider_ids.split(",") if i]
             if intent.kind == "terminate":
                 self.events.record("intent_replayed", f"terminate {ids} (request {intent.request_id[:8]})")
-                await self._terminate(ids, request_id=intent.request_id)
+                self.gateway.spawn(self._terminate(ids, request_id=intent.request_id))
             elif intent.node_type in self.node_types:
                 prov = Provision(intent.request_id, intent.node_type, self.clock.now(), ids,
                                  calling=intent.state == "open")
@@ -129,7 +129,7 @@ class FleetAutoscaler:
                 self.gateway.forget_node(node.id)
                 # Terminating a machine that is gone is success, and lets the provider clean up
                 # after it (the local provider removes a dead agent's containers).
-                await self._terminate([self.provider_id(node.id)], request_id=f"gone-{node.id}")
+                self.gateway.spawn(self._terminate([self.provider_id(node.id)], request_id=f"gone-{node.id}"))
                 await self.fleet.forget(node.id)
         for req, prov in list(self.provisions.items()):
             if prov.calling:
@@ -153,7 +153,7 @@ class FleetAutoscaler:
                 self._fail(prov.node_type, f"{prov.provider_ids or req} did not join within "
                            f"{self.join_deadline_s:.0f}s: terminated")
                 await asyncio.to_thread(self.store.update_intent, req, "failed", prov.provider_ids)
-                await self._terminate(prov.provider_ids, request_id=f"deadline-{req}")
+                self.gateway.spawn(self._terminate(prov.provider_ids, request_id=f"deadline-{req}"))
         known = set(self.fleet.nodes) | {i for p in self.provisions.values() for i in p.provider_ids}
         known_requests = set(self.provisions) | {n.request_id for n in self.fleet.nodes.values()}
         for pnode in listed:
@@ -165,7 +165,7 @@ class FleetAutoscaler:
                 self.events.record("orphan_terminated", f"{pnode.id} is tagged for this cluster but unknown "
                                    f"for {now - first:.0f}s", node_id=pnode.id)
                 self.unknown_since.pop(pnode.id, None)
-                await self._terminate([pnode.id], request_id=f"orphan-{pnode.id}")
+                self.gateway.spawn(self._terminate([pnode.id], request_id=f"orphan-{pnode.id}"))
         return listed
 
     def provider_id(self, node_id: str) -> str:
@@ -182,7 +182,8 @@ class FleetAutoscaler:
         self.events.record("provision_failed", reason)
 
     async def _terminate(self, ids: list[str], *, request_id: str) -> None:
-        """Terminate machines, writing the call down first (a crash before it is done replays it)."""
+        """Terminate machines, writing the call down first (a crash before it is done replays it).
+        Callers run it in the background: a provider may take a while, the loop must not wait."""
         if not ids:
             return
         await asyncio.to_thread(self.store.open_intent, request_id, "terminate", self.provider.name,
@@ -247,7 +248,8 @@ class FleetAutoscaler:
             self.last_down = now
             self.events.record("node_remove", rm.reason, node_id=rm.node_id)
             self.gateway.forget_node(rm.node_id)
-            await self._terminate([self.provider_id(rm.node_id)], request_id=f"remove-{rm.node_id}")
+            ids = [self.provider_id(rm.node_id)]
+            self.gateway.spawn(self._terminate(ids, request_id=f"remove-{rm.node_id}"))
             await self.fleet.forget(rm.node_id)
 
     def _provision(self, node_type: str, reason: str) -> None:

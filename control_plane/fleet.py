@@ -44,6 +44,7 @@ class Fleet:
         self.not_ready_after_s = heartbeat_interval_s * 3
         self.lost_after_s = lost_after_s
         self.nodes: dict[str, Node] = {}
+        self.retired: set[str] = set()  # removed on purpose: late heartbeats must not revive them
         self.joined: dict[str, str] = {}  # node id -> provision request id, from join tokens
         self.on_ready: Callable[[], None] | None = None  # new capacity: wake waiting calls
 
@@ -55,8 +56,11 @@ class Fleet:
                                       Resources(rec.cpu_millis, rec.memory_mib), NodeState.NOT_READY, now,
                                       since=now)
 
-    async def heartbeat(self, beat: Heartbeat) -> Node:
-        """Record a heartbeat; a new or returning node becomes Ready (and is persisted)."""
+    async def heartbeat(self, beat: Heartbeat) -> Node | None:
+        """Record a heartbeat; a new or returning node becomes Ready (and is persisted). A node
+        removed on purpose stays removed (None)."""
+        if beat.node_id in self.retired:
+            return None
         now = self.clock.now()
         node = self.nodes.get(beat.node_id)
         changed = node is None or node.state is not NodeState.READY or node.url != beat.url
@@ -114,7 +118,8 @@ class Fleet:
             await asyncio.to_thread(self.store.set_node_state, node_id, state.value)
 
     async def forget(self, node_id: str) -> None:
-        """Drop a node (it was terminated)."""
+        """Drop a node (it is being terminated, or is gone); later heartbeats from it are ignored."""
+        self.retired.add(node_id)
         self.nodes.pop(node_id, None)
         await asyncio.to_thread(self.store.delete_node, node_id)
 

@@ -295,6 +295,15 @@ class Gateway:
                 self.spawn(self.remove_container(inst))
         self._changed()
 
+    def retire(self, pool: FunctionPool, inst: Instance) -> None:
+        """Take an instance out of service now; its container is removed in the background (a
+        slow node never holds up the caller, e.g. the reconcile loop)."""
+        inst.state = InstanceState.STOPPING
+        pool.instances.pop(inst.id, None)
+        pool.draining.pop(inst.id, None)
+        self.spawn(self.remove_container(inst))
+        self._changed()
+
     async def stop_instance(self, pool: FunctionPool, inst: Instance) -> None:
         """Take an instance out of service and remove its container."""
         inst.state = InstanceState.STOPPING

@@ -102,7 +102,7 @@ class Reconciler:
         for inst in list(pool.draining.values()):
             if inst.is_ready and inst.in_flight == 0:
                 log.info("event=instance_drained instance=%s reason=old_version", inst.id)
-                await self.gateway.stop_instance(pool, inst)
+                self.gateway.retire(pool, inst)
         live = pool.live()
         reclaim = idle_to_stop(live, now=now, keep_alive_s=pool.config.keep_alive_s,
                                min_instances=pool.config.min_instances)
@@ -110,7 +110,7 @@ class Reconciler:
             idle = pool.instances.get(inst_id)
             if idle is not None and idle.in_flight == 0:
                 log.info("event=instance_reclaimed instance=%s reason=%r", inst_id, reclaim.reason)
-                await self.gateway.stop_instance(pool, idle)
+                self.gateway.retire(pool, idle)
         deficit = pool.config.min_instances - len(pool.live())
         for i in range(max(0, deficit)):
             if self.gateway.start_instance(pool) is None:

@@ -45,7 +45,8 @@ def test_fleet_grows_from_zero_adds_for_pending_and_shrinks_to_zero(elastic: Run
     assert len({r.json() for r in results}) > 4  # more instances than one node holds
 
     wait_for(lambda: elastic.get("/v1/nodes") == [], 90, interval=0.5, what="the fleet to shrink to zero")
-    assert not list((elastic.data_dir / "nodes").glob("*/node.json"))
+    wait_for(lambda: not list((elastic.data_dir / "nodes").glob("*/node.json")), 30, interval=0.2,
+             what="the removed nodes' agents to be terminated")
     assert containers_of("elastic") == []
     kinds = [e["kind"] for e in elastic.get("/v1/events?limit=1000")]
     assert kinds.count("node_remove") == 2

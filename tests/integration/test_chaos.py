@@ -83,7 +83,10 @@ def test_control_plane_sigkills_lose_nothing_and_leak_nothing(chaos_dir: Path) -
     load = Load(plat)
     loader = threading.Thread(target=load.run)
     try:
-        acknowledged["steady"] = plat.deploy_ok("steady", ECHO, timeout_s=CALL_TIMEOUT_S)["version"]
+        # Short keep-alives: instances started while a restarted control plane had not yet adopted
+        # the running ones go away again, leaving room for "wide" below.
+        acknowledged["steady"] = plat.deploy_ok("steady", ECHO, timeout_s=CALL_TIMEOUT_S,
+                                                keep_alive_s=3)["version"]
         loader.start()
         kills = 0
 
@@ -100,7 +103,7 @@ def test_control_plane_sigkills_lose_nothing_and_leak_nothing(chaos_dir: Path) -
             try:
                 resp = requests.post(f"{plat.url}/v1/functions", headers=plat.headers, timeout=60,
                                      files={"code": ("c.zip", make_zip(ECHO), "application/zip")},
-                                     data={"config": json.dumps({"name": "middeploy",
+                                     data={"config": json.dumps({"name": "middeploy", "keep_alive_s": 3,
                                                                  "timeout_s": CALL_TIMEOUT_S})})
                 outcome["status"] = resp.status_code
                 if resp.status_code == 201:
@@ -148,12 +151,15 @@ def test_control_plane_sigkills_lose_nothing_and_leak_nothing(chaos_dir: Path) -
         # The provider's nodes equal the store's: no leak, no duplicate.
         provider = LocalProvider(chaos_dir / "nodes", "cumulus", bootstrap=None)  # type: ignore[arg-type]
 
+        last: dict[str, object] = {}
+
         def converged() -> bool:
             listed = {n.id for n in provider.list_instances()}
-            known = {n["id"] for n in plat.get("/v1/nodes")}
-            return listed == known and len(listed) >= 2
+            known = {n["id"]: n["state"] for n in plat.get("/v1/nodes")}
+            last.update(listed=listed, known=known)
+            return listed == set(known) and len(listed) >= 2
 
-        wait_for(converged, 60, interval=0.5, what="provider nodes == store nodes")
+        wait_for(converged, 60, interval=0.5, what=f"provider nodes == store nodes ({last})")
 
         # Every call ended with a result or an error; none hung.
         outcomes = [o for o, _ in load.results]
@@ -164,6 +170,14 @@ def test_control_plane_sigkills_lose_nothing_and_leak_nothing(chaos_dir: Path) -
 
         print(f"chaos: kills={kills} calls={len(outcomes)} outcomes={dict(Counter(outcomes))} "
               f"nodes={len(provider.list_instances())} leaked=0 duplicated=0")
+    except AssertionError as exc:
+        try:
+            events = [(round(e["at"] % 1000, 1), e["kind"], e["node_id"], e["reason"])
+                      for e in plat.get("/v1/events?limit=1000")]
+            nodes = plat.get("/v1/nodes")
+        except Exception as why:  # the platform may be down: say so, keep the original error
+            events, nodes = [f"unavailable: {why!r}"], []
+        raise AssertionError(f"{exc}\nnodes: {nodes}\nevents: {events}") from None
     finally:
         load.stop.set()
         if loader.is_alive():
