@@ -6,9 +6,9 @@ import hashlib
 import http.server
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
+from code_server import CodeServer
 from helpers import free_port, make_zip
 
 from provisioners.qemu.image import VmImage, ensure_vm_image
@@ -24,19 +24,6 @@ def handler(event, context):
 def vm_image() -> VmImage:
     """The VM image (built on first use, ~2 min; cached by content hash afterwards)."""
     return ensure_vm_image()
-
-
-@dataclass(frozen=True)
-class CodeServer:
-    """Serves one function zip on 127.0.0.1:`port`, which guests reach at 10.0.2.2:`port`."""
-
-    port: int
-    digest: str
-
-    @property
-    def guest_url(self) -> str:
-        """The zip's URL as a guest sees it."""
-        return f"http://10.0.2.2:{self.port}/code/{self.digest}.zip"
 
 
 @pytest.fixture(scope="session")

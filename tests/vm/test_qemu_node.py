@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import CodeServer
+from code_server import CodeServer
 from helpers import free_port
 
 from provisioners import ssh
