@@ -28,6 +28,9 @@ from provisioners.registry import provider_class
 
 log = logging.getLogger("cumulus.platform")
 
+# A small VM: room for a few instances; the VM gets this plus the guest's own overhead.
+QEMU_NODE_TYPE = NodeType(name="vm", cpu_millis=1000, memory_mib=768, hourly_cost=0.0, boot_s=90.0)
+
 
 class Platform:
     """One control plane: everything the API and the loops share."""
@@ -57,7 +60,13 @@ class Platform:
         cpu = settings.node_cpu_millis or int((os.cpu_count() or 1) * 1000 * settings.cpu_overcommit)
         local_type = NodeType(name="local", cpu_millis=cpu,
                               memory_mib=settings.node_memory_mib or default_memory_mib())
-        self.node_types = {t.name: t for t in file.node_types} or {"local": local_type}
+        defaults = {"local": local_type, "qemu": QEMU_NODE_TYPE}
+        self.node_types = {t.name: t for t in file.node_types}
+        if not self.node_types:
+            if settings.provider not in defaults:
+                raise ProviderError(f"the {settings.provider} provider needs [[node_types]] in a config file")
+            default = defaults[settings.provider]
+            self.node_types = {default.name: default}
         # Built anew by each control plane process, so new nodes get the code this one runs.
         shutil.rmtree(data / "agent-package", ignore_errors=True)
         self.agent_package = AgentPackage(data / "agent-package")
@@ -89,6 +98,8 @@ class Platform:
                 image=settings.image, heartbeat_interval_s=settings.heartbeat_interval_s))
         cls = provider_class(settings.provider)
         kwargs = dict(file.providers.get(settings.provider, {}))
+        if settings.provider == "qemu":  # VMs live in node folders, like local agents
+            kwargs["root"] = Path(kwargs.get("root", settings.data_dir / "nodes"))
         try:
             return cast(NodeProvider, cls(settings.cluster, self.bootstrap_for, **kwargs))
         except TypeError as exc:

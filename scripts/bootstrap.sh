@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 export DOCKER_HOST=${DOCKER_HOST:-unix:///run/cumulus-docker.sock}
-APT_PACKAGES=(docker.io mmdebstrap postgresql wrk ${CUMULUS_EXTRA_APT:-})
+APT_PACKAGES=(docker.io mmdebstrap postgresql wrk qemu-system-x86 qemu-utils busybox-static ${CUMULUS_EXTRA_APT:-})
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
@@ -22,6 +22,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The qemu provider downloads Debian's kernel package with apt: it needs the package lists.
+if ! apt-cache policy linux-image-amd64 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+  log "refreshing apt's package lists"
+  as_root apt-get update -qq
 fi
 
 stamp="$VENV/.cumulus-installed"

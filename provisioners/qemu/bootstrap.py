@@ -80,7 +80,9 @@ def plan_agent(bootstrap: NodeBootstrap, *, node_id: str, node_type: NodeType, a
         "provider": "qemu",
         "node_type": node_type.name,
     }
-    package = bootstrap.agent_package if bootstrap.agent_package.endswith(".whl") else ""
+    package = bootstrap.agent_package
+    if "://" in package or not package.endswith(".whl"):  # only a local wheel is copied over SSH
+        package = ""
     return AgentPlan(config=config, env=dict(bootstrap.extra_env), agent_url=agent_url, agent_package=package)
 
 
