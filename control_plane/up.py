@@ -95,7 +95,7 @@ async def run(settings: Settings, file: FileConfig, *, deploy_example: bool, kee
     (settings.data_dir / "endpoint").write_text(settings.url + "\n")
     config = uvicorn.Config(build_asgi(plat), host=settings.host, port=settings.port, log_level="warning",
                             access_log=False, loop="uvloop", http="httptools", lifespan="on",
-                            timeout_keep_alive=75)
+                            timeout_keep_alive=75, timeout_graceful_shutdown=10)
     server = _Server(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
