@@ -109,13 +109,12 @@ class InvokeResult:
 class Gateway:
     """Function pools, instance lifecycle through node agents, and the invocation path."""
 
-    def __init__(self, store: Store, fleet: Fleet, clock: Clock, *, node_token: str, public_url: str,
+    def __init__(self, store: Store, fleet: Fleet, clock: Clock, *, node_token: str,
                  queue_timeout_s: float, provision_wait_s: float = 600.0) -> None:
         self.store = store
         self.fleet = fleet
         self.clock = clock
         self.node_token = node_token
-        self.public_url = public_url
         self.queue_timeout_s = queue_timeout_s
         self.provision_wait_s = provision_wait_s
         self.can_grow: Callable[[], bool] = lambda: False  # set by the fleet autoscaler
@@ -260,7 +259,7 @@ class Gateway:
         config = pool.config
         req = p.InstanceStart(function=config.name, version=inst.version, handler=config.handler,
                               code_digest=pool.version.code_digest,
-                              code_url=f"{self.public_url}/v1/internal/artifacts/{pool.version.code_digest}",
+                              code_url=f"/v1/internal/artifacts/{pool.version.code_digest}",
                               memory_mib=config.memory_mb, cpu_millis=inst.resources.cpu_millis,
                               timeout_s=config.timeout_s, concurrency=config.concurrency, env=config.env)
         error: CumulusError | None = None
@@ -354,12 +353,13 @@ class Gateway:
                                            max_instances=pool.config.max_instances)
                     pool.unplaced = 0
                     started = sum(1 for _ in range(n) if self.start_instance(pool) is not None)
-                    if n and not started and starting == 0:
-                        if not self.can_grow():
+                    if started < n:  # some found no room
+                        if self.can_grow():
+                            # A node is being added (or will be): wait for it, boot included.
+                            deadline = max(deadline, entered + self.provision_wait_s)
+                        elif not started and starting == 0:
                             pool.unplaced = 0
                             raise pool.last_start_error or NoCapacity("no node has room")
-                        # A node is being added (or will be): wait for it, boot included.
-                        deadline = max(deadline, entered + self.provision_wait_s)
                     cold = cold or bool(started or starting)
                     remaining = deadline - self.clock.now()
                     if remaining <= 0:

@@ -52,7 +52,7 @@ class Platform:
         self.fleet = Fleet(self.store, self.clock, heartbeat_interval_s=settings.heartbeat_interval_s,
                            lost_after_s=settings.node_lost_after_s)
         self.gateway = Gateway(self.store, self.fleet, self.clock, node_token=self.node_token,
-                               public_url=settings.url, queue_timeout_s=settings.queue_timeout_s,
+                               queue_timeout_s=settings.queue_timeout_s,
                                provision_wait_s=settings.provision_wait_s)
         self.fleet.on_ready = self.gateway.capacity_changed
         self.events = EventLog()

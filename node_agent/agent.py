@@ -82,13 +82,14 @@ class NodeAgent:
     """Runs instances through a `ContainerRuntime` and proxies invocations to them."""
 
     def __init__(self, *, node_id: str, runtime: ContainerRuntime, data_dir: Path, image: str,
-                 token: str, start_timeout_s: float = 60.0) -> None:
+                 token: str, start_timeout_s: float = 60.0, control_plane_url: str = "") -> None:
         self.node_id = node_id
         self.runtime = runtime
         self.data_dir = data_dir
         self.image = image
         self.token = token
         self.start_timeout_s = start_timeout_s
+        self.control_plane_url = control_plane_url.rstrip("/")
         self.instances: dict[str, Instance] = {}
         self._code_locks: dict[str, asyncio.Lock] = {}
         self._http: aiohttp.ClientSession | None = None
@@ -152,6 +153,8 @@ class NodeAgent:
         target = self.data_dir / "code" / digest
         if target.exists():
             return target
+        if url.startswith("/"):  # a path: on the control plane, as this node reaches it
+            url = self.control_plane_url + url
         lock = self._code_locks.setdefault(digest, asyncio.Lock())
         async with lock:
             if target.exists():

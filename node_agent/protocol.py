@@ -34,7 +34,7 @@ class InstanceStart(BaseModel):
     version: int
     handler: str = "main.handler"
     code_digest: str
-    code_url: str
+    code_url: str  # a path on the control plane (the agent knows how it reaches it), or a full URL
     memory_mib: int
     cpu_millis: int
     timeout_s: float

@@ -23,7 +23,7 @@ def _loop(tmp_path: Path) -> tuple[FleetAutoscaler, FakeProvider, ManualClock, E
     clock = ManualClock()
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     fleet = Fleet(store, clock, heartbeat_interval_s=1, lost_after_s=10)
-    gateway = Gateway(store, fleet, clock, node_token="t", public_url="http://127.0.0.1:1", queue_timeout_s=1)
+    gateway = Gateway(store, fleet, clock, node_token="t", queue_timeout_s=1)
     provider = FakeProvider("unit")
     events = EventLog()
     scaler = FleetAutoscaler(provider, fleet, gateway, clock, events,
