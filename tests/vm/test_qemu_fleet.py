@@ -1,0 +1,74 @@
+"""The fleet on real VMs: `cumulus up --provider qemu --min-nodes 0 --max-nodes 2`. The first call of a
+function with no node boots a VM, whose agent is installed over SSH and joins; the call returns the
+right result (its cold start includes the boot). Sustained demand adds the second VM. When load
+stops, instances scale to zero, both VMs are drained and removed, and their QEMU processes are gone."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from helpers import start_platform, wait_for
+
+from provisioners.qemu.vm import qemu_alive
+
+pytestmark = pytest.mark.vm
+
+SLEEPY = {"main.py": "import socket, time\n\ndef handler(event, context):\n"
+                     "    time.sleep(event.get('sleep', 0))\n    return {'host': socket.gethostname()}\n"}
+
+
+def _qemu_pids(nodes_dir: Path) -> list[tuple[int, Path]]:
+    """(pid, overlay) of every VM the provider's node folders name."""
+    out = []
+    for meta in nodes_dir.glob("*/node.json"):
+        rec = json.loads(meta.read_text())
+        if rec.get("pid"):
+            out.append((int(rec["pid"]), meta.parent / "disk.qcow2"))
+    return out
+
+
+def test_vms_boot_for_demand_and_go_away_when_idle(vm_image: object, tmp_path: Path) -> None:
+    env = {"CUMULUS_WATERMARK_WINDOW_S": "5", "CUMULUS_SCALE_DOWN_COOLDOWN_S": "5",
+           "CUMULUS_SCALE_UP_COOLDOWN_S": "5", "CUMULUS_JOIN_DEADLINE_S": "600",
+           "CUMULUS_PROVISION_WAIT_S": "600", "CUMULUS_HEARTBEAT_INTERVAL_S": "2",
+           "CUMULUS_NODE_LOST_AFTER_S": "60"}
+    plat = start_platform(tmp_path / "cp", extra_env=env, wait_for_node=False,
+                          args=("--provider", "qemu", "--min-nodes", "0", "--max-nodes", "2"))
+    seen: set[tuple[int, Path]] = set()
+    try:
+        # 2 x 384 MiB: one 768 MiB VM holds two instances.
+        plat.deploy_ok("onvm", SLEEPY, memory_mb=384, max_instances=4, keep_alive_s=5, timeout_s=120)
+        first = plat.invoke("onvm", {}, timeout=900)
+        assert first.status_code == 200, first.text
+        assert first.headers["X-Cumulus-Cold-Start"] == "true" and "host" in first.json()
+        nodes = plat.get("/v1/nodes")
+        assert len(nodes) == 1 and nodes[0]["provider"] == "qemu" and nodes[0]["state"] == "ready"
+        seen |= set(_qemu_pids(plat.data_dir / "nodes"))
+
+        # Four concurrent long calls: more than one VM holds, so a second VM boots for them (the
+        # calls may be served by the first VM's freed slots before it is up: that is fine).
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _: plat.invoke("onvm", {"sleep": 20}, timeout=900), range(4)))
+        assert all(r.status_code == 200 for r in results), [r.text for r in results]
+
+        def kinds() -> list[str]:
+            return [e["kind"] for e in plat.get("/v1/events?limit=1000")]
+
+        assert kinds().count("node_add") == 2
+        wait_for(lambda: kinds().count("node_ready") == 2, 300, interval=2, what="the second VM to join")
+        seen |= set(_qemu_pids(plat.data_dir / "nodes"))
+        assert len(seen) == 2
+
+        # Load stops: scale to zero, then the fleet too.
+        wait_for(lambda: plat.get("/v1/nodes") == [], 300, interval=2, what="both VMs drained and removed")
+        wait_for(lambda: not _qemu_pids(plat.data_dir / "nodes"), 120, interval=1,
+                 what="the VMs' folders to be removed")
+        for pid, overlay in seen:
+            wait_for(lambda p=pid, o=overlay: not qemu_alive(p, o), 60, interval=1,
+                     what=f"QEMU {pid} to exit")
+        assert kinds().count("node_remove") == 2, kinds()
+    finally:
+        plat.stop()
