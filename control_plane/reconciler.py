@@ -17,7 +17,8 @@ from control_plane.autoscaler import FleetAutoscaler
 from control_plane.clock import Clock
 from control_plane.events import EventLog
 from control_plane.fleet import Fleet
-from control_plane.gateway import FunctionPool, Gateway, Instance, InstanceState
+from control_plane.gateway import Gateway
+from control_plane.pools import FunctionPool, Instance, InstanceState
 from control_plane.store import Store
 from placement import NodeState, Resources
 from placement.routing import idle_to_stop
