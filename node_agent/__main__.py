@@ -49,10 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.cleanup:
         return cleanup(settings, runtime)
-    if not settings.image:
-        from node_agent.image import ensure_runtime_image
+    from node_agent.image import ImageBuildError, ensure_image
 
-        settings.image = ensure_runtime_image(runtime.client)
+    try:  # a registry reference is pulled if missing; none: built from Debian's mirror
+        settings.image = ensure_image(runtime.client, settings.image)
+    except ImageBuildError as exc:
+        logging.getLogger("cumulus.agent").error("event=agent_failed error=%s", exc)
+        return 1
     async def run() -> None:
         try:
             node_id, token = await identity(settings)

@@ -122,3 +122,23 @@ def ensure_runtime_image(client: Any, recipe: ImageRecipe = DEFAULT_RECIPE,
     client.api.import_image_from_file(str(cache), repository=repo, tag=version)
     log.info("event=image_imported tag=%s", tag)
     return tag
+
+
+def ensure_image(client: Any, reference: str = "") -> str:
+    """The runtime image to run functions from: `reference` (pulled from its registry when this
+    engine lacks it), or, with no reference, the image built from Debian's mirror."""
+    if not reference:
+        return ensure_runtime_image(client)
+    import docker.errors
+
+    try:
+        client.images.get(reference)
+    except docker.errors.ImageNotFound:
+        repo, _, tag = reference.rpartition(":") if ":" in reference.split("/")[-1] else (reference, "", "")
+        try:
+            client.images.pull(repo, tag=tag or "latest")
+        except docker.errors.DockerException as exc:
+            raise ImageBuildError(f"cannot pull the runtime image {reference}: {exc}") from exc
+        log.info("event=image_pulled reference=%s", reference)
+    return reference
+
