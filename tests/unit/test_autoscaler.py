@@ -132,3 +132,43 @@ def test_a_restarted_control_plane_finishes_written_down_provider_calls(tmp_path
     assert [list(c.ids) for c in provider.terminate_calls] == [[made]]
     assert {i.request_id for i in store.open_intents(provider.name)} == {req, "never-called"}
     assert sum(e.kind == "intent_replayed" for e in events2.recent) == 3
+
+
+def test_low_utilization_drains_a_node_then_removes_it(tmp_path: Path) -> None:
+    from control_plane.models import FunctionConfig, FunctionVersion
+    from control_plane.pools import FunctionPool, Instance, InstanceState
+    from node_agent.protocol import Heartbeat
+    from placement import NodeState, Resources
+
+    scaler, provider, clock, events = _loop(tmp_path)
+    scaler.policy = FleetPolicy(min_nodes=1, max_nodes=3, watermark_window_s=2, scale_down_cooldown_s=0)
+
+    async def scenario() -> None:
+        nodes = provider.create(scaler.node_types["small"], 2, request_id="two")
+        for n in nodes:  # both join and report
+            await scaler.fleet.heartbeat(Heartbeat(node_id=n.id, url="http://127.0.0.1:9", cpu_millis=1000,
+                                                   memory_mib=1024, provider="fake"))
+        cfg = FunctionConfig(name="f", memory_mb=256)
+        pool = FunctionPool(FunctionVersion(function="f", version=1, config_json=cfg.model_dump_json(),
+                                            code_digest="d", code_size=1), cfg)
+        for i, n in enumerate(nodes):  # one idle instance on each node: 25% used, fits on one node
+            pool.instances[f"i{i}"] = Instance(f"i{i}", "f", 1, n.id, "http://127.0.0.1:9", 1,
+                                               Resources(250, 256), state=InstanceState.READY)
+        scaler.gateway.pools["f"] = pool
+        for _ in range(4):  # utilization stays below the low watermark for the window
+            await scaler.tick()
+            clock.advance(1)
+        drained = [e for e in events.recent if e.kind == "node_drain"]
+        assert len(drained) == 1 and "fit" in drained[0].reason
+        node_id = drained[0].node_id
+        assert scaler.fleet.nodes[node_id].state is NodeState.DRAINING
+        moved = [i for i in pool.draining.values() if i.node_id == node_id]
+        assert len(moved) == 1 and all(i.node_id != node_id for i in pool.instances.values())
+        pool.draining.clear()  # the reconciler stops the idle drained instance
+        await scaler.tick()
+        await _settle(scaler)
+        assert any(e.kind == "node_remove" and e.node_id == node_id for e in events.recent)
+        assert node_id not in scaler.fleet.nodes
+        assert [list(c.ids) for c in provider.terminate_calls] == [[node_id]]
+
+    asyncio.run(scenario())
