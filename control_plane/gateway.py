@@ -55,7 +55,6 @@ class Gateway:
         self._auth = {"Authorization": f"Bearer {node_token}"}
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.on_instance_change: Callable[[], None] | None = None
 
     async def open(self) -> None:
         """Open the kept-alive connection pool to node agents."""
@@ -224,7 +223,6 @@ class Gateway:
                 pool.cond.notify(inst.concurrency)
             else:  # stopped while starting (function deleted or redeployed)
                 self.spawn(self.remove_container(inst))
-        self._changed()
 
     def retire(self, pool: FunctionPool, inst: Instance) -> None:
         """Take an instance out of service now; its container is removed in the background (a
@@ -233,7 +231,6 @@ class Gateway:
         pool.instances.pop(inst.id, None)
         pool.draining.pop(inst.id, None)
         self.spawn(self.remove_container(inst))
-        self._changed()
 
     async def stop_instance(self, pool: FunctionPool, inst: Instance) -> None:
         """Take an instance out of service and remove its container."""
@@ -241,7 +238,6 @@ class Gateway:
         pool.instances.pop(inst.id, None)
         pool.draining.pop(inst.id, None)
         await self.remove_container(inst)
-        self._changed()
 
     async def remove_container(self, inst: Instance) -> None:
         assert self._session is not None
@@ -251,10 +247,6 @@ class Gateway:
                 await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("event=instance_stop_failed instance=%s error=%r", inst.id, exc)
-
-    def _changed(self) -> None:
-        if self.on_instance_change is not None:
-            self.on_instance_change()
 
     # -- invocation --------------------------------------------------------------------------
     async def acquire(self, pool: FunctionPool) -> tuple[Instance, bool]:
@@ -371,4 +363,3 @@ class Gateway:
         """Forget an instance its node has already removed (or that is unreachable)."""
         if pool.instances.pop(inst.id, None) or pool.draining.pop(inst.id, None):
             inst.state = InstanceState.STOPPING
-            self._changed()
