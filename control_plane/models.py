@@ -146,6 +146,16 @@ class ProviderIntent(SQLModel, table=True):
     updated_at: float = Field(default_factory=time.time)
 
 
+class LeaderLease(SQLModel, table=True):
+    """Who runs the reconcilers. A holder renews before `expires_at`; another may take it after.
+    `generation` grows with every change of holder and fences writes of a deposed leader."""
+
+    name: str = Field(primary_key=True)
+    holder: str = ""
+    generation: int = 0
+    expires_at: float = 0.0
+
+
 class FleetEvent(SQLModel, table=True):
     """A scaling decision or fleet observation, with its reason."""
 

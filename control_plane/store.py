@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, create_engine, delete, func, select
@@ -25,12 +25,21 @@ from control_plane.models import (
     FunctionVersion,
     InvocationLog,
     JoinToken,
+    LeaderLease,
     NodeRecord,
     ProviderIntent,
 )
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
+
+Fence = tuple[str, str, int]
+"""(lease name, holder, generation): what a leader's writes are fenced by."""
+
+
+class LeaseLost(Exception):
+    """The leader lease a write was fenced by is no longer held: the writer must stop acting."""
+
 
 LogRow = tuple[str, int, str, float, float, str, bool, str]
 """One invocation record: function, version, request id, start time, duration ms, outcome, cold, logs."""
@@ -222,11 +231,49 @@ class Store:
             if node is not None:
                 s.delete(node)
 
+    # -- leader lease --------------------------------------------------------------------------
+    def acquire_lease(self, name: str, holder: str, ttl_s: float, now: float) -> int | None:
+        """Take or renew the lease `name` for `holder` until `now + ttl_s`: the lease generation
+        if `holder` has it now, None if someone else holds an unexpired lease. One conditional
+        UPDATE, so two contenders can never both win (SQLite and PostgreSQL alike)."""
+        try:
+            with self.session() as s:
+                if s.get(LeaderLease, name) is None:
+                    s.add(LeaderLease(name=name))
+        except IntegrityError:
+            pass  # another contender created the row first
+        with self.session() as s:
+            s.execute(text(
+                "UPDATE leaderlease SET generation = CASE WHEN holder = :me THEN generation "
+                "ELSE generation + 1 END, holder = :me, expires_at = :until "
+                "WHERE name = :name AND (holder = :me OR expires_at < :now)"),
+                {"me": holder, "until": now + ttl_s, "name": name, "now": now})
+            row = s.exec(select(LeaderLease).where(LeaderLease.name == name)).one()
+            return row.generation if row.holder == holder and row.expires_at >= now else None
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up at once (a clean shutdown), if `holder` has it."""
+        with self.session() as s:
+            s.execute(text("UPDATE leaderlease SET expires_at = 0 WHERE name = :name AND holder = :me"),
+                      {"name": name, "me": holder})
+
+    @staticmethod
+    def check_fence(session: Session, fence: Fence, now: float) -> None:
+        """Inside a unit of work: fail with LeaseLost unless the fence's lease is still held."""
+        name, holder, generation = fence
+        row = session.exec(select(LeaderLease).where(LeaderLease.name == name)
+                           .with_for_update()).first()
+        if row is None or row.holder != holder or row.generation != generation or row.expires_at < now:
+            raise LeaseLost(f"lease {name!r} generation {generation} of {holder!r} is no longer held")
+
     # -- provider intents ----------------------------------------------------------------------
     def open_intent(self, request_id: str, kind: str, provider: str, *, node_type: str = "",
-                    provider_ids: Sequence[str] = ()) -> None:
-        """Write down a provider call before making it (idempotent by request id)."""
+                    provider_ids: Sequence[str] = (), fence: Fence | None = None) -> None:
+        """Write down a provider call before making it (idempotent by request id). With a
+        `fence`, only while that leader lease is still held (LeaseLost otherwise)."""
         with self.session() as s:
+            if fence is not None:
+                self.check_fence(s, fence, time.time())
             if s.get(ProviderIntent, request_id) is None:
                 s.add(ProviderIntent(request_id=request_id, kind=kind, provider=provider, node_type=node_type,
                                      provider_ids=",".join(provider_ids)))
