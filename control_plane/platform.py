@@ -24,7 +24,7 @@ from node_agent.settings import default_memory_mib
 from placement.fleet import FleetPolicy
 from provisioners.base import NodeBootstrap, NodeProvider, NodeType, ProviderError
 from provisioners.local import AgentBootstrap, LocalProvider
-from provisioners.registry import provider_class
+from provisioners.registry import PROVIDERS, provider_class
 
 log = logging.getLogger("cumulus.platform")
 
@@ -62,6 +62,9 @@ class Platform:
                               memory_mib=settings.node_memory_mib or default_memory_mib())
         defaults = {"local": local_type, "qemu": QEMU_NODE_TYPE}
         self.node_types = {t.name: t for t in file.node_types}
+        if settings.provider not in PROVIDERS:
+            raise ProviderError(f"unknown provider {settings.provider!r}; choose one of "
+                                f"{', '.join(sorted(PROVIDERS))}")
         if not self.node_types:
             if settings.provider not in defaults:
                 raise ProviderError(f"the {settings.provider} provider needs [[node_types]] in a config file")
