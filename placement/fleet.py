@@ -330,4 +330,35 @@ def scale_fleet(
     if not adds and not unmet:
         drains, more = _shrink(state, node_types, policy, now, live, notes)
         removes += more
+    adds, removes = _within_limits(nodes, adds, removes, policy, notes)
     return FleetDecision(tuple(adds), tuple(drains), tuple(removes), tuple(notes))
+
+
+def _within_limits(nodes: Sequence[FleetNode], adds: list[AddNodes], removes: list[RemoveNode],
+                   policy: FleetPolicy, notes: list[str]) -> tuple[list[AddNodes], list[RemoveNode]]:
+    """The last word on the limits, whatever the steps above decided together: never remove live
+    nodes below `min_nodes`, never add beyond `max_nodes` (nodes being removed still count)."""
+    state_of = {n.view.id: n.view.state for n in nodes}
+    live = sum(1 for s in state_of.values() if s is not NodeState.LOST)
+    floor = min(policy.min_nodes, live)
+    kept: list[RemoveNode] = []
+    removable = live - floor
+    for rm in removes:
+        if state_of.get(rm.node_id) is NodeState.LOST:
+            kept.append(rm)
+        elif removable > 0:
+            kept.append(rm)
+            removable -= 1
+        else:
+            notes.append(f"kept {rm.node_id}: removing it would go below {policy.min_nodes} nodes")
+    room = max(0, policy.max_nodes - live)
+    capped: list[AddNodes] = []
+    for add in adds:
+        count = min(add.count, room)
+        room -= count
+        if count:
+            capped.append(add if count == add.count else AddNodes(add.node_type, count, add.reason))
+        if count < add.count:
+            notes.append(f"held back {add.count - count} {add.node_type}: at the maximum of "
+                         f"{policy.max_nodes} nodes")
+    return capped, kept
