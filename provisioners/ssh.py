@@ -98,32 +98,61 @@ def put_bytes(client: Any, data: bytes, remote_path: str, *, mode: int = 0o600) 
     log.info("event=ssh_put path=%s bytes=%d", remote_path, len(data))
 
 
+class SessionLost(SshError):
+    """The SSH connection dropped before the remote command started: safe to retry on a new one."""
+
+
 def run(client: Any, command: str, *, stdin: bytes = b"", timeout_s: float = 1200.0) -> ScriptResult:
-    """Run `command` on a connected client, feeding `stdin`; bounded by `timeout_s`."""
-    chan = client.get_transport().open_session()
+    """Run `command` on a connected client, feeding `stdin`; bounded by `timeout_s`.
+
+    Raises `SessionLost` if the connection drops before the server accepted the command (nothing
+    ran), `SshError` if it drops later or the command does not finish in time. A server hanging up
+    right after sending the exit status is normal, not an error.
+    """
+    import paramiko
+
+    transient = (OSError, EOFError, paramiko.SSHException)
+    chan = None
     try:
+        chan = client.get_transport().open_session()
         chan.settimeout(timeout_s)
         chan.set_combine_stderr(True)
         chan.exec_command(command)
+    except transient as exc:
+        _close_quietly(chan)
+        raise SessionLost(f"the SSH session closed before {command!r} started: {exc!r}") from exc
+    out = bytearray()
+    try:
         if stdin:
             chan.sendall(stdin)
         chan.shutdown_write()
-        out = bytearray()
         deadline = time.monotonic() + timeout_s
         while True:
-            try:
-                chunk = chan.recv(65536)
-            except TimeoutError as exc:
-                raise SshError(f"remote command did not finish within {timeout_s:.0f} s") from exc
+            chunk = chan.recv(65536)
             if not chunk:
                 break
             out += chunk
             if time.monotonic() > deadline:
-                raise SshError(f"remote command did not finish within {timeout_s:.0f} s")
+                raise TimeoutError
         status = chan.recv_exit_status()
+    except TimeoutError as exc:
+        raise SshError(f"remote command did not finish within {timeout_s:.0f} s") from exc
+    except transient as exc:
+        tail = "\n".join(out.decode(errors="replace").splitlines()[-20:])
+        raise SshError(f"the SSH connection dropped while {command!r} ran: {exc!r}\n{tail}") from exc
     finally:
-        chan.close()
+        _close_quietly(chan)
     return ScriptResult(exit_status=status, output=out.decode(errors="replace"))
+
+
+def _close_quietly(chan: Any) -> None:
+    """Close a channel whose outcome is already known; the server may have hung up first."""
+    if chan is None:
+        return
+    try:
+        chan.close()
+    except Exception as exc:  # paramiko raises EOFError, OSError or SSHException here
+        log.debug("event=ssh_channel_close_failed error=%r", exc)
 
 
 def run_script(host: str, script: str, settings: SshSettings, *, port: int | None = None,
@@ -133,13 +162,25 @@ def run_script(host: str, script: str, settings: SshSettings, *, port: int | Non
     Raises `SshError` if SSH never answers, or if `check` and the script exits non-zero (the error
     carries the last lines of its output).
     """
-    client = connect(host, settings, port=port)
-    try:
-        command = "sudo -n bash -s" if settings.sudo else "bash -s"
-        started = time.monotonic()
-        result = run(client, command, stdin=script.encode(), timeout_s=settings.command_timeout_s)
-    finally:
-        client.close()
+    command = "sudo -n bash -s" if settings.sudo else "bash -s"
+    deadline = time.monotonic() + settings.ready_timeout_s
+    for attempt in range(1, 1000):
+        # A fresh machine's sshd may accept and then drop us (host keys regenerated, sshd restarted
+        # by cloud-init): retry while nothing has run yet, bounded by the same readiness deadline.
+        client = connect(host, settings, port=port)
+        try:
+            started = time.monotonic()
+            result = run(client, command, stdin=script.encode(), timeout_s=settings.command_timeout_s)
+            break
+        except SessionLost as exc:
+            if time.monotonic() + 1 > deadline:
+                raise
+            log.info("event=ssh_session_lost host=%s attempt=%d error=%s", host, attempt, exc)
+            time.sleep(min(2.0, 0.2 * attempt))
+        finally:
+            client.close()
+    else:  # pragma: no cover - the deadline ends the loop long before
+        raise SshError(f"ssh to {host} kept dropping before the script started")
     log.info("event=ssh_script host=%s script_bytes=%d exit_status=%d duration_s=%.1f", host, len(script),
              result.exit_status, time.monotonic() - started)
     if check and result.exit_status != 0:

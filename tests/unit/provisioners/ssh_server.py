@@ -15,8 +15,9 @@ import paramiko
 
 
 class _Handler(paramiko.ServerInterface):
-    def __init__(self, allowed: paramiko.PKey) -> None:
+    def __init__(self, allowed: paramiko.PKey, hang_up: paramiko.Transport | None = None) -> None:
         self.allowed = allowed
+        self.hang_up = hang_up
         self.command: str | None = None
         self.exec_event = threading.Event()
 
@@ -34,6 +35,9 @@ class _Handler(paramiko.ServerInterface):
         return paramiko.AUTH_FAILED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        if self.hang_up is not None:  # like an sshd restarted under us: the command never starts
+            self.hang_up.close()
+            return False
         self.command = command.decode()
         self.exec_event.set()
         return True
@@ -49,6 +53,8 @@ class LoopbackSshServer:
         client_key.write_private_key_file(str(self.client_key_path))
         self.allowed = paramiko.ECDSAKey(filename=str(self.client_key_path))
         self.exit_status = 0
+        self.drop_sessions = 0  # close this many connections right after auth, before any command
+        self.errors: list[BaseException] = []
         self.commands: list[str] = []
         self.scripts: list[str] = []
         self._sock = socket.socket()
@@ -87,13 +93,19 @@ class LoopbackSshServer:
     def _session(self, conn: socket.socket) -> None:
         transport = paramiko.Transport(conn)
         transport.add_server_key(self.host_key)
-        handler = _Handler(self.allowed)
+        hang_up = self.drop_sessions > 0
+        self.drop_sessions -= hang_up
+        handler = _Handler(self.allowed, transport if hang_up else None)
         try:
             transport.start_server(server=handler)
-            chan = transport.accept(10)
-            if chan is None or not handler.exec_event.wait(10):
+            if hang_up:
+                transport.accept(30)
                 return
-            chan.settimeout(10)
+            chan = transport.accept(60)
+            if chan is None or not handler.exec_event.wait(60):
+                self.errors.append(TimeoutError("no session or no exec request within 60 s"))
+                return
+            chan.settimeout(60)
             data = bytearray()
             while chunk := chan.recv(65536):
                 data += chunk
@@ -102,5 +114,8 @@ class LoopbackSshServer:
             chan.sendall(b"cumulus-bootstrap: event=agent_started\n")
             chan.send_exit_status(self.exit_status)
             chan.close()
+        except Exception as exc:  # kept for the test's failure message, not swallowed silently
+            self.errors.append(exc)
+            raise
         finally:
             transport.close()

@@ -74,7 +74,7 @@ def sshd(tmp_path: Path) -> Iterator[LoopbackSshServer]:
 
 def ssh_provider(driver: NoUserDataDriver, sshd: LoopbackSshServer, cluster: str = "c1") -> LibcloudProvider:
     settings = SshSettings(username="debian", port=sshd.port, key_filename=str(sshd.client_key_path),
-                           ready_timeout_s=10, command_timeout_s=10)
+                           ready_timeout_s=60, command_timeout_s=60)  # bounds on a loaded machine
     return LibcloudProvider(cluster, bootstrap_for, driver="nouserdata", sizes={"small": "s-1"}, image="img",
                             ssh=settings, node_driver=driver)
 
@@ -95,6 +95,17 @@ def test_ssh_bootstrap_runs_the_script_as_root_over_stdin(sshd: LoopbackSshServe
     assert len(sshd.scripts) == 2
     prov.terminate([nodes[0].id, "n-404"], request_id="r-2")
     assert [n.id for n in prov.list_instances()] == [nodes[1].id]
+    assert sshd.errors == []
+
+
+def test_a_session_dropped_before_the_script_started_is_retried(sshd: LoopbackSshServer) -> None:
+    # A fresh VM's sshd often accepts, authenticates and then restarts under us: nothing ran yet,
+    # so the script is sent again on a new connection, once.
+    sshd.drop_sessions = 2
+    settings = SshSettings(port=sshd.port, key_filename=str(sshd.client_key_path), ready_timeout_s=60)
+    result = run_script("127.0.0.1", "echo hi", settings)
+    assert result.exit_status == 0 and "agent_started" in result.output
+    assert sshd.scripts == ["echo hi"] and sshd.commands == ["sudo -n bash -s"]
 
 
 def test_failed_ssh_bootstrap_destroys_the_node(sshd: LoopbackSshServer) -> None:
