@@ -190,7 +190,7 @@ class FleetAutoscaler:
                                 provider_ids=ids)
         try:
             await asyncio.to_thread(self.provider.terminate, ids, request_id=request_id)
-        except ProviderError as exc:
+        except Exception as exc:  # ProviderError, or a provider bug: the intent stays open, replayed
             self.events.record("provider_error", f"terminating {ids} failed: {exc}")
             return
         await asyncio.to_thread(self.store.update_intent, request_id, "done", ids)

@@ -78,7 +78,7 @@ class LocalProvider:
     def _reap(self) -> None:
         for pid, proc in list(self._children.items()):
             if proc.poll() is not None:
-                del self._children[pid]
+                self._children.pop(pid, None)  # terminate and list may reap at once, in threads
 
     def _node(self, rec: dict[str, object]) -> ProviderNode:
         pid = int(str(rec["pid"]))

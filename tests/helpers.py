@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,15 +41,20 @@ def make_zip(files: dict[str, str | bytes]) -> bytes:
     return buf.getvalue()
 
 
-def wait_for(predicate: Any, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
-    """Poll `predicate` until it returns something truthy, at most `timeout` seconds."""
+def wait_for(predicate: Any, timeout: float, interval: float = 0.1,
+             what: str | Callable[[], str] = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy, at most `timeout` seconds.
+
+    `what` names the condition in the failure message; a callable is asked at failure time, so it
+    can describe the last state seen.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
 
 
 @dataclass
