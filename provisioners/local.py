@@ -41,6 +41,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _find_agent(config_path: Path) -> int:
+    """The pid of the running agent started with `config_path`, 0 if none (found by its
+    command line: how a node whose pid was never written down is still found)."""
+    needle = str(config_path).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"node_agent" in cmdline and needle in cmdline.split(b"\0") and _alive(int(entry.name)):
+            return int(entry.name)
+    return 0
+
+
 def _alive(pid: int) -> bool:
     """A live (not zombie) node agent process with this pid."""
     try:
@@ -80,8 +96,14 @@ class LocalProvider:
             if proc.poll() is not None:
                 self._children.pop(pid, None)  # terminate and list may reap at once, in threads
 
+    def _pid(self, rec: dict[str, object]) -> int:
+        """The agent's pid: as recorded, or looked up when the record was written but the
+        provider stopped (crashed) before adding the pid."""
+        pid = int(str(rec.get("pid") or 0))
+        return pid or _find_agent(self.root / str(rec["id"]) / "agent.json")
+
     def _node(self, rec: dict[str, object]) -> ProviderNode:
-        pid = int(str(rec["pid"]))
+        pid = self._pid(rec)
         return ProviderNode(id=str(rec["id"]), node_type=str(rec["node_type"]),
                             state="running" if _alive(pid) else "terminated",
                             request_id=str(rec["request_id"]), cluster=self.cluster,
@@ -92,7 +114,15 @@ class LocalProvider:
     def create(self, node_type: NodeType, count: int, *, request_id: str) -> list[ProviderNode]:
         """Start `count` agents; a repeated `request_id` returns the nodes it already made."""
         self._reap()
-        done = [self._node(r) for r in self._records() if r.get("request_id") == request_id]
+        done = []
+        for rec in self._records():
+            if rec.get("request_id") != request_id:
+                continue
+            node = self._node(rec)
+            if node.state == "terminated" and not rec.get("pid"):  # crashed before starting it
+                shutil.rmtree(self.root / node.id, ignore_errors=True)
+                continue
+            done.append(node)
         nodes = list(done)
         for _ in range(count - len(done)):
             node_id = f"local-{uuid.uuid4().hex[:8]}"
@@ -108,6 +138,12 @@ class LocalProvider:
             cfg_path = node_dir / "agent.json"
             cfg_path.write_text(json.dumps(config))
             cfg_path.chmod(0o600)
+            # Written down before the process starts: a crash right after starting it leaves a
+            # listed node (found by its command line), never an invisible, leaked agent.
+            rec = {"id": node_id, "cluster": self.cluster, "request_id": request_id,
+                   "node_type": node_type.name, "pid": 0, "port": port,
+                   "url": f"http://127.0.0.1:{port}", "created_at": time.time()}
+            self._write_record(node_dir, rec)
             with (node_dir / "agent.log").open("ab") as logf:
                 try:
                     proc = subprocess.Popen([sys.executable, "-m", "node_agent", "--config", str(cfg_path)],
@@ -118,14 +154,16 @@ class LocalProvider:
                     raise ProviderError(f"could not start a node agent: {exc}",
                                         request_id=request_id) from exc
             self._children[proc.pid] = proc
-            rec = {"id": node_id, "cluster": self.cluster, "request_id": request_id,
-                   "node_type": node_type.name, "pid": proc.pid, "port": port,
-                   "url": f"http://127.0.0.1:{port}", "created_at": time.time()}
-            tmp = node_dir / "node.json.tmp"
-            tmp.write_text(json.dumps(rec))
-            os.replace(tmp, node_dir / "node.json")
+            rec["pid"] = proc.pid
+            self._write_record(node_dir, rec)
             nodes.append(self._node(rec))
         return nodes
+
+    @staticmethod
+    def _write_record(node_dir: Path, rec: dict[str, object]) -> None:
+        tmp = node_dir / "node.json.tmp"
+        tmp.write_text(json.dumps(rec))
+        os.replace(tmp, node_dir / "node.json")
 
     def terminate(self, ids: Sequence[str], *, request_id: str) -> None:
         """SIGTERM each agent (it removes its containers), SIGKILL after 20 s; missing is success."""
@@ -135,8 +173,8 @@ class LocalProvider:
             rec = records.get(node_id)
             if rec is None:
                 continue
-            pid = int(str(rec["pid"]))
-            if _alive(pid):
+            pid = self._pid(rec)
+            if pid and _alive(pid):
                 os.kill(pid, signal.SIGTERM)
                 pids.append(pid)
             else:  # the agent died without removing its containers: have them removed now

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -246,3 +247,32 @@ class TestLocalProvider(NodeProviderContract):
         prov = local_provider(root, "local-b")
         yield prov
         prov.terminate([n.id for n in prov.list_instances()], request_id="teardown")
+
+    def test_an_agent_started_just_before_a_crash_is_listed_and_terminated(self, provider: LocalProvider,
+                                                                           root: Path) -> None:
+        # The control plane was killed after starting the agent and before writing its pid down:
+        # the record (written first) still lists the node, found by its command line.
+        node = provider.create(NodeType("local", 1000, 512), 1, request_id="req-crash")[0]
+        record = root / node.id / "node.json"
+        rec = json.loads(record.read_text())
+        rec["pid"] = 0
+        record.write_text(json.dumps(rec))
+        fresh = local_provider(root, "local-a")  # a restarted control plane's provider
+        [listed] = fresh.list_instances()
+        assert (listed.id, listed.state, listed.extra["pid"]) == (node.id, "running", node.extra["pid"])
+        assert fresh.create(NodeType("local", 1000, 512), 1, request_id="req-crash") == [listed]
+        fresh.terminate([node.id], request_id="req-crash-end")
+        assert fresh.list_instances() == [] and not (root / node.id).exists()
+
+    def test_a_record_whose_agent_never_started_is_replaced_on_retry(self, provider: LocalProvider,
+                                                                      root: Path) -> None:
+        # Killed after writing the record, before starting the agent: the retried create starts one.
+        (root / "local-dead").mkdir(parents=True)
+        (root / "local-dead" / "agent.json").write_text("{}")
+        (root / "local-dead" / "node.json").write_text(json.dumps(
+            {"id": "local-dead", "cluster": "local-a", "request_id": "req-never", "node_type": "local",
+             "pid": 0, "port": 1, "url": "http://127.0.0.1:1", "created_at": 0.0}))
+        assert provider.list_instances() == []
+        [node] = provider.create(NodeType("local", 1000, 512), 1, request_id="req-never")
+        assert node.id != "local-dead" and node.state == "running"
+        assert not (root / "local-dead").exists()
