@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from typing import Annotated, Any
 
@@ -88,6 +89,8 @@ async def deploy(plat: PlatformDep, user: CurrentUser,
         raise InvalidConfig(_validation_message(exc), details=_validation_details(exc)) from exc
     data = await code.read()
     digest, size = await run_in_threadpool(build_artifact, data, cfg.handler, plat.artifacts_dir)
+    # In the database before the version that names it: every control plane can serve it.
+    await run_in_threadpool(plat.share_artifact, digest)
     ver = await run_in_threadpool(plat.store.add_version, cfg, digest, size)
     plat.gateway.set_version(ver)
     return DeployResult(name=cfg.name, version=ver.version, url=function_url(plat, cfg.name))
@@ -174,10 +177,20 @@ async def events(plat: PlatformDep, user: CurrentUser,
 
 
 @router.post("/v1/internal/heartbeat", include_in_schema=False, dependencies=[Depends(node_agent)])
-async def heartbeat(beat: Heartbeat, plat: PlatformDep) -> dict[str, bool]:
-    """A node agent reports in."""
+async def heartbeat(beat: Heartbeat, plat: PlatformDep) -> dict[str, Any]:
+    """A node agent reports in; it learns where every live control plane is."""
     await plat.fleet.heartbeat(beat)
-    return {"ok": True}
+    return {"ok": True, "control_planes": plat.control_plane_urls()}
+
+
+@router.get("/v1/control-planes", tags=["fleet"])
+async def control_planes(plat: PlatformDep, user: CurrentUser) -> list[dict[str, Any]]:
+    """The cluster's live control planes and which one leads (runs the fleet loop)."""
+    lease = await run_in_threadpool(plat.store.lease, "fleet")
+    return [{"id": m.id, "url": m.url, "leader": lease is not None and lease.holder == m.id,
+             "generation": lease.generation if lease is not None and lease.holder == m.id else None,
+             "last_seen_s": round(max(0.0, time.time() - m.last_seen), 1), "self": m.id == plat.id}
+            for m in plat.leadership.members]
 
 
 @router.post("/v1/internal/join", include_in_schema=False, response_model=JoinResult)
@@ -203,8 +216,8 @@ async def agent_package(filename: str, plat: PlatformDep) -> FileResponse:
             dependencies=[Depends(node_agent)])
 async def artifact(digest: str, plat: PlatformDep) -> FileResponse:
     """A function's code bundle, for node agents."""
-    path = plat.artifacts_dir / f"{digest}.zip"
-    if not digest.isalnum() or not await asyncio.to_thread(path.is_file):
+    path = await asyncio.to_thread(plat.artifact_path, digest) if digest.isalnum() else None
+    if path is None:
         raise NotFound(f"no artifact {digest}")
     return FileResponse(path, media_type="application/zip")
 

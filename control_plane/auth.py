@@ -33,13 +33,17 @@ def write_secret(path: Path, value: str) -> None:
     path.chmod(0o600)
 
 
-def load_or_create_node_token(path: Path) -> str:
-    """The shared secret between this control plane and its node agents."""
-    if path.exists():
-        return path.read_text().strip()
-    token = "cmln_" + secrets.token_urlsafe(32)
-    write_secret(path, token)
-    return token
+def cluster_node_token(store: Store, legacy_path: Path) -> str:
+    """The secret node agents and control planes share, one per cluster: kept in the database so
+    every control plane on it accepts every agent (a token from an older data directory's
+    `node.token` file is adopted, so running agents keep working)."""
+
+    def make() -> str:
+        if legacy_path.exists():
+            return legacy_path.read_text().strip()
+        return "cmln_" + secrets.token_urlsafe(32)
+
+    return store.shared_secret("node_token", make)
 
 
 class Authenticator:

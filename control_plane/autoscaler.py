@@ -17,13 +17,15 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from control_plane.clock import Clock
 from control_plane.events import EventLog
 from control_plane.fleet import Fleet
 from control_plane.gateway import Gateway
+from control_plane.leadership import Leadership
+from control_plane.store import Fence, LeaseLost
 from placement import NodeState, NodeView, Resources
 from placement.fleet import (
     FleetNode,
@@ -77,6 +79,33 @@ class FleetAutoscaler:
         self._next_list_at = 0.0
         self._by_request: dict[str, ProviderNode] = {}
         self.store = fleet.store
+        self.leadership: Leadership | None = None  # HA: intents are fenced by its lease
+
+    @property
+    def fence(self) -> Fence | None:
+        """The lease this control plane's intent writes are fenced by (None: not fenced)."""
+        return self.leadership.fence if self.leadership is not None else None
+
+    def _lease_lost(self, exc: LeaseLost) -> None:
+        """A fenced write was refused: another control plane leads now; stop acting at once."""
+        if self.leadership is not None:
+            self.leadership.deposed(str(exc))
+
+    def reset(self) -> None:
+        """Deposed: the new leader owns the provisions in flight (it replays their intents)."""
+        self.provisions.clear()
+        self.unknown_since.clear()
+        self._by_request = {}
+
+    async def _update_intent(self, request_id: str, state: str, provider_ids: Sequence[str] = ()) -> bool:
+        """Record an intent's progress under the fence; False if the lease was lost."""
+        try:
+            await asyncio.to_thread(self.store.update_intent, request_id, state, provider_ids,
+                                    fence=self.fence)
+        except LeaseLost as exc:
+            self._lease_lost(exc)
+            return False
+        return True
 
     async def recover(self) -> None:
         """Finish the provider calls a previous control plane wrote down but may not have made:
@@ -142,7 +171,7 @@ class FleetAutoscaler:
             if ready is not None:
                 del self.provisions[req]
                 self.failures.pop(prov.node_type, None)
-                await asyncio.to_thread(self.store.update_intent, req, "done", prov.provider_ids)
+                await self._update_intent(req, "done", prov.provider_ids)
                 created = prov.created_at if prov.created_at is not None else prov.started_at
                 self.events.record("node_ready", f"{ready.id} ({', '.join(prov.provider_ids)}) of type "
                                    f"{prov.node_type} ready {ready.since - prov.started_at:.2f}s after the "
@@ -152,7 +181,7 @@ class FleetAutoscaler:
                 del self.provisions[req]
                 self._fail(prov.node_type, f"{prov.provider_ids or req} did not join within "
                            f"{self.join_deadline_s:.0f}s: terminated")
-                await asyncio.to_thread(self.store.update_intent, req, "failed", prov.provider_ids)
+                await self._update_intent(req, "failed", prov.provider_ids)
                 self.gateway.spawn(self._terminate(prov.provider_ids, request_id=f"deadline-{req}"))
         known = set(self.fleet.nodes) | {i for p in self.provisions.values() for i in p.provider_ids}
         known_requests = set(self.provisions) | {n.request_id for n in self.fleet.nodes.values()}
@@ -181,19 +210,27 @@ class FleetAutoscaler:
                                                     self.clock.now())
         self.events.record("provision_failed", reason)
 
-    async def _terminate(self, ids: list[str], *, request_id: str) -> None:
+    async def _record_terminate(self, ids: list[str], request_id: str) -> bool:
+        """Write a terminate intent down under the fence; False if the lease was lost."""
+        try:
+            await asyncio.to_thread(self.store.open_intent, request_id, "terminate", self.provider.name,
+                                    provider_ids=ids, fence=self.fence)
+        except LeaseLost as exc:
+            self._lease_lost(exc)
+            return False
+        return True
+
+    async def _terminate(self, ids: list[str], *, request_id: str, recorded: bool = False) -> None:
         """Terminate machines, writing the call down first (a crash before it is done replays it).
         Callers run it in the background: a provider may take a while, the loop must not wait."""
-        if not ids:
+        if not ids or not (recorded or await self._record_terminate(ids, request_id)):
             return
-        await asyncio.to_thread(self.store.open_intent, request_id, "terminate", self.provider.name,
-                                provider_ids=ids)
         try:
             await asyncio.to_thread(self.provider.terminate, ids, request_id=request_id)
         except Exception as exc:  # ProviderError, or a provider bug: the intent stays open, replayed
             self.events.record("provider_error", f"terminating {ids} failed: {exc}")
             return
-        await asyncio.to_thread(self.store.update_intent, request_id, "done", ids)
+        await self._update_intent(request_id, "done", ids)
 
     # -- decide and act ----------------------------------------------------------------------
     def state(self) -> FleetState:
@@ -223,7 +260,10 @@ class FleetAutoscaler:
         horizon = now - 2 * self.policy.watermark_window_s
         while self.samples and self.samples[0].at < horizon:
             self.samples.popleft()
-        return FleetState(nodes=tuple(nodes), pending=tuple(self.gateway.pending()),
+        pending = self.gateway.pending()
+        if self.leadership is not None:
+            pending += self.leadership.others_pending()
+        return FleetState(nodes=tuple(nodes), pending=tuple(pending),
                           utilization=tuple(self.samples), failures=tuple(self.failures.values()),
                           last_scale_up_at=self.last_up, last_scale_down_at=self.last_down)
 
@@ -245,11 +285,13 @@ class FleetAutoscaler:
             await self.fleet.set_state(drain.node_id, NodeState.DRAINING)
             self.gateway.drain_node(drain.node_id)
         for rm in decision.remove:
+            ids, request_id = [self.provider_id(rm.node_id)], f"remove-{rm.node_id}"
+            if not await self._record_terminate(ids, request_id):
+                return  # no longer the leader: the new one decides
             self.last_down = now
             self.events.record("node_remove", rm.reason, node_id=rm.node_id)
             self.gateway.forget_node(rm.node_id)
-            ids = [self.provider_id(rm.node_id)]
-            self.gateway.spawn(self._terminate(ids, request_id=f"remove-{rm.node_id}"))
+            self.gateway.spawn(self._terminate(ids, request_id=request_id, recorded=True))
             await self.fleet.forget(rm.node_id)
 
     def _provision(self, node_type: str, reason: str) -> None:
@@ -263,19 +305,25 @@ class FleetAutoscaler:
         """Write the intent, call the provider, record what it made."""
         req = prov.request_id
         try:
-            await asyncio.to_thread(self.store.open_intent, req, "create", self.provider.name,
-                                    node_type=prov.node_type)
+            try:
+                await asyncio.to_thread(self.store.open_intent, req, "create", self.provider.name,
+                                        node_type=prov.node_type, fence=self.fence)
+            except LeaseLost as exc:  # not ours to make any more; nothing was called
+                self.provisions.pop(req, None)
+                self._lease_lost(exc)
+                return
             nodes = await asyncio.to_thread(self.provider.create, self.node_types[prov.node_type], 1,
                                             request_id=req)
             prov.provider_ids.extend(n.id for n in nodes if n.id not in prov.provider_ids)
             prov.created_at = self.clock.now()
-            await asyncio.to_thread(self.store.update_intent, req, "created", prov.provider_ids)
+            if not await self._update_intent(req, "created", prov.provider_ids):
+                return  # the new leader replays the intent: create is idempotent by request id
             self.events.record("node_created", f"{', '.join(prov.provider_ids)} created by "
                                f"{self.provider.name} in {prov.created_at - prov.started_at:.2f}s",
                                node_id=",".join(prov.provider_ids))
         except Exception as exc:  # ProviderError, or preparing the bootstrap failed
             self.provisions.pop(req, None)
             self._fail(prov.node_type, f"provisioning {prov.node_type} failed: {exc}")
-            await asyncio.to_thread(self.store.update_intent, req, "failed")
+            await self._update_intent(req, "failed")
         finally:
             prov.calling = False

@@ -51,7 +51,10 @@ class Fleet:
     def load(self) -> None:
         """Start from the stored nodes, NotReady until each one's agent reports again."""
         now = self.clock.now()
-        for rec in self.store.list_nodes():
+        for rec in self.store.list_nodes(removed=True):
+            if rec.state == self.store.REMOVED:
+                self.retired.add(rec.id)
+                continue
             self.nodes[rec.id] = Node(rec.id, rec.url, rec.provider, rec.node_type,
                                       Resources(rec.cpu_millis, rec.memory_mib), NodeState.NOT_READY, now,
                                       since=now)
@@ -118,10 +121,15 @@ class Fleet:
             await asyncio.to_thread(self.store.set_node_state, node_id, state.value)
 
     async def forget(self, node_id: str) -> None:
-        """Drop a node (it is being terminated, or is gone); later heartbeats from it are ignored."""
+        """Drop a node (it is being terminated, or is gone); later heartbeats from it are ignored,
+        here and (through its tombstone) by every control plane."""
+        self.forget_local(node_id)
+        await asyncio.to_thread(self.store.delete_node, node_id)
+
+    def forget_local(self, node_id: str) -> None:
+        """Drop a node another control plane removed (its tombstone is already stored)."""
         self.retired.add(node_id)
         self.nodes.pop(node_id, None)
-        await asyncio.to_thread(self.store.delete_node, node_id)
 
     def views(self, allocated: Mapping[str, Resources]) -> list[NodeView]:
         """Placement's view of the nodes, with what the gateway has allocated on each."""

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import aiohttp
@@ -42,8 +42,11 @@ class Gateway:
     """Function pools, instance lifecycle through node agents, and the invocation path."""
 
     def __init__(self, store: Store, fleet: Fleet, clock: Clock, *, node_token: str,
-                 queue_timeout_s: float, provision_wait_s: float = 600.0) -> None:
+                 queue_timeout_s: float, provision_wait_s: float = 600.0, owner: str = "",
+                 url: str = "") -> None:
         self.store = store
+        self.owner = owner  # this control plane's id, on every instance it starts
+        self.url = url.rstrip("/")  # where node agents fetch code from this control plane
         self.fleet = fleet
         self.clock = clock
         self.node_token = node_token
@@ -55,6 +58,9 @@ class Gateway:
         self._auth = {"Authorization": f"Bearer {node_token}"}
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Nodes that refused a start as full (another control plane placed there first): counted
+        # as full until their next heartbeat tells what they really hold.
+        self._full_since: dict[str, float] = {}
 
     async def open(self) -> None:
         """Open the kept-alive connection pool to node agents."""
@@ -106,21 +112,36 @@ class Gateway:
         async with pool.cond:
             pool.cond.notify_all()
 
+    def foreign_instances(self) -> Iterator[tuple[str, p.InstanceReport]]:
+        """(node id, report) of instances other control planes run (HA), as their nodes report."""
+        for node in self.fleet.nodes.values():
+            for rep in node.instances:
+                if rep.owner != self.owner and rep.state != "stopping":
+                    yield node.id, rep
+
     def instances_by_node(self) -> dict[str, list[tuple[str, Resources, int]]]:
-        """Per node: (function, resources of one instance, count) of its instances."""
+        """Per node: (function, resources of one instance, count) of its instances, whoever runs them."""
         out: dict[str, dict[tuple[str, Resources], int]] = {}
+
+        def count(node_id: str, function: str, res: Resources) -> None:
+            groups = out.setdefault(node_id, {})
+            groups[(function, res)] = groups.get((function, res), 0) + 1
+
         for pool in self.pools.values():
             for inst in pool.all_instances():
-                groups = out.setdefault(inst.node_id, {})
-                groups[(inst.function, inst.resources)] = groups.get((inst.function, inst.resources), 0) + 1
+                count(inst.node_id, inst.function, inst.resources)
+        for node_id, rep in self.foreign_instances():
+            count(node_id, rep.function, Resources(rep.cpu_millis, rep.memory_mib))
         return {node: [(f, r, c) for (f, r), c in groups.items()] for node, groups in out.items()}
 
     def in_flight_by_node(self) -> dict[str, int]:
-        """Calls in flight per node."""
+        """Calls in flight per node (other control planes' as of their nodes' last report)."""
         out: dict[str, int] = {}
         for pool in self.pools.values():
             for inst in pool.all_instances():
                 out[inst.node_id] = out.get(inst.node_id, 0) + inst.in_flight
+        for node_id, rep in self.foreign_instances():
+            out[node_id] = out.get(node_id, 0) + rep.in_flight
         return out
 
     def pending(self) -> list[PlacementRequest]:
@@ -154,11 +175,20 @@ class Gateway:
             pool.cond.notify_all()
 
     def allocated(self) -> dict[str, Resources]:
-        """Resources held per node by live instances."""
+        """Resources held per node by live instances: ours, and other control planes' as their
+        nodes last reported them."""
         out: dict[str, Resources] = {}
         for pool in self.pools.values():
             for inst in pool.all_instances():
                 out[inst.node_id] = out.get(inst.node_id, Resources.ZERO) + inst.resources
+        for node_id, rep in self.foreign_instances():
+            out[node_id] = out.get(node_id, Resources.ZERO) + Resources(rep.cpu_millis, rep.memory_mib)
+        for node_id, since in list(self._full_since.items()):
+            node = self.fleet.nodes.get(node_id)
+            if node is None or node.last_heartbeat > since:
+                del self._full_since[node_id]
+            else:
+                out[node_id] = node.capacity
         return out
 
     # -- instance lifecycle ------------------------------------------------------------------
@@ -190,23 +220,32 @@ class Gateway:
         config = pool.config
         req = p.InstanceStart(function=config.name, version=inst.version, handler=config.handler,
                               code_digest=pool.version.code_digest,
-                              code_url=f"/v1/internal/artifacts/{pool.version.code_digest}",
+                              code_url=f"{self.url}/v1/internal/artifacts/{pool.version.code_digest}",
                               memory_mib=config.memory_mb, cpu_millis=inst.resources.cpu_millis,
-                              timeout_s=config.timeout_s, concurrency=config.concurrency, env=config.env)
+                              timeout_s=config.timeout_s, concurrency=config.concurrency, env=config.env,
+                              owner=self.owner)
         error: CumulusError | None = None
+        full = False
         try:
             async with self._session.put(f"{inst.node_url}/v1/instances/{inst.id}",
                                          data=req.model_dump_json(),
                                          headers={"Content-Type": "application/json"},
                                          timeout=aiohttp.ClientTimeout(total=120)) as resp:
                 body = await resp.read()
+                full = resp.status == 409
                 if resp.status != 200:
                     detail = json.loads(body).get("error", {}).get("message", body.decode()[:500])
                     error = InstanceStartFailed(f"starting {config.name}: {detail}")
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             error = InstanceStartFailed(f"starting {config.name} on node {inst.node_id}: {exc!r}")
         async with pool.cond:
-            if error is not None:
+            if full:  # not the function's fault: place it again, elsewhere or once there is room
+                pool.instances.pop(inst.id, None)
+                pool.draining.pop(inst.id, None)
+                self._full_since[inst.node_id] = self.clock.now()
+                log.info("event=node_full node=%s instance=%s", inst.node_id, inst.id)
+                pool.cond.notify_all()
+            elif error is not None:
                 pool.instances.pop(inst.id, None)
                 pool.draining.pop(inst.id, None)
                 pool.last_start_error = error

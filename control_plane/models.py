@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, field_validator, model_validator
 from pydantic import Field as PydanticField
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import Column, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
@@ -154,6 +154,33 @@ class LeaderLease(SQLModel, table=True):
     holder: str = ""
     generation: int = 0
     expires_at: float = 0.0
+
+
+class ControlPlaneMember(SQLModel, table=True):
+    """A running control plane (HA: several share one database). Each renews `last_seen` every
+    lease tick and publishes the calls it cannot place, so the leader scales the fleet for all."""
+
+    id: str = Field(primary_key=True)
+    url: str
+    started_at: float = Field(default_factory=time.time)
+    last_seen: float = 0.0
+    pending_json: str = "[]"
+
+
+class ClusterSecret(SQLModel, table=True):
+    """A secret every control plane of the cluster shares (e.g. the node agents' token)."""
+
+    name: str = Field(primary_key=True)
+    value: str
+
+
+class CodeArtifact(SQLModel, table=True):
+    """A built code artifact, by digest: any control plane can serve any deployed version."""
+
+    digest: str = Field(primary_key=True)
+    size: int
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: float = Field(default_factory=time.time)
 
 
 class FleetEvent(SQLModel, table=True):

@@ -1,10 +1,12 @@
 """Level-triggered loops: read desired and observed state, decide with `placement`, act.
 
 Each tick is safe to run at any time and twice: it looks, then acts on what it saw.
-1. Mirror: age nodes by heartbeat; drop instances of Lost nodes; adopt or remove instances that
-   agents report but the gateway does not know (after a control-plane restart).
-2. Act: per function, drain instances of old versions, stop instances idle past the keep-alive,
-   start instances up to `min_instances`; keep the local fleet at its size; flush invocation logs.
+1. Mirror: age nodes by heartbeat; drop instances of Lost nodes; adopt or remove instances of
+   this control plane that agents report but the gateway does not know (after a restart); follow
+   what other control planes wrote (deploys, deletes, nodes drained or removed by the leader).
+2. Act: per function, drain instances of old versions, stop instances idle past the keep-alive;
+   the leader also starts instances up to `min_instances`, runs the fleet loop and removes
+   instances left on nodes by control planes that died. Flush invocation logs and events.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from control_plane.clock import Clock
 from control_plane.events import EventLog
 from control_plane.fleet import Fleet
 from control_plane.gateway import Gateway
+from control_plane.leadership import Leadership
 from control_plane.pools import FunctionPool, Instance, InstanceState
 from control_plane.store import Store
 from placement import NodeState, Resources
@@ -30,8 +33,13 @@ class Reconciler:
     """Keeps instances and nodes converging to what is wanted."""
 
     def __init__(self, gateway: Gateway, fleet: Fleet, store: Store, clock: Clock, *,
-                 autoscaler: FleetAutoscaler | None, events: EventLog, log_retention: int) -> None:
+                 autoscaler: FleetAutoscaler | None, events: EventLog, log_retention: int,
+                 leadership: Leadership | None = None, shared_sync_s: float = 2.0) -> None:
         self.gateway = gateway
+        self.leadership = leadership  # None: the only control plane, always leading
+        self.shared_sync_s = shared_sync_s
+        self._synced_at = float("-inf")
+        self._functions_marker: tuple[int, float] | None = None
         self.fleet = fleet
         self.store = store
         self.clock = clock
@@ -40,13 +48,51 @@ class Reconciler:
         self.log_retention = log_retention
         self._stopping: set[str] = set()
 
+    @property
+    def is_leader(self) -> bool:
+        """Whether this control plane runs the fleet loop and keeps `min_instances` warm."""
+        return self.leadership is None or self.leadership.is_leader
+
     async def load_functions(self) -> None:
-        """Make a pool for every stored function, so `min_instances` holds from the start."""
-        for _fn, ver in await asyncio.to_thread(self.store.list_functions):
+        """Make a pool for every stored function, so `min_instances` holds from the start; forget
+        pools of functions deleted through another control plane."""
+        self._functions_marker = await asyncio.to_thread(self.store.functions_marker)
+        rows = await asyncio.to_thread(self.store.list_functions)
+        for _fn, ver in rows:
             self.gateway.set_version(ver)
+        stored = {fn.name for fn, _ in rows}
+        for name in [n for n in self.gateway.pools if n not in stored]:
+            log.info("event=function_removed_elsewhere function=%s", name)
+            await self.gateway.remove_function(name)
+
+    async def sync_shared(self) -> None:
+        """Follow what other control planes wrote: deploys and deletes (when the functions'
+        marker moved), nodes the leader drains or removed. Every `shared_sync_s`."""
+        now = self.clock.now()
+        if now - self._synced_at < self.shared_sync_s:
+            return
+        self._synced_at = now
+        if await asyncio.to_thread(self.store.functions_marker) != self._functions_marker:
+            await self.load_functions()
+        for rec in await asyncio.to_thread(self.store.list_nodes, removed=True):
+            node = self.fleet.nodes.get(rec.id)
+            if node is None:
+                if rec.state == Store.REMOVED:
+                    self.fleet.retired.add(rec.id)
+                continue
+            if rec.state == Store.REMOVED:
+                self.events.record("node_removed_elsewhere", f"{rec.id} was removed by the leader",
+                                   node_id=rec.id)
+                self.gateway.forget_node(rec.id)
+                self.fleet.forget_local(rec.id)
+            elif rec.state == NodeState.DRAINING.value and node.state is NodeState.READY:
+                node.state = NodeState.DRAINING
+                node.since = now
+                self.gateway.drain_node(rec.id)
 
     async def tick(self) -> None:
         """One pass of mirror-then-act."""
+        await self.sync_shared()
         await self.mirror()
         await self.act()
         await self.flush_logs()
@@ -59,11 +105,22 @@ class Reconciler:
                                f"{self.fleet.lost_after_s:.0f}s", node_id=node.id)
             self.gateway.forget_node(node.id)
         known = {i.id for pool in self.gateway.pools.values() for i in pool.all_instances()}
+        live_owners = self.leadership.live_ids() if self.leadership is not None else {self.gateway.owner}
         for node in self.fleet.nodes.values():
             if node.state is not NodeState.READY:
                 continue
             for rep in node.instances:
                 if rep.instance_id in known or rep.instance_id in self._stopping:
+                    continue
+                if rep.owner != self.gateway.owner:
+                    # Another control plane's: its business while it lives; the leader cleans up
+                    # after one that died.
+                    if self.is_leader and rep.owner not in live_owners and rep.state == "ready":
+                        log.info("event=dead_owner_instance_removed instance=%s owner=%s node=%s",
+                                 rep.instance_id, rep.owner, node.id)
+                        self._stop_in_background(Instance(
+                            id=rep.instance_id, function=rep.function, version=rep.version, node_id=node.id,
+                            node_url=node.url, concurrency=rep.concurrency, resources=Resources.ZERO))
                     continue
                 owner = self.gateway.pools.get(rep.function)
                 if owner is not None and rep.version == owner.version.version and rep.state == "ready":
@@ -105,14 +162,15 @@ class Reconciler:
                 log.info("event=instance_drained instance=%s reason=old_version", inst.id)
                 self.gateway.retire(pool, inst)
         live = pool.live()
+        min_instances = pool.config.min_instances if self.is_leader else 0
         reclaim = idle_to_stop(live, now=now, keep_alive_s=pool.config.keep_alive_s,
-                               min_instances=pool.config.min_instances)
+                               min_instances=min_instances)
         for inst_id in reclaim.instance_ids:
             idle = pool.instances.get(inst_id)
             if idle is not None and idle.in_flight == 0:
                 log.info("event=instance_reclaimed instance=%s reason=%r", inst_id, reclaim.reason)
                 self.gateway.retire(pool, idle)
-        deficit = pool.config.min_instances - len(pool.live())
+        deficit = min_instances - len(pool.live())
         for i in range(max(0, deficit)):
             if self.gateway.start_instance(pool) is None:
                 pool.unplaced = deficit - i  # what min_instances still needs: pending demand
@@ -120,7 +178,7 @@ class Reconciler:
 
     async def ensure_fleet(self) -> None:
         """One tick of the fleet autoscaler (when a provider is configured)."""
-        if self.autoscaler is not None:
+        if self.autoscaler is not None and self.is_leader:
             await self.autoscaler.tick()
 
     async def flush_logs(self) -> None:

@@ -63,11 +63,21 @@ class Settings(BaseSettings):
     watermark_window_s: float = 120.0
     scale_up_cooldown_s: float = 60.0
     scale_down_cooldown_s: float = 120.0
+    # High availability: control planes sharing one database elect a leader for the fleet loops.
+    lease_ttl_s: float = 10.0  # a dead leader is replaced after at most this long
+    control_plane_id: str = ""  # default: made once and kept in the data directory
+    nodes_dir: Path | None = None  # the local/qemu providers' node folders (default <data>/nodes)
 
     @property
     def db_url(self) -> str:
         """The SQLAlchemy URL: `--db`, else SQLite in the data directory."""
         return self.db or f"sqlite:///{self.data_dir / 'cumulus.db'}"
+
+    @property
+    def node_root(self) -> Path:
+        """Where the local and qemu providers keep their node folders (share it between the
+        control planes of one cluster on one machine)."""
+        return self.nodes_dir or self.data_dir / "nodes"
 
     @property
     def url(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,9 @@ from control_plane.errors import ConflictError, FunctionNotFound, Unauthorized
 from control_plane.events import Event
 from control_plane.models import (
     ApiToken,
+    ClusterSecret,
+    CodeArtifact,
+    ControlPlaneMember,
     FleetEvent,
     Function,
     FunctionConfig,
@@ -197,7 +200,9 @@ class Store:
             s.flush()
             still = set(s.exec(select(FunctionVersion.code_digest)
                                .where(col(FunctionVersion.code_digest).in_(digests))).all())
-            return sorted(digests - still)
+            unused = sorted(digests - still)
+            s.exec(delete(CodeArtifact).where(col(CodeArtifact.digest).in_(unused)))
+            return unused
 
     def digest_in_use(self, digest: str) -> bool:
         """Whether any version still references this code digest."""
@@ -206,30 +211,107 @@ class Store:
                 is not None
 
     # -- nodes ---------------------------------------------------------------------------------
+    REMOVED = "removed"
+    """A node removed on purpose keeps a tombstone row, so that no control plane revives it from
+    a late heartbeat (HA: another control plane may still hear from it)."""
+
     def upsert_node(self, node: NodeRecord) -> None:
-        """Insert or update a node's record."""
+        """Insert or update a node's record (never reviving a removed node)."""
         with self.session() as s:
+            old = s.get(NodeRecord, node.id)
+            if old is not None and old.state == self.REMOVED:
+                return
             s.merge(node)
 
-    def list_nodes(self) -> Sequence[NodeRecord]:
-        """Every node record."""
+    def list_nodes(self, *, removed: bool = False) -> Sequence[NodeRecord]:
+        """Every node record (the removed ones too if `removed`)."""
         with self.session() as s:
-            return s.exec(select(NodeRecord).order_by(col(NodeRecord.id))).all()
+            query = select(NodeRecord).order_by(col(NodeRecord.id))
+            if not removed:
+                query = query.where(NodeRecord.state != self.REMOVED)
+            return s.exec(query).all()
 
     def set_node_state(self, node_id: str, state: str) -> None:
-        """Change one node's state."""
+        """Change one node's state (a removed node stays removed)."""
         with self.session() as s:
             node = s.get(NodeRecord, node_id)
-            if node is not None:
+            if node is not None and node.state != self.REMOVED:
                 node.state = state
                 s.add(node)
 
     def delete_node(self, node_id: str) -> None:
-        """Forget a node."""
+        """Forget a node: it leaves a tombstone, purged after a day."""
         with self.session() as s:
             node = s.get(NodeRecord, node_id)
             if node is not None:
-                s.delete(node)
+                node.state = self.REMOVED
+                node.last_heartbeat = time.time()
+                s.add(node)
+            s.execute(delete(NodeRecord).where(col(NodeRecord.state) == self.REMOVED,
+                                               col(NodeRecord.last_heartbeat) < time.time() - 86400))
+
+    # -- control plane members, shared secrets, artifacts ----------------------------------------
+    def heartbeat_member(self, member_id: str, url: str, pending_json: str, now: float) -> None:
+        """Say that control plane `member_id` is alive at `url` and what demand it cannot place."""
+        with self.session() as s:
+            row = s.get(ControlPlaneMember, member_id)
+            if row is None:
+                row = ControlPlaneMember(id=member_id, url=url, started_at=now)
+            row.url, row.last_seen, row.pending_json = url, now, pending_json
+            s.add(row)
+
+    def members(self, seen_after: float) -> list[ControlPlaneMember]:
+        """Control planes seen alive after `seen_after`, by id."""
+        with self.session() as s:
+            return list(s.exec(select(ControlPlaneMember)
+                               .where(ControlPlaneMember.last_seen > seen_after)
+                               .order_by(col(ControlPlaneMember.id))).all())
+
+    def remove_member(self, member_id: str) -> None:
+        """A control plane leaves (clean shutdown)."""
+        with self.session() as s:
+            row = s.get(ControlPlaneMember, member_id)
+            if row is not None:
+                s.delete(row)
+
+    def shared_secret(self, name: str, make: Callable[[], str]) -> str:
+        """The cluster's secret `name`, created with `make()` by the first control plane to ask."""
+        with self.session() as s:
+            row = s.get(ClusterSecret, name)
+            if row is not None:
+                return row.value
+        try:
+            with self.session() as s:
+                s.add(ClusterSecret(name=name, value=make()))
+        except IntegrityError:
+            pass  # another control plane created it first: theirs is the one
+        with self.session() as s:
+            return s.exec(select(ClusterSecret.value).where(ClusterSecret.name == name)).one()
+
+    def put_artifact(self, digest: str, data: bytes) -> None:
+        """Keep a code artifact (idempotent: a digest names its content)."""
+        try:
+            with self.session() as s:
+                if s.get(CodeArtifact, digest) is None:
+                    s.add(CodeArtifact(digest=digest, size=len(data), data=data))
+        except IntegrityError:
+            pass  # the same content, stored by a concurrent deploy
+
+    def artifact(self, digest: str) -> bytes | None:
+        """A code artifact's bytes, None if unknown."""
+        with self.session() as s:
+            return s.exec(select(CodeArtifact.data).where(CodeArtifact.digest == digest)).first()
+
+    def delete_artifact(self, digest: str) -> None:
+        """Drop a code artifact no version uses any more."""
+        with self.session() as s:
+            s.execute(delete(CodeArtifact).where(col(CodeArtifact.digest) == digest))
+
+    def functions_marker(self) -> tuple[int, float]:
+        """(number of functions, last change): changes when any function is deployed or removed."""
+        with self.session() as s:
+            count, last = s.exec(select(func.count(), func.max(Function.updated_at))).one()
+            return int(count), float(last or 0.0)
 
     # -- leader lease --------------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, ttl_s: float, now: float) -> int | None:
@@ -250,6 +332,12 @@ class Store:
                 {"me": holder, "until": now + ttl_s, "name": name, "now": now})
             row = s.exec(select(LeaderLease).where(LeaderLease.name == name)).one()
             return row.generation if row.holder == holder and row.expires_at >= now else None
+
+    def lease(self, name: str) -> LeaderLease | None:
+        """The lease `name` if it is held now."""
+        with self.session() as s:
+            row = s.get(LeaderLease, name)
+            return row if row is not None and row.expires_at >= time.time() else None
 
     def release_lease(self, name: str, holder: str) -> None:
         """Give the lease up at once (a clean shutdown), if `holder` has it."""
@@ -278,9 +366,13 @@ class Store:
                 s.add(ProviderIntent(request_id=request_id, kind=kind, provider=provider, node_type=node_type,
                                      provider_ids=",".join(provider_ids)))
 
-    def update_intent(self, request_id: str, state: str, provider_ids: Sequence[str] = ()) -> None:
-        """Record how a provider call went (and which machines it concerns)."""
+    def update_intent(self, request_id: str, state: str, provider_ids: Sequence[str] = (), *,
+                      fence: Fence | None = None) -> None:
+        """Record how a provider call went (and which machines it concerns); with a `fence`,
+        only while that leader lease is still held (LeaseLost otherwise)."""
         with self.session() as s:
+            if fence is not None:
+                self.check_fence(s, fence, time.time())
             row = s.get(ProviderIntent, request_id)
             if row is not None:
                 row.state = state

@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(1) from exc
         agent = NodeAgent(node_id=node_id, runtime=runtime, data_dir=settings.data_dir,
                           image=settings.image, token=token, start_timeout_s=settings.start_timeout_s,
-                          control_plane_url=settings.control_plane_url)
+                          control_plane_url=settings.control_plane_url,
+                          capacity=(settings.cpu_millis, settings.memory_mib))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from node_agent import protocol as p
-from node_agent.runtime import LABEL_NODE, ContainerInfo, ContainerRuntime, ContainerSpec
+from node_agent.runtime import LABEL_NODE, LABEL_OWNER, ContainerInfo, ContainerRuntime, ContainerSpec
 from node_agent.shim_client import ShimClient, ShimConnectionError
 
 log = logging.getLogger("cumulus.agent")
@@ -43,6 +43,10 @@ class InstanceStartError(Exception):
     """The instance could not be started (bad code, engine failure, never became ready)."""
 
 
+class NodeFull(InstanceStartError):
+    """The node has no room for the instance (control planes sharing it placed at once)."""
+
+
 @dataclass(eq=False)
 class Instance:
     """One running function container and the kept-alive connections to its socket."""
@@ -57,6 +61,7 @@ class Instance:
     state: InstanceState = InstanceState.STARTING
     in_flight: int = 0
     start_ms: float = 0.0
+    owner: str = ""
     shim: ShimClient | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -66,7 +71,7 @@ class Instance:
                                 version=self.version, state=self.state.value,
                                 memory_mib=self.memory_mib, cpu_millis=self.cpu_millis,
                                 concurrency=self.concurrency, in_flight=self.in_flight,
-                                start_ms=self.start_ms)
+                                start_ms=self.start_ms, owner=self.owner)
 
 
 def outcome_response_parts(outcome: str, message: str, *, gone: bool) -> tuple[dict[str, str], bytes]:
@@ -82,7 +87,8 @@ class NodeAgent:
     """Runs instances through a `ContainerRuntime` and proxies invocations to them."""
 
     def __init__(self, *, node_id: str, runtime: ContainerRuntime, data_dir: Path, image: str,
-                 token: str, start_timeout_s: float = 60.0, control_plane_url: str = "") -> None:
+                 token: str, start_timeout_s: float = 60.0, control_plane_url: str = "",
+                 capacity: tuple[int, int] | None = None) -> None:
         self.node_id = node_id
         self.runtime = runtime
         self.data_dir = data_dir
@@ -90,6 +96,8 @@ class NodeAgent:
         self.token = token
         self.start_timeout_s = start_timeout_s
         self.control_plane_url = control_plane_url.rstrip("/")
+        self.control_planes = [self.control_plane_url]  # every live one, learned from heartbeats
+        self.capacity = capacity  # (cpu millis, memory MiB) it refuses to exceed; None: no check
         self.instances: dict[str, Instance] = {}
         self._code_locks: dict[str, asyncio.Lock] = {}
         self._http: aiohttp.ClientSession | None = None
@@ -131,7 +139,7 @@ class NodeAgent:
                         memory_mib=int(labels.get("io.cumulus.memory", "0") or 0),
                         cpu_millis=int(labels.get("io.cumulus.cpu", "0") or 0),
                         concurrency=int(labels.get("io.cumulus.concurrency", "1") or 1),
-                        socket_path=sock, state=InstanceState.READY)
+                        socket_path=sock, state=InstanceState.READY, owner=labels.get(LABEL_OWNER, ""))
         inst.shim = ShimClient(str(sock))
         inst.ready.set()
         self.instances[inst.instance_id] = inst
@@ -184,10 +192,16 @@ class NodeAgent:
             if existing.state is not InstanceState.READY:
                 raise InstanceStartError(f"instance {instance_id} is {existing.state}")
             return existing
+        if self.capacity is not None:
+            cpu, mem = self.allocated()
+            if cpu + req.cpu_millis > self.capacity[0] or mem + req.memory_mib > self.capacity[1]:
+                raise NodeFull(f"node {self.node_id} has {self.capacity[0] - cpu}m CPU and "
+                               f"{self.capacity[1] - mem} MiB free; {req.function} needs "
+                               f"{req.cpu_millis}m and {req.memory_mib} MiB")
         t0 = time.perf_counter()
         sock_dir = self.socket_dir(instance_id)
         inst = Instance(instance_id, req.function, req.version, req.memory_mib, req.cpu_millis,
-                        req.concurrency, sock_dir / "fn.sock")
+                        req.concurrency, sock_dir / "fn.sock", owner=req.owner)
         self.instances[instance_id] = inst
         try:
             code = await self.ensure_code(req.code_digest, req.code_url)
@@ -200,7 +214,7 @@ class NodeAgent:
                                  version=req.version, image=self.image, code_dir=code,
                                  shim_dir=SHIM_DIR, socket_dir=sock_dir, memory_mib=req.memory_mib,
                                  cpu_millis=req.cpu_millis, init_cpu_millis=INIT_CPU_MILLIS,
-                                 concurrency=req.concurrency, env=env)
+                                 concurrency=req.concurrency, env=env, owner=req.owner)
             await asyncio.to_thread(self.runtime.run, spec)
             await self._wait_socket(inst)
             if req.cpu_millis < INIT_CPU_MILLIS:

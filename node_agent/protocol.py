@@ -40,6 +40,7 @@ class InstanceStart(BaseModel):
     timeout_s: float
     concurrency: int = 1
     env: dict[str, str] = Field(default_factory=dict)
+    owner: str = ""  # the control plane that started it (HA: each manages its own instances)
 
 
 class InstanceReport(BaseModel):
@@ -54,6 +55,7 @@ class InstanceReport(BaseModel):
     concurrency: int = 1
     in_flight: int = 0
     start_ms: float = 0.0
+    owner: str = ""
 
 
 class Heartbeat(BaseModel):

@@ -17,6 +17,7 @@ LABEL_NODE = LABEL_PREFIX + "node"
 LABEL_FUNCTION = LABEL_PREFIX + "function"
 LABEL_VERSION = LABEL_PREFIX + "version"
 LABEL_INSTANCE = LABEL_PREFIX + "instance"
+LABEL_OWNER = LABEL_PREFIX + "owner"
 
 
 class ContainerRuntimeError(Exception):
@@ -42,6 +43,7 @@ class ContainerSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     pids_limit: int = 256
     tmp_mib: int = 64
+    owner: str = ""  # the control plane that asked for it
 
     @property
     def name(self) -> str:
@@ -53,7 +55,7 @@ class ContainerSpec:
         return {LABEL_NODE: self.node_id, LABEL_FUNCTION: self.function,
                 LABEL_VERSION: str(self.version), LABEL_INSTANCE: self.instance_id,
                 LABEL_PREFIX + "memory": str(self.memory_mib), LABEL_PREFIX + "cpu": str(self.cpu_millis),
-                LABEL_PREFIX + "concurrency": str(self.concurrency)}
+                LABEL_PREFIX + "concurrency": str(self.concurrency), LABEL_OWNER: self.owner}
 
 
 @dataclass(frozen=True, slots=True)

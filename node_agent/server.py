@@ -13,7 +13,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from node_agent import protocol as p
-from node_agent.agent import InstanceStartError, NodeAgent
+from node_agent.agent import InstanceStartError, NodeAgent, NodeFull
 from node_agent.settings import AgentSettings
 
 log = logging.getLogger("cumulus.agent")
@@ -50,6 +50,8 @@ def build_app(agent: NodeAgent) -> web.Application:
             return _error(422, "InvalidRequest", str(exc))
         try:
             inst = await agent.start(request.match_info["instance_id"], req)
+        except NodeFull as exc:
+            return _error(409, "NodeFull", str(exc))
         except InstanceStartError as exc:
             return _error(502, "InstanceStartError", str(exc))
         return web.json_response(inst.report().model_dump())
@@ -76,28 +78,48 @@ def build_app(agent: NodeAgent) -> web.Application:
 
 
 async def heartbeat_loop(agent: NodeAgent, settings: AgentSettings, started_at: float) -> None:
-    """Report capacity and instances to the control plane, forever; failures are logged, not fatal."""
-    assert agent._http is not None
-    url = settings.control_plane_url.rstrip("/") + "/v1/internal/heartbeat"
-    failures = 0
+    """Report capacity and instances to the control planes, forever; failures are logged, not fatal.
+
+    The agent starts with the one control plane it was configured with; every answer lists the
+    cluster's live control planes (HA: several share a database), and the agent reports to each,
+    so every one of them sees the whole fleet and a new leader needs no catching up.
+    """
+    http = agent._http
+    assert http is not None
+    configured = settings.control_plane_url.rstrip("/")
+    peers: set[str] = set()
+    failures: dict[str, int] = {}
+
+    async def send(base: str, body: str) -> list[str] | None:
+        try:
+            async with http.post(base + "/v1/internal/heartbeat", data=body,
+                                 headers={"Content-Type": "application/json"},
+                                 timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                if resp.status != 200:
+                    raise aiohttp.ClientError(f"HTTP {resp.status}")
+                answer = await resp.json()
+            if failures.pop(base, 0):
+                log.info("event=heartbeat_restored control_plane=%s", base)
+            listed = answer.get("control_planes") if isinstance(answer, dict) else None
+            return [str(u).rstrip("/") for u in listed] if isinstance(listed, list) else None
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            n = failures[base] = failures.get(base, 0) + 1
+            if n in (1, 10) or n % 100 == 0:
+                log.warning("event=heartbeat_failed control_plane=%s failures=%d error=%s", base, n, exc)
+            return None
+
     while True:
         beat = p.Heartbeat(node_id=agent.node_id, url=settings.url(), provider=settings.provider,
                            node_type=settings.node_type, cpu_millis=settings.cpu_millis,
                            memory_mib=settings.memory_mib, started_at=started_at,
                            instances=[i.report() for i in agent.instances.values()])
-        try:
-            async with agent._http.post(url, data=beat.model_dump_json(),
-                                        headers={"Content-Type": "application/json"},
-                                        timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                if resp.status != 200:
-                    raise aiohttp.ClientError(f"HTTP {resp.status}")
-                if failures:
-                    log.info("event=heartbeat_restored after_failures=%d", failures)
-                failures = 0
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            failures += 1
-            if failures in (1, 10) or failures % 100 == 0:
-                log.warning("event=heartbeat_failed failures=%d error=%s", failures, exc)
+        body = beat.model_dump_json()
+        targets = sorted({configured} | peers)
+        answers = await asyncio.gather(*(send(base, body) for base in targets))
+        lists = [a for a in answers if a is not None]
+        if lists:  # the live control planes as the answering ones see them
+            peers = {u for listed in lists for u in listed}
+        agent.control_planes = sorted({configured} | peers)
         await asyncio.sleep(settings.heartbeat_interval_s)
 
 

@@ -118,9 +118,10 @@ class RunningPlatform:
 
 def start_platform(data_dir: Path, *, extra_env: dict[str, str] | None = None,
                    args: tuple[str, ...] = (), wait_for_node: bool = True,
-                   port: int | None = None) -> RunningPlatform:
+                   port: int | None = None, token: str | None = None) -> RunningPlatform:
     """Start `cumulus up` (on a free port unless given) with fast loops, and wait until it is up
-    (and, unless told otherwise, until a node is ready)."""
+    (and, unless told otherwise, until a node is ready). `token`: the admin token, when another
+    control plane on the same database made it (HA)."""
     port = port or free_port()
     env = {**os.environ, "DOCKER_HOST": DOCKER_HOST, "CUMULUS_RECONCILE_INTERVAL_S": "0.2",
            "CUMULUS_QUEUE_TIMEOUT_S": "10",
@@ -140,7 +141,7 @@ def start_platform(data_dir: Path, *, extra_env: dict[str, str] | None = None,
         return "Press Ctrl-C" in text or (not wait_for_node and "Cumulus is up" in text)
 
     wait_for(ready, 120, what="cumulus up")
-    token = (data_dir / "admin.token").read_text().strip()
+    token = token or (data_dir / "admin.token").read_text().strip()
     return RunningPlatform(url, token, data_dir, proc, env)
 
 
