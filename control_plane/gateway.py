@@ -42,11 +42,9 @@ class Gateway:
     """Function pools, instance lifecycle through node agents, and the invocation path."""
 
     def __init__(self, store: Store, fleet: Fleet, clock: Clock, *, node_token: str,
-                 queue_timeout_s: float, provision_wait_s: float = 600.0, owner: str = "",
-                 url: str = "") -> None:
+                 queue_timeout_s: float, provision_wait_s: float = 600.0, owner: str = "") -> None:
         self.store = store
         self.owner = owner  # this control plane's id, on every instance it starts
-        self.url = url.rstrip("/")  # where node agents fetch code from this control plane
         self.fleet = fleet
         self.clock = clock
         self.node_token = node_token
@@ -220,7 +218,7 @@ class Gateway:
         config = pool.config
         req = p.InstanceStart(function=config.name, version=inst.version, handler=config.handler,
                               code_digest=pool.version.code_digest,
-                              code_url=f"{self.url}/v1/internal/artifacts/{pool.version.code_digest}",
+                              code_url=f"/v1/internal/artifacts/{pool.version.code_digest}",
                               memory_mib=config.memory_mb, cpu_millis=inst.resources.cpu_millis,
                               timeout_s=config.timeout_s, concurrency=config.concurrency, env=config.env,
                               owner=self.owner)

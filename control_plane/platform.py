@@ -67,7 +67,7 @@ class Platform:
                            lost_after_s=settings.node_lost_after_s)
         self.gateway = Gateway(self.store, self.fleet, self.clock, node_token=self.node_token,
                                queue_timeout_s=settings.queue_timeout_s,
-                               provision_wait_s=settings.provision_wait_s, owner=self.id, url=settings.url)
+                               provision_wait_s=settings.provision_wait_s, owner=self.id)
         self.fleet.on_ready = self.gateway.capacity_changed
         self.events = EventLog()
         file = file or FileConfig()

@@ -216,11 +216,14 @@ class Store:
     a late heartbeat (HA: another control plane may still hear from it)."""
 
     def upsert_node(self, node: NodeRecord) -> None:
-        """Insert or update a node's record (never reviving a removed node)."""
+        """Insert or update a node's record (never reviving a removed node, nor undoing a drain
+        another control plane's heartbeat did not know of)."""
         with self.session() as s:
             old = s.get(NodeRecord, node.id)
             if old is not None and old.state == self.REMOVED:
                 return
+            if old is not None and old.state == "draining" and node.state == "ready":
+                node.state = old.state
             s.merge(node)
 
     def list_nodes(self, *, removed: bool = False) -> Sequence[NodeRecord]:

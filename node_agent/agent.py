@@ -161,8 +161,10 @@ class NodeAgent:
         target = self.data_dir / "code" / digest
         if target.exists():
             return target
-        if url.startswith("/"):  # a path: on the control plane, as this node reaches it
-            url = self.control_plane_url + url
+        # A path is on a control plane, as this node reaches it: the configured one first, then
+        # the others it learned of (HA: every control plane serves every artifact).
+        urls = [base + url for base in dict.fromkeys([self.control_plane_url, *self.control_planes])] \
+            if url.startswith("/") else [url]
         lock = self._code_locks.setdefault(digest, asyncio.Lock())
         async with lock:
             if target.exists():
@@ -171,17 +173,29 @@ class NodeAgent:
             tmpdir = Path(tempfile.mkdtemp(prefix=f"{digest}.", dir=self.data_dir / "code"))
             try:
                 archive = tmpdir / "code.zip"
-                async with self._http.get(url) as resp:
-                    if resp.status != 200:
-                        raise InstanceStartError(f"fetching code {digest}: HTTP {resp.status}")
-                    with archive.open("wb") as fh:
-                        async for chunk in resp.content.iter_chunked(1 << 16):
-                            fh.write(chunk)
+                await self._download(urls, archive, digest)
                 await asyncio.to_thread(_extract, archive, tmpdir / "code")
                 (tmpdir / "code").rename(target)
             finally:
                 shutil.rmtree(tmpdir, ignore_errors=True)
         return target
+
+    async def _download(self, urls: list[str], archive: Path, digest: str) -> None:
+        assert self._http is not None
+        problems = []
+        for url in urls:
+            try:
+                async with self._http.get(url) as resp:
+                    if resp.status != 200:
+                        problems.append(f"{url}: HTTP {resp.status}")
+                        continue
+                    with archive.open("wb") as fh:
+                        async for chunk in resp.content.iter_chunked(1 << 16):
+                            fh.write(chunk)
+                    return
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                problems.append(f"{url}: {exc}")
+        raise InstanceStartError(f"fetching code {digest}: {'; '.join(problems)}")
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self, instance_id: str, req: p.InstanceStart) -> Instance:

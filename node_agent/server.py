@@ -7,6 +7,7 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -77,6 +78,19 @@ def build_app(agent: NodeAgent) -> web.Application:
     return app
 
 
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def reachable(peer: str, configured: str) -> str:
+    """A control plane's advertised URL as this node reaches it: a loopback address means "the
+    machine of the control plane I was configured with" when that one is not on loopback (e.g.
+    QEMU's 10.0.2.2 for the host), so control planes side by side on one host work from VMs."""
+    peer_url, conf_url = urlsplit(peer.rstrip("/")), urlsplit(configured)
+    if peer_url.hostname in _LOOPBACK and conf_url.hostname and conf_url.hostname not in _LOOPBACK:
+        return peer_url._replace(netloc=f"{conf_url.hostname}:{peer_url.port or 80}").geturl()
+    return peer_url.geturl()
+
+
 async def heartbeat_loop(agent: NodeAgent, settings: AgentSettings, started_at: float) -> None:
     """Report capacity and instances to the control planes, forever; failures are logged, not fatal.
 
@@ -101,7 +115,7 @@ async def heartbeat_loop(agent: NodeAgent, settings: AgentSettings, started_at: 
             if failures.pop(base, 0):
                 log.info("event=heartbeat_restored control_plane=%s", base)
             listed = answer.get("control_planes") if isinstance(answer, dict) else None
-            return [str(u).rstrip("/") for u in listed] if isinstance(listed, list) else None
+            return [reachable(str(u), configured) for u in listed] if isinstance(listed, list) else None
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             n = failures[base] = failures.get(base, 0) + 1
             if n in (1, 10) or n % 100 == 0:

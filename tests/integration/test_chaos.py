@@ -1,7 +1,8 @@
-"""Chaos: SIGKILL the control plane under invocation load — at a random moment, mid-deploy, and while
-a node is being provisioned — restart it each time, then check nothing acknowledged was lost, the
-provider's nodes equal the store's (no leak, no duplicate), and every call ended (result or error,
-none hung past its timeout). (A SIGKILLed node agent is in test_node_loss.py.)"""
+"""Chaos: SIGKILL the control plane under invocation load — at a random moment, mid-deploy, while a
+node is being provisioned, and while a node that vanished (its agent SIGKILLed) is being replaced —
+restart it each time, then check nothing acknowledged was lost, the provider's nodes equal the
+store's (no leak, no duplicate), and every call ended (result or error, none hung past its timeout).
+(A SIGKILLed agent whose machine stays is in test_agent_recovery.py; a killed VM in tests/vm.)"""
 
 from __future__ import annotations
 
@@ -137,6 +138,25 @@ def test_control_plane_sigkills_lose_nothing_and_leak_nothing(chaos_dir: Path) -
         # Let it converge: the six instances of "wide" need two nodes.
         wait_for(lambda: plat.get("/v1/functions/wide")["instances"] == 6, 90, interval=0.5,
                  what="the wide function's instances after recovery")
+
+        # 4. A node vanishes under load (its agent SIGKILLed: for the local provider, the machine),
+        # and the control plane is killed while the fleet replaces it.
+        victim = max(plat.get("/v1/nodes"), key=lambda n: n["instances"])
+        meta = json.loads((chaos_dir / "nodes" / victim["id"] / "node.json").read_text())
+        os.kill(meta["pid"], signal.SIGKILL)
+        gone_seen = len(plat.get("/v1/events?limit=1000"))
+
+        def noticed() -> bool:
+            return any(e["node_id"] == victim["id"] and e["kind"] in ("node_gone", "node_lost")
+                       for e in plat.get("/v1/events?limit=1000")[gone_seen:])
+
+        wait_for(noticed, 30, interval=0.1, what=f"the vanished node {victim['id']} noticed")
+        _kill(plat)
+        kills += 1
+        plat = load.plat = _restart(chaos_dir, plat)
+        wait_for(lambda: plat.get("/v1/functions/wide")["instances"] == 6, 90, interval=0.5,
+                 what="the wide function's instances after the node vanished")
+        assert victim["id"] not in {n["id"] for n in plat.get("/v1/nodes")}
         time.sleep(2)  # calls after recovery
         load.stop.set()
         loader.join(CLIENT_TIMEOUT_S + 10)

@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from helpers import RunningPlatform, docker_client, start_platform, wait_for
 
 from node_agent.runtime import LABEL_OWNER
@@ -24,6 +27,7 @@ from provisioners.local import LocalProvider, _alive
 pytestmark = [pytest.mark.docker, pytest.mark.pg]
 
 TTL_S = 3.0
+CLIENT_TIMEOUT_S = 60.0  # a call that outlives this has hung
 ECHO = {"main.py": "def handler(event, context):\n"
                    "    return {'event': event, 'version': context.function_version}\n"}
 
@@ -64,11 +68,39 @@ def _owned_containers(owner: str) -> list[object]:
     return list(docker_client().api.containers(filters={"label": f"{LABEL_OWNER}={owner}"}))
 
 
+class Load:
+    """Steady invocations of "echo", round robin over the control planes, recording outcomes."""
+
+    def __init__(self, plats: list[RunningPlatform]) -> None:
+        self.plats = plats  # replaced in place when one restarts
+        self.stop = threading.Event()
+        self.results: list[tuple[str, str, float]] = []  # (url, outcome, seconds)
+
+    def run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            plat = self.plats[i % len(self.plats)]
+            i += 1
+            t = time.monotonic()
+            try:
+                resp = requests.post(f"{plat.url}/v1/functions/echo/invoke", data=b"{}", headers=plat.headers,
+                                     timeout=CLIENT_TIMEOUT_S)
+                outcome = "ok" if resp.status_code == 200 else f"http {resp.status_code}"
+            except requests.Timeout:
+                outcome = "hung"
+            except requests.RequestException:
+                outcome = "connection error"  # that control plane is down
+                time.sleep(0.05)
+            self.results.append((plat.url, outcome, time.monotonic() - t))
+
+
 def test_leader_sigkill_the_other_control_plane_takes_over(cluster: dict[str, str], tmp_path: Path) -> None:
     a = start_platform(tmp_path / "a", extra_env=cluster, args=ARGS)
     b = start_platform(tmp_path / "b", extra_env=cluster, args=ARGS, token=a.token)
     plats = [a, b]
     takeovers: list[float] = []
+    load = Load(plats)
+    loader = threading.Thread(target=load.run)
     try:
         a_id, b_id = str(_member(a)["id"]), str(_member(b)["id"])
         assert _leader_id(a) == _leader_id(b) == a_id
@@ -83,6 +115,7 @@ def test_leader_sigkill_the_other_control_plane_takes_over(cluster: dict[str, st
         # Agents report to both: each sees the node, and the instances of the other.
         wait_for(lambda: all(len(p.get("/v1/nodes")) == 1 for p in plats), 10, what="the node on both")
         assert _owned_containers(a_id) and _owned_containers(b_id)
+        loader.start()
 
         for round_ in range(2):
             leader, follower = (a, b) if round_ == 0 else (b, a)
@@ -98,8 +131,9 @@ def test_leader_sigkill_the_other_control_plane_takes_over(cluster: dict[str, st
             follower.deploy_ok(name, ECHO, memory_mb=256, min_instances=5, max_instances=5)
             wait_for(lambda: follower.get(f"/v1/functions/{name}")["instances"] == 5, 90,  # noqa: B023
                      interval=0.5, what=f"{name}'s five instances, on a node the new leader adds")
-            resp = follower.invoke("echo", {"round": round_})
-            assert resp.status_code == 200, resp.text
+            seen = len(load.results)
+            wait_for(lambda: any(u == follower.url and o == "ok" for u, o, _ in load.results[seen:]),  # noqa: B023
+                     30, what="calls under load answered by the new leader")
             # The dead leader's instances are removed once it is seen dead (3 TTLs).
             wait_for(lambda: not _owned_containers(leader_id), 3 * TTL_S + 15, interval=0.5,  # noqa: B023
                      what=f"the instances of the dead {leader_id} removed")
@@ -127,10 +161,19 @@ def test_leader_sigkill_the_other_control_plane_takes_over(cluster: dict[str, st
             return listed == known == {n["id"] for n in b.get("/v1/nodes")}
 
         wait_for(converged, 30, interval=0.5, what=lambda: f"provider nodes == store nodes ({last})")
+        load.stop.set()
+        loader.join(CLIENT_TIMEOUT_S + 10)
+        outcomes = Counter(o for _, o, _ in load.results)
         print(f"ha: takeovers={len(takeovers)} takeover_s={[round(t, 2) for t in takeovers]} "
-              f"ttl_s={TTL_S} nodes={len(last['listed'])}")  # type: ignore[arg-type]
+              f"ttl_s={TTL_S} nodes={len(last['listed'])} calls={dict(outcomes)}")  # type: ignore[arg-type]
         assert all(t < 2 * TTL_S for t in takeovers), takeovers
+        # Every call ended (none hung); only calls to a dead control plane failed, by connection.
+        assert "hung" not in outcomes and set(outcomes) <= {"ok", "connection error"}, outcomes
+        assert [o for _, o, _ in load.results[-4:]] == ["ok"] * 4
     finally:
+        load.stop.set()
+        if loader.is_alive():
+            loader.join(CLIENT_TIMEOUT_S + 10)
         for plat in plats:
             if plat.proc.poll() is None:
                 plat.stop()

@@ -1,11 +1,14 @@
 """The fleet on real VMs: `cumulus up --provider qemu --min-nodes 0 --max-nodes 2`. The first call of a
 function with no node boots a VM, whose agent is installed over SSH and joins; the call returns the
-right result (its cold start includes the boot). Sustained demand adds the second VM. When load
-stops, instances scale to zero, both VMs are drained and removed, and their QEMU processes are gone."""
+right result (its cold start includes the boot). The VM then vanishes (QEMU SIGKILLed): it is dropped
+and cleaned up, and the next call boots a new one. Sustained demand adds a second VM. When load
+stops, instances scale to zero, both VMs are drained and removed, and no QEMU process is left."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -48,19 +51,30 @@ def test_vms_boot_for_demand_and_go_away_when_idle(vm_image: object, tmp_path: P
         assert len(nodes) == 1 and nodes[0]["provider"] == "qemu" and nodes[0]["state"] == "ready"
         seen |= set(_qemu_pids(plat.data_dir / "nodes"))
 
-        # Four concurrent long calls: more than one VM holds, so a second VM boots for them (the
+        def kinds() -> list[str]:
+            return [e["kind"] for e in plat.get("/v1/events?limit=1000")]
+
+        # The VM vanishes (its QEMU process SIGKILLed) while its instance is still warm: the node
+        # is dropped and its folder cleaned up; the next call boots a new VM and is answered.
+        [(pid, _)] = _qemu_pids(plat.data_dir / "nodes")
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: plat.get("/v1/nodes") == [], 120, interval=1, what="the vanished VM dropped")
+        assert {"node_gone", "node_lost"} & set(kinds()), kinds()
+        wait_for(lambda: not _qemu_pids(plat.data_dir / "nodes"), 60, interval=1,
+                 what="the vanished VM's folder removed")
+        again = plat.invoke("onvm", {}, timeout=900)
+        assert again.status_code == 200, again.text
+        seen |= set(_qemu_pids(plat.data_dir / "nodes"))
+
+        # Four concurrent long calls: more than one VM holds, so another VM boots for them (the
         # calls may be served by the first VM's freed slots before it is up: that is fine).
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda _: plat.invoke("onvm", {"sleep": 20}, timeout=900), range(4)))
         assert all(r.status_code == 200 for r in results), [r.text for r in results]
-
-        def kinds() -> list[str]:
-            return [e["kind"] for e in plat.get("/v1/events?limit=1000")]
-
-        assert kinds().count("node_add") == 2
-        wait_for(lambda: kinds().count("node_ready") == 2, 300, interval=2, what="the second VM to join")
+        assert kinds().count("node_add") == 3
+        wait_for(lambda: kinds().count("node_ready") == 3, 300, interval=2, what="the third VM to join")
         seen |= set(_qemu_pids(plat.data_dir / "nodes"))
-        assert len(seen) == 2
+        assert len(seen) == 3
 
         # Load stops: scale to zero, then the fleet too.
         wait_for(lambda: plat.get("/v1/nodes") == [], 300, interval=2, what="both VMs drained and removed")

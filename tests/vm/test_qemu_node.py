@@ -89,6 +89,45 @@ def test_a_function_container_runs_in_the_guest(node: ProviderNode, code_server:
     assert requests.delete(f"{url}/v1/instances/vm-i1", headers=headers, timeout=120).status_code == 204
 
 
+def test_a_sigkilled_agent_is_restarted_by_systemd_and_adopts_its_instance(
+        node: ProviderNode, vm_image: VmImage, code_server: CodeServer) -> None:
+    url = node.extra["agent_url"]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    start = {"function": "hello", "version": 1, "handler": "main.handler", "code_digest": code_server.digest,
+             "code_url": code_server.guest_url, "memory_mib": 128, "cpu_millis": 500, "timeout_s": 30}
+    resp = requests.put(f"{url}/v1/instances/vm-i2", json=start, headers=headers, timeout=240)
+    assert resp.status_code == 200, resp.text
+    settings = boot.ssh_settings(vm_image, Path(node.extra["dir"]) / "known_hosts", ready_timeout_s=30)
+    client = ssh.connect("127.0.0.1", settings, port=int(node.extra["ssh_port"]))
+    try:
+        main_pid = "systemctl show -p MainPID --value cumulus-agent"
+        before = ssh.run(client, main_pid, timeout_s=60).output.strip()
+        killed = ssh.run(client, "systemctl kill -s SIGKILL cumulus-agent", timeout_s=60)
+        assert killed.exit_status == 0, killed.output
+        deadline = time.monotonic() + 180
+        after = before
+        while time.monotonic() < deadline and after in (before, "0", ""):
+            time.sleep(1)
+            after = ssh.run(client, main_pid, timeout_s=60).output.strip()
+    finally:
+        client.close()
+    assert after not in (before, "0", ""), "systemd did not restart the agent"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            listed = requests.get(f"{url}/v1/instances", headers=headers, timeout=10)
+            if listed.status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    assert [i["instance_id"] for i in listed.json()] == ["vm-i2"]  # adopted from its labels
+    out = requests.post(f"{url}/v1/instances/vm-i2/invoke", data=json.dumps({"name": "again"}),
+                        headers=headers, timeout=60)
+    assert out.status_code == 200 and out.json()["message"] == "Hello, again!", out.text
+    assert requests.delete(f"{url}/v1/instances/vm-i2", headers=headers, timeout=120).status_code == 204
+
+
 def test_create_again_with_the_same_request_id_boots_nothing(provider: QemuProvider,
                                                               node: ProviderNode) -> None:
     again = provider.create(NODE_TYPE, 1, request_id="req-vm-1")
