@@ -73,12 +73,20 @@ def test_ssh_into_the_guest_with_the_pinned_host_key(node: ProviderNode, vm_imag
     assert out.output.split()[-1] == "active"
 
 
-def test_a_function_container_runs_in_the_guest(node: ProviderNode, code_server: CodeServer) -> None:
-    url = node.extra["agent_url"]
-    headers = {"Authorization": f"Bearer {TOKEN}"}
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _start_hello(node: ProviderNode, code_server: CodeServer, instance_id: str) -> requests.Response:
     start = {"function": "hello", "version": 1, "handler": "main.handler", "code_digest": code_server.digest,
              "code_url": code_server.guest_url, "memory_mib": 128, "cpu_millis": 500, "timeout_s": 30}
-    resp = requests.put(f"{url}/v1/instances/vm-i1", json=start, headers=headers, timeout=240)
+    return requests.put(f"{node.extra['agent_url']}/v1/instances/{instance_id}", json=start, headers=HEADERS,
+                        timeout=240)
+
+
+def test_a_function_container_runs_in_the_guest(node: ProviderNode, code_server: CodeServer) -> None:
+    url = node.extra["agent_url"]
+    headers = HEADERS
+    resp = _start_hello(node, code_server, "vm-i1")
     assert resp.status_code == 200, resp.text
     assert resp.json()["state"] == "ready"
     out = requests.post(f"{url}/v1/instances/vm-i1/invoke", data=json.dumps({"name": "qemu"}),
@@ -92,10 +100,8 @@ def test_a_function_container_runs_in_the_guest(node: ProviderNode, code_server:
 def test_a_sigkilled_agent_is_restarted_by_systemd_and_adopts_its_instance(
         node: ProviderNode, vm_image: VmImage, code_server: CodeServer) -> None:
     url = node.extra["agent_url"]
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    start = {"function": "hello", "version": 1, "handler": "main.handler", "code_digest": code_server.digest,
-             "code_url": code_server.guest_url, "memory_mib": 128, "cpu_millis": 500, "timeout_s": 30}
-    resp = requests.put(f"{url}/v1/instances/vm-i2", json=start, headers=headers, timeout=240)
+    headers = HEADERS
+    resp = _start_hello(node, code_server, "vm-i2")
     assert resp.status_code == 200, resp.text
     settings = boot.ssh_settings(vm_image, Path(node.extra["dir"]) / "known_hosts", ready_timeout_s=30)
     client = ssh.connect("127.0.0.1", settings, port=int(node.extra["ssh_port"]))
