@@ -216,6 +216,18 @@ def events(limit: Annotated[int, typer.Option(help="how many events")] = 50) -> 
         out.print(f"[dim]{when}[/] [bold]{e['kind']}[/]{node}: {e['reason']}", highlight=False)
 
 
+@app.command("control-planes")
+def control_planes() -> None:
+    """Show the cluster's live control planes (HA) and which one leads the fleet loop."""
+    rows = call(client().get, "/v1/control-planes")
+    table = Table("id", "url", "role", "generation", "last seen")
+    for m in rows:
+        role = "leader" if m["leader"] else "follower"
+        table.add_row(m["id"] + (" (this one)" if m["self"] else ""), m["url"], role,
+                      "" if m["generation"] is None else str(m["generation"]), f"{m['last_seen_s']:.1f}s ago")
+    out.print(table)
+
+
 register_simulate(app)
 
 

@@ -106,6 +106,10 @@ def test_leader_sigkill_the_other_control_plane_takes_over(cluster: dict[str, st
         assert _leader_id(a) == _leader_id(b) == a_id
         wait_for(lambda: {m["id"] for m in a.get("/v1/control-planes")} == {a_id, b_id}, 10,
                  what="both control planes in the member list")
+        shown = b.cli("control-planes")
+        assert shown.returncode == 0, shown.stderr
+        row = {m: next(line for line in shown.stdout.splitlines() if m in line) for m in (a_id, b_id)}
+        assert "leader" in row[a_id] and "follower" in row[b_id] and "this one" in row[b_id], shown.stdout
 
         # One database: a deploy through A is served by B (B fetches the code from the database).
         a.deploy_ok("echo", ECHO)
