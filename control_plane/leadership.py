@@ -100,11 +100,15 @@ class Leadership:
             return
         fence = (LEASE, self.id, generation)
         if self.fence != fence:
+            log.info("event=leader_elected member=%s generation=%d", self.id, generation)
             self.fence = fence
             self.elected_at = now
-            log.info("event=leader_elected member=%s generation=%d", self.id, generation)
             if self.on_elected is not None:
-                await self.on_elected()
+                try:
+                    await self.on_elected()
+                except BaseException:  # not leading until it succeeds: the next tick tries again
+                    self.fence = self.elected_at = None
+                    raise
 
     def deposed(self, why: str) -> None:
         """Stop acting as leader at once (the lease was lost, or a fenced write was refused)."""

@@ -139,3 +139,20 @@ def test_a_removed_node_is_never_revived(store: Store) -> None:
     store.set_node_state("n1", "draining")
     assert store.list_nodes() == []
     assert [(n.id, n.state) for n in store.list_nodes(removed=True)] == [("n1", "removed")]
+
+
+def test_a_failed_takeover_is_tried_again_on_the_next_tick(store: Store) -> None:
+    wall = Wall(time.time())
+    calls = {"n": 0}
+
+    async def flaky() -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("database hiccup while replaying intents")
+
+    a = Leadership(store, "a", "http://a", ttl_s=3.0, on_elected=flaky, wall=wall)
+    with pytest.raises(OSError):
+        asyncio.run(a.tick())
+    assert not a.is_leader
+    asyncio.run(a.tick())  # a renewal of the lease it holds: the replay runs again, and succeeds
+    assert a.is_leader and calls["n"] == 2
