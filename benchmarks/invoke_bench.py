@@ -26,14 +26,11 @@ from pathlib import Path
 
 import requests
 
+from provisioners.net import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 NOOP = "def handler(event, context):\n    return {'ok': True}\n"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def code_zip() -> bytes:

@@ -23,7 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
-from restart_bench import REPO, free_port
+from restart_bench import REPO
+
+from provisioners.net import free_port
 
 
 def start(data_dir: Path, db: str, ttl: float, port: int) -> subprocess.Popen[bytes]:

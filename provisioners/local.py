@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioners.base import NodeType, ProviderError, ProviderNode
+from provisioners.net import free_port
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +34,6 @@ class AgentBootstrap:
     image: str = ""
     heartbeat_interval_s: float = 2.0
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _find_agent(config_path: Path) -> int:
@@ -128,7 +123,7 @@ class LocalProvider:
             node_id = f"local-{uuid.uuid4().hex[:8]}"
             node_dir = self.root / node_id
             node_dir.mkdir(parents=True)
-            port = _free_port()
+            port = free_port()
             config = {"node_id": node_id, "control_plane_url": self.bootstrap.control_plane_url,
                       "token": self.bootstrap.token, "listen_host": "127.0.0.1", "listen_port": port,
                       "data_dir": str(node_dir / "data"), "cpu_millis": node_type.cpu_millis,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ import pytest
 import requests
 from contract.motoserver import MotoServer
 from helpers import RunningPlatform, docker_client, start_platform
+
+from provisioners.net import free_port
 
 
 @pytest.fixture(scope="session")
@@ -39,11 +40,6 @@ def platform(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> I
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
@@ -52,7 +48,7 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
         os.environ.setdefault(key, value)
     os.environ.pop("AWS_PROFILE", None)
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("moto") / "moto.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
@@ -123,7 +119,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     as_pg = ["runuser", "-u", "postgres", "--"]
     subprocess.run([*as_pg, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
                     "--no-sync"], check=True, capture_output=True, timeout=120)
-    port = _free_port()
+    port = free_port()
     subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(sock / "pg.log"), "-w",
                     "-t", "60", "-o", f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off",
                     "start"], check=True, capture_output=True, timeout=120)

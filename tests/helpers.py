@@ -6,7 +6,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,16 +19,11 @@ import docker
 import requests
 
 from node_agent.runtime import LABEL_FUNCTION
+from provisioners.net import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER_HOST = os.environ.get("DOCKER_HOST", "unix:///run/cumulus-docker.sock")
 
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_zip(files: dict[str, str | bytes]) -> bytes:

@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioners.base import ProviderError
+from provisioners.net import free_port
 from provisioners.qemu.image import VmImage
 
 log = logging.getLogger("cumulus.qemu")
@@ -75,12 +75,6 @@ def kernel_cmdline(accel: str) -> str:
     khz = host_tsc_khz() if accel == "tcg" else 0
     return KERNEL_CMDLINE + (f" tsc_early_khz={khz}" if khz else "")
 
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def require_qemu() -> None:
