@@ -28,7 +28,6 @@ class Node:
     capacity: Resources
     state: NodeState
     last_heartbeat: float
-    started_at: float = 0.0
     instances: list[InstanceReport] = field(default_factory=list)
     since: float = 0.0  # when it entered its state (clock time)
     request_id: str = ""  # the provision request it joined under, when it joined with a token
@@ -75,7 +74,6 @@ class Fleet:
         node.url = beat.url
         node.capacity = Resources(beat.cpu_millis, beat.memory_mib)
         node.last_heartbeat = now
-        node.started_at = beat.started_at
         node.instances = beat.instances
         if node.state in (NodeState.NOT_READY, NodeState.LOST, NodeState.PROVISIONING):
             node.state = NodeState.READY
