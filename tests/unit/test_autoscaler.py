@@ -4,6 +4,7 @@ off and are reported, never loop hot; a node that never joins is terminated at t
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from control_plane.clock import ManualClock
 from control_plane.events import EventLog
 from control_plane.fleet import Fleet
 from control_plane.gateway import Gateway
+from control_plane.leadership import Leadership
 from control_plane.store import Store
+from placement import PlacementRequest, Resources
 from placement.fleet import FleetPolicy
 from provisioners.base import NodeType, ProviderError, QuotaError
 
@@ -170,5 +173,50 @@ def test_low_utilization_drains_a_node_then_removes_it(tmp_path: Path) -> None:
         assert any(e.kind == "node_remove" and e.node_id == node_id for e in events.recent)
         assert node_id not in scaler.fleet.nodes
         assert [list(c.ids) for c in provider.terminate_calls] == [[node_id]]
+
+    asyncio.run(scenario())
+
+
+def _leader(scaler: FleetAutoscaler, wall: list[float]) -> Leadership:
+    leadership = Leadership(scaler.store, "leader", "http://leader", ttl_s=3.0,
+                            on_deposed=scaler.reset, wall=lambda: wall[0])
+    scaler.leadership = leadership
+    return leadership
+
+
+def test_the_leader_provisions_for_demand_another_control_plane_cannot_place(tmp_path: Path) -> None:
+    scaler, provider, _, events = _loop(tmp_path)
+    wall = [time.time()]
+    leadership = _leader(scaler, wall)
+    follower = Leadership(scaler.store, "follower", "http://follower", ttl_s=3.0, wall=lambda: wall[0],
+                          pending=lambda: [PlacementRequest("big", Resources(500, 1024), count=2)])
+
+    async def scenario() -> None:
+        await leadership.tick()
+        await follower.tick()
+        await leadership.tick()  # now it sees the follower's demand
+        await scaler.tick()
+        await _settle(scaler)
+        # the minimum of one node holds one of the two 1 GiB instances; a second node, the other
+        assert len(provider.create_calls) == 2, [e.reason for e in events.recent]
+        assert any("instance of big pending" in e.reason for e in events.recent if e.kind == "node_add")
+
+    asyncio.run(scenario())
+
+
+def test_a_deposed_leader_makes_no_provider_call(tmp_path: Path) -> None:
+    scaler, provider, _, _ = _loop(tmp_path)
+    wall = [time.time()]
+    leadership = _leader(scaler, wall)
+
+    async def scenario() -> None:
+        await leadership.tick()
+        assert leadership.is_leader
+        # Another control plane took the lease while this one stalled (it has not noticed yet).
+        wall[0] += 10
+        assert scaler.store.acquire_lease("fleet", "other", ttl_s=3.0, now=time.time() + 10) == 2
+        await scaler.tick()  # decides to add the minimum node; the fenced intent write is refused
+        await _settle(scaler)
+        assert provider.create_calls == [] and not leadership.is_leader and not scaler.provisions
 
     asyncio.run(scenario())
