@@ -28,7 +28,7 @@ from control_plane.errors import (
     Throttled,
 )
 from control_plane.fleet import Fleet
-from control_plane.models import FunctionConfig, FunctionVersion
+from control_plane.models import FunctionConfig, FunctionVersion, InstanceIntent
 from control_plane.pools import FunctionPool, Instance, InstanceState, InvokeResult
 from control_plane.store import LogRow, Store
 from node_agent import protocol as p
@@ -59,6 +59,9 @@ class Gateway:
         # Nodes that refused a start as full (another control plane placed there first): counted
         # as full until their next heartbeat tells what they really hold.
         self._full_since: dict[str, float] = {}
+        # Instances whose stop the agent has not confirmed (its stop intent is open): never adopted
+        # again, stopped again when their node reports them.
+        self.unstopped: dict[str, Instance] = {}
 
     async def open(self) -> None:
         """Open the kept-alive connection pool to node agents."""
@@ -149,10 +152,14 @@ class Gateway:
                 if pool.unplaced and (pool.waiting or len(pool.live()) < pool.config.min_instances)]
 
     def forget_node(self, node_id: str) -> None:
-        """The node is gone: forget its instances (their calls fail or retry elsewhere)."""
+        """The node is gone: forget its instances (their calls fail or retry elsewhere) and the
+        stops it can no longer confirm."""
         for pool in self.pools.values():
             for inst in [i for i in pool.all_instances() if i.node_id == node_id]:
                 self.forget_instance(pool, inst)
+        for inst in [i for i in self.unstopped.values() if i.node_id == node_id]:
+            del self.unstopped[inst.id]
+            self.spawn(self._intent_done(inst.id, "stop"))
 
     def drain_node(self, node_id: str) -> None:
         """No new calls to the node's instances; the reconciler stops them once idle."""
@@ -225,6 +232,7 @@ class Gateway:
         error: CumulusError | None = None
         full = False
         try:
+            await self._intent(inst, "start")
             async with self._session.put(f"{inst.node_url}/v1/instances/{inst.id}",
                                          data=req.model_dump_json(),
                                          headers={"Content-Type": "application/json"},
@@ -236,6 +244,11 @@ class Gateway:
                     error = InstanceStartFailed(f"starting {config.name}: {detail}")
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             error = InstanceStartFailed(f"starting {config.name} on node {inst.node_id}: {exc!r}")
+            self.spawn(self.remove_container(inst))  # the agent may have started it: roll back
+        except Exception as exc:  # the intent could not be written: nothing was asked of the agent
+            error = InstanceStartFailed(f"starting {config.name}: cannot record it: {exc!r}")
+        else:
+            self.spawn(self._intent_done(inst.id, "start"))
         async with pool.cond:
             if full:  # not the function's fault: place it again, elsewhere or once there is room
                 pool.instances.pop(inst.id, None)
@@ -277,13 +290,33 @@ class Gateway:
         await self.remove_container(inst)
 
     async def remove_container(self, inst: Instance) -> None:
+        """Ask the node to remove the instance, its stop written down first; a stop the agent did
+        not confirm stays open (retried when the node reports the instance, or after a restart)."""
         assert self._session is not None
+        self.unstopped[inst.id] = inst
         try:
+            await self._intent(inst, "stop")
             async with self._session.delete(f"{inst.node_url}/v1/instances/{inst.id}",
                                             timeout=aiohttp.ClientTimeout(total=30)) as resp:
                 await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+                if resp.status >= 500:
+                    raise aiohttp.ClientError(f"HTTP {resp.status}")
+        except Exception as exc:  # node unreachable, or the database refused the intent
             log.warning("event=instance_stop_failed instance=%s error=%r", inst.id, exc)
+            return
+        self.unstopped.pop(inst.id, None)
+        await self._intent_done(inst.id, "stop")
+
+    async def _intent(self, inst: Instance, kind: str) -> None:
+        await asyncio.to_thread(self.store.open_instance_intent, InstanceIntent(
+            instance_id=inst.id, owner=self.owner, kind=kind, function=inst.function, node_id=inst.node_id,
+            node_url=inst.node_url))
+
+    async def _intent_done(self, instance_id: str, kind: str) -> None:
+        try:
+            await asyncio.to_thread(self.store.close_instance_intent, instance_id, kind)
+        except Exception as exc:  # left open: replayed (idempotently) after a restart
+            log.warning("event=instance_intent_close_failed instance=%s error=%r", instance_id, exc)
 
     # -- invocation --------------------------------------------------------------------------
     async def acquire(self, pool: FunctionPool) -> tuple[Instance, bool]:

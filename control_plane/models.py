@@ -156,6 +156,20 @@ class LeaderLease(SQLModel, table=True):
     expires_at: float = 0.0
 
 
+class InstanceIntent(SQLModel, table=True):
+    """A start or stop of an instance, written before its node agent is asked and deleted once the
+    agent answered. A control plane restarted with open ones stops those instances (a start is
+    rolled back, a stop finished); both are idempotent on the agent."""
+
+    instance_id: str = Field(primary_key=True)
+    owner: str = Field(index=True)
+    kind: str  # "start" or "stop"
+    function: str
+    node_id: str
+    node_url: str
+    created_at: float = Field(default_factory=time.time)
+
+
 class ControlPlaneMember(SQLModel, table=True):
     """A running control plane (HA: several share one database). Each renews `last_seen` every
     lease tick and publishes the calls it cannot place, so the leader scales the fleet for all."""

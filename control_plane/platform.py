@@ -177,6 +177,7 @@ class Platform:
         """Load state, join the control planes (leading at once if no other does), start the loops."""
         self.fleet.load()
         await self.gateway.open()
+        await self.reconciler.recover_instances()
         await self.reconciler.load_functions()
         await self.leadership.tick()
         self._stop.clear()

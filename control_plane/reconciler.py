@@ -122,6 +122,10 @@ class Reconciler:
                             id=rep.instance_id, function=rep.function, version=rep.version, node_id=node.id,
                             node_url=node.url, concurrency=rep.concurrency, resources=Resources.ZERO))
                     continue
+                unstopped = self.gateway.unstopped.get(rep.instance_id)
+                if unstopped is not None:  # its stop was never confirmed: stop it, never adopt it
+                    self._stop_in_background(unstopped)
+                    continue
                 owner = self.gateway.pools.get(rep.function)
                 if owner is not None and rep.version == owner.version.version and rep.state == "ready":
                     owner.instances[rep.instance_id] = Instance(
@@ -137,7 +141,27 @@ class Reconciler:
                                       resources=Resources.ZERO)
                     self._stop_in_background(orphan)
 
+    async def recover_instances(self) -> None:
+        """After a restart: instance starts and stops a previous run of this control plane wrote
+        down but never saw answered are settled, by stopping those instances (a start is rolled
+        back, a stop finished; the agent's stop is idempotent). Those on nodes that are gone are
+        simply closed."""
+        intents = await asyncio.to_thread(self.store.instance_intents, self.gateway.owner)
+        for intent in intents:
+            inst = Instance(id=intent.instance_id, function=intent.function, version=0,
+                            node_id=intent.node_id, node_url=intent.node_url, concurrency=1,
+                            resources=Resources.ZERO)
+            log.info("event=instance_intent_replayed instance=%s kind=%s node=%s", inst.id, intent.kind,
+                     inst.node_id)
+            if intent.node_id in self.fleet.nodes:
+                self.gateway.unstopped[inst.id] = inst
+                self._stop_in_background(inst)
+            else:
+                await asyncio.to_thread(self.store.close_instance_intent, inst.id, intent.kind)
+
     def _stop_in_background(self, inst: Instance) -> None:
+        if inst.id in self._stopping:
+            return
         self._stopping.add(inst.id)
 
         async def run() -> None:

@@ -26,6 +26,7 @@ from control_plane.models import (
     Function,
     FunctionConfig,
     FunctionVersion,
+    InstanceIntent,
     InvocationLog,
     JoinToken,
     LeaderLease,
@@ -252,6 +253,23 @@ class Store:
                 s.add(node)
             s.execute(delete(NodeRecord).where(col(NodeRecord.state) == self.REMOVED,
                                                col(NodeRecord.last_heartbeat) < time.time() - 86400))
+
+    # -- instance intents ------------------------------------------------------------------------
+    def open_instance_intent(self, intent: InstanceIntent) -> None:
+        """Write down a start or stop before asking the agent (a stop replaces a start)."""
+        with self.session() as s:
+            s.merge(intent)
+
+    def close_instance_intent(self, instance_id: str, kind: str) -> None:
+        """The agent answered: the intent of this kind is done (a newer one of another kind stays)."""
+        with self.session() as s:
+            s.execute(delete(InstanceIntent).where(col(InstanceIntent.instance_id) == instance_id,
+                                                   col(InstanceIntent.kind) == kind))
+
+    def instance_intents(self, owner: str) -> list[InstanceIntent]:
+        """The open instance intents of control plane `owner`."""
+        with self.session() as s:
+            return list(s.exec(select(InstanceIntent).where(InstanceIntent.owner == owner)).all())
 
     # -- control plane members, shared secrets, artifacts ----------------------------------------
     def heartbeat_member(self, member_id: str, url: str, pending_json: str, now: float) -> None:

@@ -27,7 +27,7 @@ def test_empty_database_gets_the_models_schema(db_url: str) -> None:
     with store.engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(ctx, SQLModel.metadata) == []
-        assert ctx.get_current_revision() == "0005"
+        assert ctx.get_current_revision() == "0006"
     Store(db_url)  # a second start is a no-op
 
 
