@@ -113,7 +113,12 @@ async def run(settings: Settings, file: FileConfig, *, deploy_example: bool, kee
         token_path = plat.admin_token_path
         console.print(f"[bold green]Cumulus is up[/] at {settings.url}  (docs: {settings.url}/docs)")
         console.print(f"  data directory: {settings.data_dir}")
-        console.print(f"  admin token:    {token_path}")
+        if token_path.exists():
+            console.print(f"  admin token:    {token_path}")
+        else:  # another control plane on this database made it (HA)
+            console.print("  admin token:    the one the first control plane on this database wrote "
+                          "to its data directory")
+            deploy_example = False
         if deploy_example and EXAMPLE.is_dir() and settings.min_nodes > 0:
             try:
                 shown = await asyncio.to_thread(_deploy_example, settings.url, token_path)
