@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from control_plane.artifacts import build_artifact, remove_artifact
 from control_plane.auth import Principal
 from control_plane.errors import Forbidden, InvalidConfig, NotFound, PayloadTooLarge
+from control_plane.leadership import LEASE
 from control_plane.models import (
     DeployResult,
     Function,
@@ -186,7 +187,7 @@ async def heartbeat(beat: Heartbeat, plat: PlatformDep) -> dict[str, Any]:
 @router.get("/v1/control-planes", tags=["fleet"])
 async def control_planes(plat: PlatformDep, user: CurrentUser) -> list[dict[str, Any]]:
     """The cluster's live control planes and which one leads (runs the fleet loop)."""
-    lease = await run_in_threadpool(plat.store.lease, "fleet")
+    lease = await run_in_threadpool(plat.store.lease, LEASE)
     return [{"id": m.id, "url": m.url, "leader": lease is not None and lease.holder == m.id,
              "generation": lease.generation if lease is not None and lease.holder == m.id else None,
              "last_seen_s": round(max(0.0, time.time() - m.last_seen), 1), "self": m.id == plat.id}
