@@ -14,11 +14,14 @@ Provider calls run in threads and never block the event loop; a failing provider
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from control_plane.clock import Clock
 from control_plane.events import EventLog
@@ -40,6 +43,8 @@ from placement.fleet import NodeType as PlacementNodeType
 from provisioners.base import NodeProvider, NodeType, ProviderError, ProviderNode
 
 log = logging.getLogger("cumulus.autoscaler")
+
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -80,6 +85,12 @@ class FleetAutoscaler:
         self._by_request: dict[str, ProviderNode] = {}
         self.store = fleet.store
         self.leadership: Leadership | None = None  # HA: intents are fenced by its lease
+        self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="provider")
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        """Run a provider call on the provider's own threads: a slow provider (a terminate may
+        wait 20 s per machine) never starves the database calls of the rest of the control plane."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     @property
     def fence(self) -> Fence | None:
@@ -138,7 +149,7 @@ class FleetAutoscaler:
         if now < self._next_list_at:
             return None
         try:
-            listed = await asyncio.to_thread(self.provider.list_instances)
+            listed = await self._call(self.provider.list_instances)
         except ProviderError as exc:
             self._list_failures += 1
             delay = min(300.0, 2.0 ** self._list_failures)
@@ -226,7 +237,7 @@ class FleetAutoscaler:
         if not ids or not (recorded or await self._record_terminate(ids, request_id)):
             return
         try:
-            await asyncio.to_thread(self.provider.terminate, ids, request_id=request_id)
+            await self._call(functools.partial(self.provider.terminate, ids, request_id=request_id))
         except Exception as exc:  # ProviderError, or a provider bug: the intent stays open, replayed
             self.events.record("provider_error", f"terminating {ids} failed: {exc}")
             return
@@ -312,8 +323,8 @@ class FleetAutoscaler:
                 self.provisions.pop(req, None)
                 self._lease_lost(exc)
                 return
-            nodes = await asyncio.to_thread(self.provider.create, self.node_types[prov.node_type], 1,
-                                            request_id=req)
+            node_type = self.node_types[prov.node_type]
+            nodes = await self._call(functools.partial(self.provider.create, node_type, 1, request_id=req))
             prov.provider_ids.extend(n.id for n in nodes if n.id not in prov.provider_ids)
             prov.created_at = self.clock.now()
             if not await self._update_intent(req, "created", prov.provider_ids):

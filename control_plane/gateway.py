@@ -38,6 +38,9 @@ from placement.routing import choose_instance, instances_to_start
 log = logging.getLogger("cumulus.gateway")
 
 
+RECENTLY_STOPPED_S = 30.0  # well over a heartbeat's round trip
+
+
 class Gateway:
     """Function pools, instance lifecycle through node agents, and the invocation path."""
 
@@ -62,6 +65,9 @@ class Gateway:
         # Instances whose stop the agent has not confirmed (its stop intent is open): never adopted
         # again, stopped again when their node reports them.
         self.unstopped: dict[str, Instance] = {}
+        # Instances stopped a moment ago (clock time): a heartbeat sent before the stop may still
+        # list them, and must not bring them back.
+        self.recently_stopped: dict[str, float] = {}
 
     async def open(self) -> None:
         """Open the kept-alive connection pool to node agents."""
@@ -305,6 +311,10 @@ class Gateway:
             log.warning("event=instance_stop_failed instance=%s error=%r", inst.id, exc)
             return
         self.unstopped.pop(inst.id, None)
+        now = self.clock.now()
+        self.recently_stopped[inst.id] = now
+        for old in [i for i, at in self.recently_stopped.items() if now - at > RECENTLY_STOPPED_S]:
+            del self.recently_stopped[old]
         await self._intent_done(inst.id, "stop")
 
     async def _intent(self, inst: Instance, kind: str) -> None:

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from typing import Any, TypeVar
 
 from control_plane.models import ControlPlaneMember
 from control_plane.store import Fence, Store
@@ -35,6 +38,8 @@ from placement import PlacementRequest, Resources
 log = logging.getLogger("cumulus.leadership")
 
 LEASE = "fleet"
+
+T = TypeVar("T")
 
 
 class Leadership:
@@ -56,6 +61,7 @@ class Leadership:
         self.fence: Fence | None = None  # set while this control plane leads
         self.members: list[ControlPlaneMember] = []  # live ones, as of the last tick
         self.elected_at: float | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
 
     @property
     def is_leader(self) -> bool:
@@ -91,9 +97,9 @@ class Leadership:
         now = self.wall()
         pending = json.dumps([{"function": r.function, "resources": asdict(r.resources), "count": r.count}
                               for r in self.pending()])
-        await asyncio.to_thread(self.store.heartbeat_member, self.id, self.url, pending, now)
-        generation = await asyncio.to_thread(self.store.acquire_lease, LEASE, self.id, self.ttl_s, now)
-        self.members = await asyncio.to_thread(self.store.members, now - 3 * self.ttl_s)
+        await self._db(self.store.heartbeat_member, self.id, self.url, pending, now)
+        generation = await self._db(self.store.acquire_lease, LEASE, self.id, self.ttl_s, now)
+        self.members = await self._db(self.store.members, now - 3 * self.ttl_s)
         if generation is None:
             if self.fence is not None:
                 self.deposed("another control plane holds the lease")
@@ -139,5 +145,9 @@ class Leadership:
         """Clean shutdown: hand the lease over at once and leave the member list."""
         if self.fence is not None:
             self.deposed("shutting down")
-            await asyncio.to_thread(self.store.release_lease, LEASE, self.id)
-        await asyncio.to_thread(self.store.remove_member, self.id)
+            await self._db(self.store.release_lease, LEASE, self.id)
+        await self._db(self.store.remove_member, self.id)
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        """A store call on the lease's own thread: renewals never queue behind other work."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))

@@ -110,7 +110,8 @@ class Reconciler:
             if node.state is not NodeState.READY:
                 continue
             for rep in node.instances:
-                if rep.instance_id in known or rep.instance_id in self._stopping:
+                if rep.instance_id in known or rep.instance_id in self._stopping \
+                        or rep.instance_id in self.gateway.recently_stopped:
                     continue
                 if rep.owner != self.gateway.owner:
                     # Another control plane's: its business while it lives; the leader cleans up

@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import uvicorn
@@ -88,6 +89,10 @@ def _deploy_example(url: str, token_path: Path) -> str:
 
 async def run(settings: Settings, file: FileConfig, *, deploy_example: bool, keep_nodes: bool) -> None:
     """Serve until interrupted; then stop the nodes (unless `keep_nodes`)."""
+    # Database calls run in threads; the default pool (cores + 4) is too small for a control plane
+    # that also waits on nodes and providers.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32,
+                                                                       thread_name_prefix="cumulus"))
     try:
         plat = Platform(settings, file=file)
     except ProviderError as exc:
