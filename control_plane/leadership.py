@@ -60,7 +60,6 @@ class Leadership:
         self.wall = wall
         self.fence: Fence | None = None  # set while this control plane leads
         self.members: list[ControlPlaneMember] = []  # live ones, as of the last tick
-        self.elected_at: float | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
 
     @property
@@ -108,12 +107,11 @@ class Leadership:
         if self.fence != fence:
             log.info("event=leader_elected member=%s generation=%d", self.id, generation)
             self.fence = fence
-            self.elected_at = now
             if self.on_elected is not None:
                 try:
                     await self.on_elected()
                 except BaseException:  # not leading until it succeeds: the next tick tries again
-                    self.fence = self.elected_at = None
+                    self.fence = None
                     raise
 
     def deposed(self, why: str) -> None:
@@ -122,7 +120,6 @@ class Leadership:
             return
         log.warning("event=leader_deposed member=%s generation=%d why=%s", self.id, self.fence[2], why)
         self.fence = None
-        self.elected_at = None
         if self.on_deposed is not None:
             self.on_deposed()
 
