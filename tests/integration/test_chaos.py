@@ -125,7 +125,21 @@ def test_control_plane_sigkills_lose_nothing_and_leak_nothing(chaos_dir: Path) -
         # 3. While a node is being provisioned: demand more than one node holds.
         seen = len(plat.get("/v1/events?limit=1000"))
         # More 256 MiB instances than the nodes have room for now (earlier kills may have left
-        # more nodes than one), so a node must be added.
+        # more nodes than one), so a node must be added. Room is sized once the restarted control
+        # plane has adopted what the killed one started: until then a node's instances are on it
+        # but not yet counted in its allocation.
+        restarted = time.monotonic()
+        settled: list[bool] = []
+
+        def adopted() -> bool:
+            nodes = plat.get("/v1/nodes")
+            beat = all(n["last_heartbeat_s"] < time.monotonic() - restarted for n in nodes)
+            on_nodes = sum(n["instances"] for n in nodes)
+            in_pools = sum(f["instances"] + f["starting"] for f in plat.get("/v1/functions"))
+            settled.append(beat and on_nodes == in_pools)
+            return settled[-2:] == [True, True]
+
+        wait_for(adopted, 30, interval=0.5, what="the running instances adopted after the restart")
         nodes = plat.get("/v1/nodes")
         wide = sum(n["capacity"]["memory_mib"] - n["allocated"]["memory_mib"] for n in nodes) // 256 + 2
         acknowledged["wide"] = plat.deploy_ok("wide", ECHO, memory_mb=256, min_instances=wide,
