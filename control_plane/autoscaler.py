@@ -28,7 +28,7 @@ from control_plane.events import EventLog
 from control_plane.fleet import Fleet
 from control_plane.gateway import Gateway
 from control_plane.leadership import Leadership
-from control_plane.store import Fence, LeaseLost
+from control_plane.store_cluster import Fence, LeaseLost
 from placement import NodeState, NodeView, Resources
 from placement.fleet import (
     FleetNode,

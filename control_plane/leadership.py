@@ -32,7 +32,8 @@ from dataclasses import asdict
 from typing import Any, TypeVar
 
 from control_plane.models import ControlPlaneMember
-from control_plane.store import Fence, Store
+from control_plane.store import Store
+from control_plane.store_cluster import Fence
 from placement import PlacementRequest, Resources
 
 log = logging.getLogger("cumulus.leadership")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, create_engine, delete, func, select
@@ -19,9 +19,7 @@ from control_plane.errors import ConflictError, FunctionNotFound, Unauthorized
 from control_plane.events import Event
 from control_plane.models import (
     ApiToken,
-    ClusterSecret,
     CodeArtifact,
-    ControlPlaneMember,
     FleetEvent,
     Function,
     FunctionConfig,
@@ -29,21 +27,13 @@ from control_plane.models import (
     InstanceIntent,
     InvocationLog,
     JoinToken,
-    LeaderLease,
     NodeRecord,
     ProviderIntent,
 )
+from control_plane.store_cluster import ClusterStore, Fence
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
-
-Fence = tuple[str, str, int]
-"""(lease name, holder, generation): what a leader's writes are fenced by."""
-
-
-class LeaseLost(Exception):
-    """The leader lease a write was fenced by is no longer held: the writer must stop acting."""
-
 
 LogRow = tuple[str, int, str, float, float, str, bool, str]
 """One invocation record: function, version, request id, start time, duration ms, outcome, cold, logs."""
@@ -84,8 +74,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-class Store:
-    """Functions, versions, tokens, nodes and invocation logs."""
+class Store(ClusterStore):
+    """Functions, versions, tokens, nodes, intents, events and invocation logs; what several
+    control planes share comes from `ClusterStore`."""
 
     def __init__(self, url: str) -> None:
         is_sqlite = url.startswith("sqlite")
@@ -271,109 +262,11 @@ class Store:
         with self.session() as s:
             return list(s.exec(select(InstanceIntent).where(InstanceIntent.owner == owner)).all())
 
-    # -- control plane members, shared secrets, artifacts ----------------------------------------
-    def heartbeat_member(self, member_id: str, url: str, pending_json: str, now: float) -> None:
-        """Say that control plane `member_id` is alive at `url` and what demand it cannot place."""
-        with self.session() as s:
-            row = s.get(ControlPlaneMember, member_id)
-            if row is None:
-                row = ControlPlaneMember(id=member_id, url=url, started_at=now)
-            row.url, row.last_seen, row.pending_json = url, now, pending_json
-            s.add(row)
-
-    def members(self, seen_after: float) -> list[ControlPlaneMember]:
-        """Control planes seen alive after `seen_after`, by id."""
-        with self.session() as s:
-            return list(s.exec(select(ControlPlaneMember)
-                               .where(ControlPlaneMember.last_seen > seen_after)
-                               .order_by(col(ControlPlaneMember.id))).all())
-
-    def remove_member(self, member_id: str) -> None:
-        """A control plane leaves (clean shutdown)."""
-        with self.session() as s:
-            row = s.get(ControlPlaneMember, member_id)
-            if row is not None:
-                s.delete(row)
-
-    def shared_secret(self, name: str, make: Callable[[], str]) -> str:
-        """The cluster's secret `name`, created with `make()` by the first control plane to ask."""
-        with self.session() as s:
-            row = s.get(ClusterSecret, name)
-            if row is not None:
-                return row.value
-        try:
-            with self.session() as s:
-                s.add(ClusterSecret(name=name, value=make()))
-        except IntegrityError:
-            pass  # another control plane created it first: theirs is the one
-        with self.session() as s:
-            return s.exec(select(ClusterSecret.value).where(ClusterSecret.name == name)).one()
-
-    def put_artifact(self, digest: str, data: bytes) -> None:
-        """Keep a code artifact (idempotent: a digest names its content)."""
-        try:
-            with self.session() as s:
-                if s.get(CodeArtifact, digest) is None:
-                    s.add(CodeArtifact(digest=digest, size=len(data), data=data))
-        except IntegrityError:
-            pass  # the same content, stored by a concurrent deploy
-
-    def artifact(self, digest: str) -> bytes | None:
-        """A code artifact's bytes, None if unknown."""
-        with self.session() as s:
-            return s.exec(select(CodeArtifact.data).where(CodeArtifact.digest == digest)).first()
-
-    def delete_artifact(self, digest: str) -> None:
-        """Drop a code artifact no version uses any more."""
-        with self.session() as s:
-            s.execute(delete(CodeArtifact).where(col(CodeArtifact.digest) == digest))
-
     def functions_marker(self) -> tuple[int, float]:
         """(number of functions, last change): changes when any function is deployed or removed."""
         with self.session() as s:
             count, last = s.exec(select(func.count(), func.max(Function.updated_at))).one()
             return int(count), float(last or 0.0)
-
-    # -- leader lease --------------------------------------------------------------------------
-    def acquire_lease(self, name: str, holder: str, ttl_s: float, now: float) -> int | None:
-        """Take or renew the lease `name` for `holder` until `now + ttl_s`: the lease generation
-        if `holder` has it now, None if someone else holds an unexpired lease. One conditional
-        UPDATE, so two contenders can never both win (SQLite and PostgreSQL alike)."""
-        try:
-            with self.session() as s:
-                if s.get(LeaderLease, name) is None:
-                    s.add(LeaderLease(name=name))
-        except IntegrityError:
-            pass  # another contender created the row first
-        with self.session() as s:
-            s.execute(text(
-                "UPDATE leaderlease SET generation = CASE WHEN holder = :me THEN generation "
-                "ELSE generation + 1 END, holder = :me, expires_at = :until "
-                "WHERE name = :name AND (holder = :me OR expires_at < :now)"),
-                {"me": holder, "until": now + ttl_s, "name": name, "now": now})
-            row = s.exec(select(LeaderLease).where(LeaderLease.name == name)).one()
-            return row.generation if row.holder == holder and row.expires_at >= now else None
-
-    def lease(self, name: str) -> LeaderLease | None:
-        """The lease `name` if it is held now."""
-        with self.session() as s:
-            row = s.get(LeaderLease, name)
-            return row if row is not None and row.expires_at >= time.time() else None
-
-    def release_lease(self, name: str, holder: str) -> None:
-        """Give the lease up at once (a clean shutdown), if `holder` has it."""
-        with self.session() as s:
-            s.execute(text("UPDATE leaderlease SET expires_at = 0 WHERE name = :name AND holder = :me"),
-                      {"name": name, "me": holder})
-
-    @staticmethod
-    def check_fence(session: Session, fence: Fence, now: float) -> None:
-        """Inside a unit of work: fail with LeaseLost unless the fence's lease is still held."""
-        name, holder, generation = fence
-        row = session.exec(select(LeaderLease).where(LeaderLease.name == name)
-                           .with_for_update()).first()
-        if row is None or row.holder != holder or row.generation != generation or row.expires_at < now:
-            raise LeaseLost(f"lease {name!r} generation {generation} of {holder!r} is no longer held")
 
     # -- provider intents ----------------------------------------------------------------------
     def open_intent(self, request_id: str, kind: str, provider: str, *, node_type: str = "",

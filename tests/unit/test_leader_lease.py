@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from control_plane.leadership import Leadership
-from control_plane.store import LeaseLost, Store
+from control_plane.store import Store
+from control_plane.store_cluster import LeaseLost
 from placement import PlacementRequest, Resources
 
 
