@@ -151,7 +151,7 @@ async def logs(name: str, plat: PlatformDep, user: CurrentUser,
 @router.get("/v1/nodes", tags=["fleet"])
 async def nodes(plat: PlatformDep, user: CurrentUser) -> list[dict[str, Any]]:
     """Nodes with capacity, allocation and instances."""
-    allocated = plat.gateway.allocated()
+    allocated = plat.gateway.occupancy.allocated()
     out = []
     for node in plat.fleet.nodes.values():
         used = allocated.get(node.id)

@@ -247,9 +247,9 @@ class FleetAutoscaler:
     def state(self) -> FleetState:
         """What `scale_fleet` looks at, built from the fleet, the gateway and open provisions."""
         now = self.clock.now()
-        groups = self.gateway.instances_by_node()
-        in_flight = self.gateway.in_flight_by_node()
-        allocated = self.gateway.allocated()
+        groups = self.gateway.occupancy.instances_by_node()
+        in_flight = self.gateway.occupancy.in_flight_by_node()
+        allocated = self.gateway.occupancy.allocated()
         nodes = []
         cap_total = alloc_total = Resources.ZERO
         for node in self.fleet.nodes.values():

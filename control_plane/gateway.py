@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -29,16 +29,15 @@ from control_plane.errors import (
 )
 from control_plane.fleet import Fleet
 from control_plane.models import FunctionConfig, FunctionVersion, InstanceIntent
+from control_plane.occupancy import Occupancy
 from control_plane.pools import FunctionPool, Instance, InstanceState, InvokeResult
+from control_plane.stops import StopTracker
 from control_plane.store import LogRow, Store
 from node_agent import protocol as p
 from placement import PlacementRequest, Resources, place
 from placement.routing import choose_instance, instances_to_start
 
 log = logging.getLogger("cumulus.gateway")
-
-
-RECENTLY_STOPPED_S = 30.0  # well over a heartbeat's round trip
 
 
 class Gateway:
@@ -59,15 +58,8 @@ class Gateway:
         self._auth = {"Authorization": f"Bearer {node_token}"}
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        # Nodes that refused a start as full (another control plane placed there first): counted
-        # as full until their next heartbeat tells what they really hold.
-        self._full_since: dict[str, float] = {}
-        # Instances whose stop the agent has not confirmed (its stop intent is open): never adopted
-        # again, stopped again when their node reports them.
-        self.unstopped: dict[str, Instance] = {}
-        # Instances stopped a moment ago (clock time): a heartbeat sent before the stop may still
-        # list them, and must not bring them back.
-        self.recently_stopped: dict[str, float] = {}
+        self.occupancy = Occupancy(self.pools, fleet, owner)  # what the nodes hold, whoever runs it
+        self.stops = StopTracker(clock)  # a stopped instance is never adopted again
 
     async def open(self) -> None:
         """Open the kept-alive connection pool to node agents."""
@@ -119,38 +111,6 @@ class Gateway:
         async with pool.cond:
             pool.cond.notify_all()
 
-    def foreign_instances(self) -> Iterator[tuple[str, p.InstanceReport]]:
-        """(node id, report) of instances other control planes run (HA), as their nodes report."""
-        for node in self.fleet.nodes.values():
-            for rep in node.instances:
-                if rep.owner != self.owner and rep.state != "stopping":
-                    yield node.id, rep
-
-    def instances_by_node(self) -> dict[str, list[tuple[str, Resources, int]]]:
-        """Per node: (function, resources of one instance, count) of its instances, whoever runs them."""
-        out: dict[str, dict[tuple[str, Resources], int]] = {}
-
-        def count(node_id: str, function: str, res: Resources) -> None:
-            groups = out.setdefault(node_id, {})
-            groups[(function, res)] = groups.get((function, res), 0) + 1
-
-        for pool in self.pools.values():
-            for inst in pool.all_instances():
-                count(inst.node_id, inst.function, inst.resources)
-        for node_id, rep in self.foreign_instances():
-            count(node_id, rep.function, Resources(rep.cpu_millis, rep.memory_mib))
-        return {node: [(f, r, c) for (f, r), c in groups.items()] for node, groups in out.items()}
-
-    def in_flight_by_node(self) -> dict[str, int]:
-        """Calls in flight per node (other control planes' as of their nodes' last report)."""
-        out: dict[str, int] = {}
-        for pool in self.pools.values():
-            for inst in pool.all_instances():
-                out[inst.node_id] = out.get(inst.node_id, 0) + inst.in_flight
-        for node_id, rep in self.foreign_instances():
-            out[node_id] = out.get(node_id, 0) + rep.in_flight
-        return out
-
     def pending(self) -> list[PlacementRequest]:
         """Instances that calls are waiting for and no node has room for."""
         return [PlacementRequest(function=name, resources=self._resources(pool.config), count=pool.unplaced)
@@ -163,9 +123,8 @@ class Gateway:
         for pool in self.pools.values():
             for inst in [i for i in pool.all_instances() if i.node_id == node_id]:
                 self.forget_instance(pool, inst)
-        for inst in [i for i in self.unstopped.values() if i.node_id == node_id]:
-            del self.unstopped[inst.id]
-            self.spawn(self._intent_done(inst.id, "stop"))
+        for instance_id in self.stops.forget_node(node_id):
+            self.spawn(self._intent_done(instance_id, "stop"))
 
     def drain_node(self, node_id: str) -> None:
         """No new calls to the node's instances; the reconciler stops them once idle."""
@@ -185,23 +144,6 @@ class Gateway:
         async with pool.cond:
             pool.cond.notify_all()
 
-    def allocated(self) -> dict[str, Resources]:
-        """Resources held per node by live instances: ours, and other control planes' as their
-        nodes last reported them."""
-        out: dict[str, Resources] = {}
-        for pool in self.pools.values():
-            for inst in pool.all_instances():
-                out[inst.node_id] = out.get(inst.node_id, Resources.ZERO) + inst.resources
-        for node_id, rep in self.foreign_instances():
-            out[node_id] = out.get(node_id, Resources.ZERO) + Resources(rep.cpu_millis, rep.memory_mib)
-        for node_id, since in list(self._full_since.items()):
-            node = self.fleet.nodes.get(node_id)
-            if node is None or node.last_heartbeat > since:
-                del self._full_since[node_id]
-            else:
-                out[node_id] = node.capacity
-        return out
-
     # -- instance lifecycle ------------------------------------------------------------------
     def _resources(self, config: FunctionConfig) -> Resources:
         return Resources(cpu_millis=config.effective_cpu_millis(), memory_mib=config.memory_mb)
@@ -210,7 +152,7 @@ class Gateway:
         """Reserve a node for one more instance and start it in the background."""
         config = pool.config
         res = self._resources(config)
-        decision = place(self.fleet.views(self.allocated()),
+        decision = place(self.fleet.views(self.occupancy.allocated()),
                          [PlacementRequest(function=config.name, resources=res)])
         if not decision.assignments:
             reason = decision.unplaced[0].reason if decision.unplaced else "no nodes"
@@ -250,7 +192,7 @@ class Gateway:
                     error = InstanceStartFailed(f"starting {config.name}: {detail}")
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             error = InstanceStartFailed(f"starting {config.name} on node {inst.node_id}: {exc!r}")
-            self.spawn(self.remove_container(inst))  # the agent may have started it: roll back
+            self.stop_in_background(inst)  # the agent may have started it: roll back
         except Exception as exc:  # the intent could not be written: nothing was asked of the agent
             error = InstanceStartFailed(f"starting {config.name}: cannot record it: {exc!r}")
         else:
@@ -259,7 +201,7 @@ class Gateway:
             if full:  # not the function's fault: place it again, elsewhere or once there is room
                 pool.instances.pop(inst.id, None)
                 pool.draining.pop(inst.id, None)
-                self._full_since[inst.node_id] = self.clock.now()
+                self.occupancy.mark_full(inst.node_id, self.clock.now())
                 log.info("event=node_full node=%s instance=%s", inst.node_id, inst.id)
                 pool.cond.notify_all()
             elif error is not None:
@@ -278,7 +220,7 @@ class Gateway:
                 inst.last_used = self.clock.now()
                 pool.cond.notify(inst.concurrency)
             else:  # stopped while starting (function deleted or redeployed)
-                self.spawn(self.remove_container(inst))
+                self.stop_in_background(inst)
 
     def retire(self, pool: FunctionPool, inst: Instance) -> None:
         """Take an instance out of service now; its container is removed in the background (a
@@ -286,7 +228,7 @@ class Gateway:
         inst.state = InstanceState.STOPPING
         pool.instances.pop(inst.id, None)
         pool.draining.pop(inst.id, None)
-        self.spawn(self.remove_container(inst))
+        self.stop_in_background(inst)
 
     async def stop_instance(self, pool: FunctionPool, inst: Instance) -> None:
         """Take an instance out of service and remove its container."""
@@ -295,11 +237,23 @@ class Gateway:
         pool.draining.pop(inst.id, None)
         await self.remove_container(inst)
 
+    def stop_in_background(self, inst: Instance) -> None:
+        """Remove the instance's container in a task; tracked as stopping from this moment, so
+        a heartbeat in between never brings it back."""
+        if self.stops.begin(inst):
+            self.spawn(self._remove(inst))
+
     async def remove_container(self, inst: Instance) -> None:
         """Ask the node to remove the instance, its stop written down first; a stop the agent did
-        not confirm stays open (retried when the node reports the instance, or after a restart)."""
+        not confirm stays open (retried when the node reports the instance, or after a restart).
+        A stop of the same instance already in flight is not asked twice."""
+        if self.stops.begin(inst):
+            await self._remove(inst)
+
+    async def _remove(self, inst: Instance) -> None:
+        """The stop begun by the caller: ends confirmed, or else (error, cancelled) unconfirmed."""
         assert self._session is not None
-        self.unstopped[inst.id] = inst
+        done = False
         try:
             await self._intent(inst, "stop")
             async with self._session.delete(f"{inst.node_url}/v1/instances/{inst.id}",
@@ -307,15 +261,16 @@ class Gateway:
                 await resp.read()
                 if resp.status >= 500:
                     raise aiohttp.ClientError(f"HTTP {resp.status}")
+            done = True
         except Exception as exc:  # node unreachable, or the database refused the intent
             log.warning("event=instance_stop_failed instance=%s error=%r", inst.id, exc)
-            return
-        self.unstopped.pop(inst.id, None)
-        now = self.clock.now()
-        self.recently_stopped[inst.id] = now
-        for old in [i for i, at in self.recently_stopped.items() if now - at > RECENTLY_STOPPED_S]:
-            del self.recently_stopped[old]
-        await self._intent_done(inst.id, "stop")
+        finally:
+            if done:
+                self.stops.confirmed(inst.id)
+            else:
+                self.stops.failed(inst.id)
+        if done:  # else its intent stays open: replayed after a restart
+            await self._intent_done(inst.id, "stop")
 
     async def _intent(self, inst: Instance, kind: str) -> None:
         await asyncio.to_thread(self.store.open_instance_intent, InstanceIntent(

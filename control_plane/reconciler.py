@@ -46,7 +46,6 @@ class Reconciler:
         self.autoscaler = autoscaler
         self.events = events
         self.log_retention = log_retention
-        self._stopping: set[str] = set()
 
     @property
     def is_leader(self) -> bool:
@@ -110,8 +109,7 @@ class Reconciler:
             if node.state is not NodeState.READY:
                 continue
             for rep in node.instances:
-                if rep.instance_id in known or rep.instance_id in self._stopping \
-                        or rep.instance_id in self.gateway.recently_stopped:
+                if rep.instance_id in known or self.gateway.stops.settling(rep.instance_id):
                     continue
                 if rep.owner != self.gateway.owner:
                     # Another control plane's: its business while it lives; the leader cleans up
@@ -119,13 +117,13 @@ class Reconciler:
                     if self.is_leader and rep.owner not in live_owners and rep.state == "ready":
                         log.info("event=dead_owner_instance_removed instance=%s owner=%s node=%s",
                                  rep.instance_id, rep.owner, node.id)
-                        self._stop_in_background(Instance(
+                        self.gateway.stop_in_background(Instance(
                             id=rep.instance_id, function=rep.function, version=rep.version, node_id=node.id,
                             node_url=node.url, concurrency=rep.concurrency, resources=Resources.ZERO))
                     continue
-                unstopped = self.gateway.unstopped.get(rep.instance_id)
+                unstopped = self.gateway.stops.unconfirmed(rep.instance_id)
                 if unstopped is not None:  # its stop was never confirmed: stop it, never adopt it
-                    self._stop_in_background(unstopped)
+                    self.gateway.stop_in_background(unstopped)
                     continue
                 owner = self.gateway.pools.get(rep.function)
                 if owner is not None and rep.version == owner.version.version and rep.state == "ready":
@@ -140,7 +138,7 @@ class Reconciler:
                     orphan = Instance(id=rep.instance_id, function=rep.function, version=rep.version,
                                       node_id=node.id, node_url=node.url, concurrency=rep.concurrency,
                                       resources=Resources.ZERO)
-                    self._stop_in_background(orphan)
+                    self.gateway.stop_in_background(orphan)
 
     async def recover_instances(self) -> None:
         """After a restart: instance starts and stops a previous run of this control plane wrote
@@ -155,23 +153,9 @@ class Reconciler:
             log.info("event=instance_intent_replayed instance=%s kind=%s node=%s", inst.id, intent.kind,
                      inst.node_id)
             if intent.node_id in self.fleet.nodes:
-                self.gateway.unstopped[inst.id] = inst
-                self._stop_in_background(inst)
+                self.gateway.stop_in_background(inst)
             else:
                 await asyncio.to_thread(self.store.close_instance_intent, inst.id, intent.kind)
-
-    def _stop_in_background(self, inst: Instance) -> None:
-        if inst.id in self._stopping:
-            return
-        self._stopping.add(inst.id)
-
-        async def run() -> None:
-            try:
-                await self.gateway.remove_container(inst)
-            finally:
-                self._stopping.discard(inst.id)
-
-        self.gateway.spawn(run())
 
     # -- act ---------------------------------------------------------------------------------
     async def act(self) -> None:
