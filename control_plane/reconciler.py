@@ -80,8 +80,7 @@ class Reconciler:
                     self.fleet.retired.add(rec.id)
                 continue
             if rec.state == Store.REMOVED:
-                self.events.record("node_removed_elsewhere", f"{rec.id} was removed by the leader",
-                                   node_id=rec.id)
+                log.info("event=node_removed_elsewhere node=%s", rec.id)  # the leader recorded why
                 self.gateway.forget_node(rec.id)
                 self.fleet.forget_local(rec.id)
             elif rec.state == NodeState.DRAINING.value and node.state is NodeState.READY:
@@ -100,8 +99,9 @@ class Reconciler:
     async def mirror(self) -> None:
         """Bring the gateway's view in line with what nodes report."""
         for node in await self.fleet.check():
-            self.events.record("node_lost", f"{node.id} missed heartbeats for "
-                               f"{self.fleet.lost_after_s:.0f}s", node_id=node.id)
+            if self.is_leader:  # one event per loss, not one per control plane
+                self.events.record("node_lost", f"{node.id} missed heartbeats for "
+                                   f"{self.fleet.lost_after_s:.0f}s", node_id=node.id)
             self.gateway.forget_node(node.id)
         known = {i.id for pool in self.gateway.pools.values() for i in pool.all_instances()}
         live_owners = self.leadership.live_ids() if self.leadership is not None else {self.gateway.owner}
