@@ -7,23 +7,19 @@ Run: `.venv/bin/python benchmarks/restart_bench.py [--db postgresql+psycopg://..
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
+from bench_platform import start_control_plane
 
 from control_plane.models import FunctionConfig, NodeRecord
 from control_plane.store import Store
 from provisioners.net import free_port
-
-REPO = Path(__file__).resolve().parent.parent
-
 
 
 def fill(url: str, functions: int, nodes: int) -> None:
@@ -41,13 +37,8 @@ def measure(data_dir: Path, db: str, runs: int, expect: int = 1000) -> list[tupl
     out = []
     for _ in range(runs):
         port = free_port()
-        cmd = [sys.executable, "-m", "control_plane.cli", "up", "--data-dir", str(data_dir),
-               "--port", str(port), "--no-example", "--min-nodes", "0", "--max-nodes", "0"]
-        cmd += ["--db", db] if db else []
         t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env={**os.environ, "DOCKER_HOST": os.environ.get(
-                                    "DOCKER_HOST", "unix:///run/cumulus-docker.sock")})
+        proc = start_control_plane(data_dir, port, db=db)
         token = ""
         healthy = listed = 0.0
         try:

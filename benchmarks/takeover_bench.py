@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import shutil
 import signal
 import statistics
@@ -19,21 +18,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import requests
-from restart_bench import REPO
+from bench_platform import start_control_plane, wait
 
 from provisioners.net import free_port
 
 
 def start(data_dir: Path, db: str, ttl: float, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CUMULUS_DB": db, "CUMULUS_LEASE_TTL_S": str(ttl),
-           "CUMULUS_NODES_DIR": str(data_dir.parent / "nodes")}
-    return subprocess.Popen([sys.executable, "-m", "control_plane.cli", "up", "--data-dir", str(data_dir),
-                             "--port", str(port), "--no-example", "--min-nodes", "0", "--max-nodes", "0"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return start_control_plane(data_dir, port, env={"CUMULUS_DB": db, "CUMULUS_LEASE_TTL_S": str(ttl),
+                                                    "CUMULUS_NODES_DIR": str(data_dir.parent / "nodes")})
 
 
 def members(port: int, token: str) -> list[dict[str, object]]:
@@ -41,18 +36,6 @@ def members(port: int, token: str) -> list[dict[str, object]]:
                         headers={"Authorization": f"Bearer {token}"})
     resp.raise_for_status()
     return list(resp.json())
-
-
-def wait(predicate: Callable[[], object], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except (requests.RequestException, OSError):
-            pass
-        time.sleep(0.02)
-    raise SystemExit(f"timed out after {timeout_s}s")
 
 
 def main() -> int:
