@@ -45,6 +45,8 @@ GUEST_PACKAGES = ("systemd-sysv", "udev", "kmod", "iproute2", "openssh-server", 
 # The agent's imports (node_agent/*.py), pinned to what this host runs: the guest runs the same code.
 AGENT_DEPENDENCIES = ("aiohttp", "docker", "pydantic", "pydantic-settings", "uvloop")
 DISK_HEADROOM_MIB = 2048  # free space in the guest for containers, code and logs
+KEEP_OLD_IMAGES = 2  # images of other recipes kept after a build (the most recently used ones)
+STALE_BUILD_S = 86400.0  # a scratch folder this old is left by a build that died
 
 
 @dataclass(frozen=True)
@@ -149,17 +151,40 @@ def _load(image_dir: Path, cache_dir: Path) -> VmImage:
 
 
 def ensure_vm_image(cache_dir: Path | None = None, recipe: VmImageRecipe | None = None) -> VmImage:
-    """The VM image for `recipe` (default: this host's), built now if it is not cached yet."""
+    """The VM image for `recipe` (default: this host's), built now if it is not cached yet; a
+    build prunes the cache down to this image and the `KEEP_OLD_IMAGES` most recently used others."""
     cache = cache_dir or default_cache_dir()
     recipe = recipe or default_recipe(cache)
     digest = recipe.digest()
     image_dir = cache / "vm" / "images" / digest
-    if (image_dir / "image.json").exists():
-        return _load(image_dir, cache)
-    with _build_lock(cache / "vm" / "build.lock"):
-        if not (image_dir / "image.json").exists():
-            _build(recipe, cache, image_dir)
+    if not (image_dir / "image.json").exists():
+        with _build_lock(cache / "vm" / "build.lock"):
+            if not (image_dir / "image.json").exists():
+                _build(recipe, cache, image_dir)
+                for dropped in prune_images(image_dir.parent, image_dir):
+                    log.info("event=vm_image_pruned path=%s", dropped)
+    (image_dir / "used").touch()  # its mtime: when this image was last chosen
     return _load(image_dir, cache)
+
+
+def prune_images(images: Path, keep: Path, *, keep_old: int = KEEP_OLD_IMAGES,
+                 now: float | None = None) -> list[Path]:
+    """Remove cached images but `keep` and the `keep_old` most recently used others, and scratch
+    folders of builds that died; returns what was removed. Call under the build lock. A VM still
+    running from a removed image goes on: QEMU holds its base disk open."""
+    now = time.time() if now is None else now
+
+    def last_used(image_dir: Path) -> float:
+        stamp = image_dir / "used" if (image_dir / "used").exists() else image_dir / "image.json"
+        return stamp.stat().st_mtime
+
+    built = [d for d in images.iterdir() if d != keep and (d / "image.json").exists()]
+    built.sort(key=last_used, reverse=True)
+    stale = [d for d in images.glob(".build-*") if now - d.stat().st_mtime > STALE_BUILD_S]
+    dropped = built[keep_old:] + stale
+    for path in dropped:
+        shutil.rmtree(path, ignore_errors=True)
+    return dropped
 
 
 def _runtime_tarball(cache: Path) -> Path:
