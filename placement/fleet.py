@@ -8,7 +8,8 @@ utilization has stayed above the high watermark for a whole window. Limits alway
 failed provisions.
 
 Shrinking, cheapest and safest first, only when utilization has stayed below the low watermark for a
-whole window, nothing is booting or unready (the view is synced), and no cooldown applies: remove
+whole window, no demand is pending (the room it waits for may be the very node that looks idle),
+nothing is booting or unready (the view is synced), and no cooldown applies: remove
 empty nodes; otherwise drain the least-used node whose instances fit on the others (the re-placement
 is simulated with `place` and returned as the moves to make). At most one drain at a time, and a node
 is removed only when it has neither instances nor in-flight work; a drained node is removed on a later
@@ -327,7 +328,12 @@ def scale_fleet(
     live = [n for n in live if n.view.id not in gone]
     adds, unmet = _grow(state, node_types, policy, now, live, notes)
     drains: list[DrainNode] = []
-    if not adds and not unmet:
+    waiting = sum(r.count for r in state.pending)
+    if waiting:
+        # The room that met it (a node that just became ready, say) is about to be used: taking
+        # it away now would strand the calls waiting for it.
+        notes.append(f"not shrinking while {waiting} instance{'s' if waiting != 1 else ''} wait for a node")
+    elif not adds and not unmet:
         drains, more = _shrink(state, node_types, policy, now, live, notes)
         removes += more
     adds, removes = _within_limits(nodes, adds, removes, policy, notes)

@@ -153,6 +153,19 @@ def test_no_shrink_while_nodes_boot_or_cooldown() -> None:
     assert d.remove == () and any("cooldown" in n for n in d.notes)
 
 
+def test_no_shrink_while_demand_waits_even_if_it_fits() -> None:
+    # A node that has just become ready for pending calls looks empty and idle for a moment: it
+    # must not be removed before the calls waiting for it are placed there.
+    fresh = fnode("a")
+    pending = (PlacementRequest("f", Resources(250, 512), 1),)
+    d = scale_fleet(FleetState((fresh,), pending=pending, utilization=util(0.0)), TYPES, POLICY, now=600)
+    assert d.remove == () and d.drain == () and d.added == 0
+    assert any("wait for a node" in n for n in d.notes)
+    # Once placed (nothing pending), the usual rules apply.
+    d = scale_fleet(FleetState((fresh,), utilization=util(0.0)), TYPES, POLICY, now=600)
+    assert [r.node_id for r in d.remove] == ["a"]
+
+
 # --- properties -------------------------------------------------------------------------------------
 
 group_st = st.builds(
@@ -228,6 +241,10 @@ def test_invariants(case: tuple[FleetState, FleetPolicy]) -> None:
     for a in d.add:
         assert a.count > 0 and a.reason
     assert len({r.node_id for r in d.remove}) == len(d.remove)
+    # Nothing is taken away while demand waits for room.
+    if any(r.count for r in state.pending):
+        assert not d.drain
+        assert all(by_id[r.node_id].view.state in (NodeState.LOST, NodeState.DRAINING) for r in d.remove)
     # Deterministic, whatever the order of the nodes.
     assert (
         scale_fleet(
