@@ -22,11 +22,9 @@ class LeaseLost(Exception):
 
 
 class ClusterStore:
-    """Membership, lease, secrets and artifacts; needs the store's `session()`."""
+    """Membership, lease, secrets and artifacts, in units of work from `Store.session`."""
 
-    def session(self) -> AbstractContextManager[Session]:
-        """A unit of work (provided by `Store`)."""
-        raise NotImplementedError
+    session: Callable[[], AbstractContextManager[Session]]  # what `Store` provides
 
     # -- control plane members, shared secrets, artifacts ----------------------------------------
     def heartbeat_member(self, member_id: str, url: str, pending_json: str, now: float) -> None:
