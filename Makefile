@@ -13,9 +13,11 @@ bootstrap:
 up: bootstrap
 	$(VENV)/bin/cumulus up $(ARGS)
 
+## ruff, mypy, and the rooms' import contracts of pyproject.toml (import-linter).
 lint: bootstrap
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 ## The whole suite: lint, types, and every test tier (pytest exit 5, "no tests ran", fails).
 test: lint

@@ -17,15 +17,17 @@ from pathlib import Path
 import requests
 from bench_platform import start_control_plane
 
-from control_plane.models import FunctionConfig, NodeRecord
-from control_plane.store import Store
+from control_plane.functions import FunctionCreate
+from control_plane.store import NodeRecord, Store
 from provisioners.net import free_port
 
 
 def fill(url: str, functions: int, nodes: int) -> None:
     store = Store(url)
     for i in range(functions):
-        store.add_version(FunctionConfig(name=f"fn-{i:04d}"), code_digest="0" * 64, code_size=1)
+        name = f"fn-{i:04d}"
+        store.add_version(name, FunctionCreate(name=name).model_dump(mode="json"), code_digest="0" * 64,
+                          code_size=1)
     for i in range(nodes):
         store.upsert_node(NodeRecord(id=f"gone-{i:03d}", provider="local", node_type="local",
                                      url="http://127.0.0.1:9", cpu_millis=2000, memory_mib=4096,

@@ -20,6 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from control_plane.fleet import AgentPackage, qemu_software
+from node_agent.image import default_cache_dir
+from placement import Resources
 from provisioners.base import NodeBootstrap, NodeType
 from provisioners.qemu.image import ensure_vm_image
 from provisioners.qemu.provider import QemuProvider
@@ -43,13 +46,16 @@ def main() -> int:
     parser.add_argument("--memory-mib", type=int, default=1024)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    t0 = time.monotonic()
-    image = ensure_vm_image()
-    print(f"image {image.digest}: ready in {time.monotonic() - t0:.1f}s (cached after the first build)")
-    node_type = NodeType(name="bench", cpu_millis=1000 * args.cpus, memory_mib=args.memory_mib - 512)
+    node_type = NodeType(name="bench", capacity=Resources(1000 * args.cpus, args.memory_mib - 512))
     rows: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="cumulus-vm-bench-") as tmp:
-        provider = QemuProvider("bench", _bootstrap, root=Path(tmp),
+        cache = default_cache_dir()
+        software = qemu_software(AgentPackage(Path(tmp) / "agent-package"), cache)
+        t0 = time.monotonic()
+        image = ensure_vm_image(cache, software)
+        print(f"image {image.digest}: ready in {time.monotonic() - t0:.1f}s (cached after the first build)")
+        provider = QemuProvider("bench", _bootstrap, root=Path(tmp) / "nodes", software=software,
+                                cache_dir=cache,
                                 shapes={"bench": VmShape(memory_mib=args.memory_mib, cpus=args.cpus)})
         for run in range(args.runs):
             t1 = time.monotonic()

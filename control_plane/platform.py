@@ -1,97 +1,97 @@
-"""The control plane's parts wired together: store, fleet, gateway, reconciler, provider."""
+"""The composition root: builds every part of one control plane, wires them, starts and stops them
+in order. The only module that sees every room; the rooms see only what it hands them."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import time
-import uuid
 from pathlib import Path
-from typing import cast
 
-from control_plane.agent_package import AgentPackage
-from control_plane.auth import Authenticator, cluster_node_token, write_secret
-from control_plane.autoscaler import FleetAutoscaler
-from control_plane.clock import Clock, SystemClock
-from control_plane.config import FileConfig
-from control_plane.events import EventLog
-from control_plane.fleet import Fleet
-from control_plane.gateway import Gateway
-from control_plane.leadership import Leadership
-from control_plane.reconciler import Reconciler
-from control_plane.settings import Settings
-from control_plane.store import Store
-from node_agent.settings import default_memory_mib
-from placement.fleet import FleetPolicy
-from provisioners.base import NodeBootstrap, NodeProvider, NodeType, ProviderError
-from provisioners.local import AgentBootstrap, LocalProvider
-from provisioners.registry import PROVIDERS, provider_class
+from control_plane.cluster import Leadership, member_id
+from control_plane.core import Clock, FileConfig, Settings, SystemClock
+from control_plane.fleet import AgentPackage, Fleet, FleetAutoscaler, Joins, build_provider, node_types
+from control_plane.functions import DeployedVersion, FunctionService
+from control_plane.gateway import Gateway, HttpAgentClient, InvokeEndpoint
+from control_plane.identity import Authenticator, cluster_node_token, write_secret
+from control_plane.reconcile import Reconciler
+from control_plane.store import InstanceIntent, Store
+from control_plane.telemetry import Telemetry
+from placement import FleetPolicy
+from provisioners.base import NodeProvider
 
 log = logging.getLogger("cumulus.platform")
 
 
-def _member_id(path: Path) -> str:
-    """This control plane's id, made on first start and kept with its data (a restart is the
-    same member, and adopts the instances it started)."""
-    if path.exists():
-        return path.read_text().strip()
-    member = f"cp-{uuid.uuid4().hex[:10]}"
-    path.write_text(member + "\n")
-    return member
+class GatewayRecords:
+    """The gateway's `GatewayStore`: function versions through the function service, instance
+    intents in the store."""
 
-# A small VM: room for a few instances; the VM gets this plus the guest's own overhead.
-QEMU_NODE_TYPE = NodeType(name="vm", cpu_millis=1000, memory_mib=768, hourly_cost=0.0, boot_s=90.0)
+    def __init__(self, store: Store, functions: FunctionService) -> None:
+        self.store = store
+        self.functions = functions
+
+    def latest_version(self, name: str) -> DeployedVersion:
+        """The latest version of `name` (FunctionNotFound if unknown)."""
+        return self.functions.latest_version(name)
+
+    def open_instance_intent(self, instance_id: str, *, owner: str, kind: str, function: str,
+                             node_id: str, node_url: str) -> None:
+        """Write an instance start or stop down."""
+        self.store.open_instance_intent(InstanceIntent(instance_id=instance_id, owner=owner, kind=kind,
+                                                       function=function, node_id=node_id, node_url=node_url))
+
+    def close_instance_intent(self, instance_id: str, kind: str) -> None:
+        """Close an instance intent."""
+        self.store.close_instance_intent(instance_id, kind)
 
 
 class Platform:
-    """One control plane: everything the API and the loops share."""
+    """One control plane: everything the API and the loops share (it satisfies `api.Services`)."""
 
     def __init__(self, settings: Settings, *, clock: Clock | None = None, file: FileConfig | None = None,
                  provider: NodeProvider | None = None, use_provider: bool = True) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
+        file = file or FileConfig()
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
-        self.artifacts_dir = data / "artifacts"
         self.store = Store(settings.db_url)
         admin = self.store.ensure_admin_token()
         if admin is not None:
             write_secret(self.admin_token_path, admin)
             log.info("event=admin_token_created path=%s", self.admin_token_path)
         self.node_token = cluster_node_token(self.store, data / "node.token")
-        self.id = settings.control_plane_id or _member_id(data / "control_plane.id")
+        self.id = settings.control_plane_id or member_id(data / "control_plane.id")
         self.auth = Authenticator(self.store, self.clock, self.node_token)
+        self.telemetry = Telemetry(self.store, log_retention=settings.log_retention)
+        self.functions = FunctionService(self.store, data / "artifacts")
         self.fleet = Fleet(self.store, self.clock, heartbeat_interval_s=settings.heartbeat_interval_s,
                            lost_after_s=settings.node_lost_after_s)
-        self.gateway = Gateway(self.store, self.fleet, self.clock, node_token=self.node_token,
+        self.gateway = Gateway(GatewayRecords(self.store, self.functions), self.fleet, self.clock,
+                               agents=HttpAgentClient(self.node_token), records=self.telemetry.invocations,
                                queue_timeout_s=settings.queue_timeout_s,
                                provision_wait_s=settings.provision_wait_s, owner=self.id)
+        self.invoke = InvokeEndpoint(self.gateway, self.auth.user)
         self.fleet.on_ready = self.gateway.capacity_changed
-        self.events = EventLog()
-        file = file or FileConfig()
-        cpu = settings.node_cpu_millis or int((os.cpu_count() or 1) * 1000 * settings.cpu_overcommit)
-        local_type = NodeType(name="local", cpu_millis=cpu,
-                              memory_mib=settings.node_memory_mib or default_memory_mib())
-        defaults = {"local": local_type, "qemu": QEMU_NODE_TYPE}
-        self.node_types = {t.name: t for t in file.node_types}
-        if settings.provider not in PROVIDERS:
-            raise ProviderError(f"unknown provider {settings.provider!r}; choose one of "
-                                f"{', '.join(sorted(PROVIDERS))}")
-        if not self.node_types:
-            if settings.provider not in defaults:
-                raise ProviderError(f"the {settings.provider} provider needs [[node_types]] in a config file")
-            default = defaults[settings.provider]
-            self.node_types = {default.name: default}
+        self.node_types = node_types(settings, file)
         # Built anew by each control plane process, so new nodes get the code this one runs.
         shutil.rmtree(data / "agent-package", ignore_errors=True)
         self.agent_package = AgentPackage(data / "agent-package")
+        self.joins = Joins(self.store, self.fleet, url=settings.url, node_token=self.node_token,
+                           runtime_image=settings.image, agent_package=self.agent_package,
+                           token_ttl_s=settings.join_token_ttl_s, provider=settings.provider)
         if provider is None and use_provider:
-            provider = self._build_provider(file)
+            provider = build_provider(settings, file, node_token=self.node_token,
+                                      bootstrap_for=self.joins.bootstrap_for,
+                                      agent_package=self.agent_package)
         self.provider = provider
+        self.leadership = Leadership(self.store, self.id, settings.url, ttl_s=settings.lease_ttl_s,
+                                     pending=self.gateway.pending, on_elected=self._elected,
+                                     on_deposed=self._deposed)
         self.autoscaler = None if provider is None else FleetAutoscaler(
-            provider, self.fleet, self.gateway, self.clock, self.events,
+            provider, self.fleet, self.gateway, self.store, self.clock, self.telemetry.events,
             node_types=self.node_types, policy=FleetPolicy(
                 min_nodes=settings.min_nodes, max_nodes=settings.max_nodes,
                 high_watermark=settings.high_watermark, low_watermark=settings.low_watermark,
@@ -99,74 +99,26 @@ class Platform:
                 scale_up_cooldown_s=settings.scale_up_cooldown_s,
                 scale_down_cooldown_s=settings.scale_down_cooldown_s),
             join_deadline_s=settings.join_deadline_s, orphan_grace_s=settings.orphan_grace_s)
-        self.leadership = Leadership(self.store, self.id, settings.url, ttl_s=settings.lease_ttl_s,
-                                     pending=self.gateway.pending, on_elected=self._elected,
-                                     on_deposed=self._deposed)
         if self.autoscaler is not None:
             self.gateway.can_grow = self.autoscaler.can_grow
             self.autoscaler.leadership = self.leadership
-        self.reconciler = Reconciler(self.gateway, self.fleet, self.store, self.clock,
-                                     autoscaler=self.autoscaler, events=self.events,
-                                     log_retention=settings.log_retention, leadership=self.leadership)
+        self.reconciler = Reconciler(self.gateway, self.fleet, self.store, self.functions, self.clock,
+                                     autoscaler=self.autoscaler, telemetry=self.telemetry,
+                                     leadership=self.leadership)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _elected(self) -> None:
         """This control plane now leads: finish the provider calls the last leader wrote down."""
-        self.events.record("leader_elected", f"{self.id} ({self.settings.url}) leads, generation "
-                           f"{self.leadership.fence[2] if self.leadership.fence else '?'}")
+        self.telemetry.events.record("leader_elected", f"{self.id} ({self.settings.url}) leads, generation "
+                                     f"{self.leadership.fence[2] if self.leadership.fence else '?'}")
         if self.autoscaler is not None:
             await self.autoscaler.recover()
 
     def _deposed(self) -> None:
-        self.events.record("leader_deposed", f"{self.id} no longer leads")
+        self.telemetry.events.record("leader_deposed", f"{self.id} no longer leads")
         if self.autoscaler is not None:
             self.autoscaler.reset()
-
-    def _build_provider(self, file: FileConfig) -> NodeProvider:
-        settings = self.settings
-        if settings.provider == "local":
-            return LocalProvider(settings.node_root, settings.cluster, AgentBootstrap(
-                control_plane_url=settings.url, token=self.node_token, docker_host=settings.docker_host,
-                image=settings.image, heartbeat_interval_s=settings.heartbeat_interval_s))
-        cls = provider_class(settings.provider)
-        kwargs = dict(file.providers.get(settings.provider, {}))
-        if settings.provider == "qemu":  # VMs live in node folders, like local agents
-            kwargs["root"] = Path(kwargs.get("root", settings.node_root))
-        try:
-            return cast(NodeProvider, cls(settings.cluster, self.bootstrap_for, **kwargs))
-        except TypeError as exc:
-            raise ProviderError(f"[provider.{settings.provider}] in the config does not fit: {exc}") from exc
-
-    def bootstrap_for(self, request_id: str) -> NodeBootstrap:
-        """The bootstrap of a provision request: a fresh single-use join token and where to get
-        the agent (providers call this from their own threads)."""
-        assert self.provider is not None
-        token = self.store.issue_join_token(request_id, self.provider.name, "",
-                                            ttl_s=self.settings.join_token_ttl_s)
-        wheel = self.agent_package.wheel()
-        return NodeBootstrap(control_plane_url=self.settings.url, join_token=token,
-                             agent_package=f"{self.settings.url}/v1/agent/package/{wheel.name}",
-                             runtime_image=self.settings.image)
-
-    def share_artifact(self, digest: str) -> None:
-        """Copy a freshly built artifact into the database, for the other control planes."""
-        self.store.put_artifact(digest, (self.artifacts_dir / f"{digest}.zip").read_bytes())
-
-    def artifact_path(self, digest: str) -> Path | None:
-        """The local file of an artifact, fetched from the database when another control plane
-        built it; None if no version has it."""
-        path = self.artifacts_dir / f"{digest}.zip"
-        if path.is_file():
-            return path
-        data = self.store.artifact(digest)
-        if data is None:
-            return None
-        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{digest}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-        return path
 
     @property
     def admin_token_path(self) -> Path:
@@ -195,7 +147,7 @@ class Platform:
             await self.leadership.leave()
         except Exception as exc:  # the database may be gone: the lease then simply expires
             log.warning("event=leave_failed error=%r", exc)
-        await self.reconciler.flush_logs()
+        await self.telemetry.flush()
         await self.gateway.close()
 
     def control_plane_urls(self) -> list[str]:

@@ -21,6 +21,7 @@ import aiohttp
 
 from node_agent import protocol as p
 from node_agent.runtime import LABEL_NODE, LABEL_OWNER, ContainerInfo, ContainerRuntime, ContainerSpec
+from node_agent.shim import cumulus_wire as wire
 from node_agent.shim_client import ShimClient, ShimConnectionError
 
 log = logging.getLogger("cumulus.agent")
@@ -125,7 +126,7 @@ class NodeAgent:
         """Rebuild state from container labels: adopt live instances, remove dead ones."""
         found = await asyncio.to_thread(self.runtime.list, {LABEL_NODE: self.node_id})
         for info in found:
-            sock = self.socket_dir(info.instance_id) / "fn.sock"
+            sock = self.socket_dir(info.instance_id) / wire.SOCKET_NAME
             if info.running and sock.exists():
                 inst = self._adopt(info, sock)
                 log.info("event=instance_adopted instance=%s function=%s", inst.instance_id, inst.function)
@@ -215,7 +216,7 @@ class NodeAgent:
         t0 = time.perf_counter()
         sock_dir = self.socket_dir(instance_id)
         inst = Instance(instance_id, req.function, req.version, req.memory_mib, req.cpu_millis,
-                        req.concurrency, sock_dir / "fn.sock", owner=req.owner)
+                        req.concurrency, sock_dir / wire.SOCKET_NAME, owner=req.owner)
         self.instances[instance_id] = inst
         try:
             code = await self.ensure_code(req.code_digest, req.code_url)
@@ -290,9 +291,9 @@ class NodeAgent:
         try:
             async with asyncio.timeout(timeout_ms / 1000):
                 answer, payload = await inst.shim.invoke(body, request_id, timeout_ms)
-            headers = {p.OUTCOME_HEADER: answer.get("x-cumulus-outcome", p.CRASHED),
-                       p.LOG_BYTES_HEADER: answer.get("x-cumulus-log-bytes", "0"),
-                       p.DURATION_HEADER: answer.get("x-cumulus-duration-us", "0"),
+            headers = {p.OUTCOME_HEADER: answer.get(p.OUTCOME_HEADER.lower(), p.CRASHED),
+                       p.LOG_BYTES_HEADER: answer.get(p.LOG_BYTES_HEADER.lower(), "0"),
+                       p.DURATION_HEADER: answer.get(p.DURATION_HEADER.lower(), "0"),
                        "Content-Type": "application/json"}
             return 200, headers, payload
         except TimeoutError:

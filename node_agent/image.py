@@ -101,6 +101,15 @@ def build_rootfs(recipe: ImageRecipe, dest: Path) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def runtime_rootfs(recipe: ImageRecipe = DEFAULT_RECIPE, cache_dir: Path | None = None) -> Path:
+    """The recipe's rootfs tarball in the cache, built first if it is not there (the file a local
+    node imports into Docker, and a qemu VM image bakes in)."""
+    cache = (cache_dir or default_cache_dir()) / "images" / f"rootfs-{recipe.digest()}.tar"
+    if not cache.exists():
+        build_rootfs(recipe, cache)
+    return cache
+
+
 def ensure_runtime_image(client: Any, recipe: ImageRecipe = DEFAULT_RECIPE,
                          cache_dir: Path | None = None) -> str:
     """Make sure the runtime image exists in this Docker engine; returns its tag.
@@ -115,9 +124,7 @@ def ensure_runtime_image(client: Any, recipe: ImageRecipe = DEFAULT_RECIPE,
         return tag
     except docker.errors.ImageNotFound:
         pass
-    cache = (cache_dir or default_cache_dir()) / "images" / f"rootfs-{recipe.digest()}.tar"
-    if not cache.exists():
-        build_rootfs(recipe, cache)
+    cache = runtime_rootfs(recipe, cache_dir)
     repo, _, version = tag.partition(":")
     client.api.import_image_from_file(str(cache), repository=repo, tag=version)
     log.info("event=image_imported tag=%s", tag)

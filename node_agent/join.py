@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
+from node_agent.protocol import JoinRequest, JoinResult
 from node_agent.settings import AgentSettings
 
 log = logging.getLogger("cumulus.agent")
@@ -42,8 +43,8 @@ async def identity(settings: AgentSettings, *, deadline_s: float = 900.0) -> tup
     if not settings.join_token:
         raise JoinError("the agent needs node_id and token, or a join_token")
     url = settings.control_plane_url.rstrip("/") + "/v1/internal/join"
-    body = {"join_token": settings.join_token, "url": settings.url(),
-            "provider_node_id": settings.provider_node_id}
+    body = JoinRequest(join_token=settings.join_token, url=settings.url(),
+                       provider_node_id=settings.provider_node_id).model_dump()
     stop = time.monotonic() + deadline_s
     delay = 0.5
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
@@ -51,14 +52,14 @@ async def identity(settings: AgentSettings, *, deadline_s: float = 900.0) -> tup
             try:
                 async with http.post(url, json=body) as resp:
                     if resp.status == 200:
-                        data = await resp.json()
-                        _save(saved, data["node_id"], data["node_token"])
-                        log.info("event=joined node=%s", data["node_id"])
-                        return str(data["node_id"]), str(data["node_token"])
+                        joined = JoinResult.model_validate_json(await resp.read())
+                        _save(saved, joined.node_id, joined.node_token)
+                        log.info("event=joined node=%s", joined.node_id)
+                        return joined.node_id, joined.node_token
                     if resp.status in (401, 403, 422):
                         raise JoinError(f"join refused (HTTP {resp.status}): {await resp.text()}")
                     problem = f"HTTP {resp.status}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 problem = repr(exc)
             if time.monotonic() + delay > stop:
                 raise JoinError(f"could not join {url} within {deadline_s:.0f}s: {problem}")

@@ -1,30 +1,67 @@
-"""Wire messages between the control plane and node agents (JSON over HTTP).
+"""Wire messages between the control plane and node agents (JSON over HTTP), and the invocation's
+headers and outcomes.
 
 The invocation itself does not use these models: it is proxied as raw bytes, with its outcome in
-headers (see `OUTCOME_HEADER`), so no hop parses or re-encodes a payload.
+headers (see `OUTCOME_HEADER`), so no hop parses or re-encodes a payload. The shim's part of that
+protocol is defined once in `node_agent.shim.cumulus_wire` (standard library only, mounted into
+every function container); the agent forwards the shim's outcome headers to the control plane
+unchanged and adds its own.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-OUTCOME_HEADER = "X-Cumulus-Outcome"
-LOG_BYTES_HEADER = "X-Cumulus-Log-Bytes"
-DURATION_HEADER = "X-Cumulus-Duration-Us"
+from node_agent.shim.cumulus_wire import (
+    DURATION_HEADER,
+    HANDLER_ERROR,
+    INIT_ERROR,
+    INVALID_EVENT,
+    LOG_BYTES_HEADER,
+    NOT_SERIALIZABLE,
+    OK,
+    OUTCOME_HEADER,
+    REQUEST_ID_HEADER,
+    SHIM_OUTCOMES,
+)
+
+__all__ = [
+    "AGENT_OUTCOMES",
+    "CRASHED",
+    "DURATION_HEADER",
+    "HANDLER_ERROR",
+    "INIT_ERROR",
+    "INSTANCE_GONE_HEADER",
+    "INSTANCE_NOT_FOUND",
+    "INVALID_EVENT",
+    "LOG_BYTES_HEADER",
+    "NOT_SERIALIZABLE",
+    "OK",
+    "OUTCOME_HEADER",
+    "OUT_OF_MEMORY",
+    "REQUEST_ID_HEADER",
+    "SHIM_OUTCOMES",
+    "TIMEOUT",
+    "TIMEOUT_HEADER",
+    "Heartbeat",
+    "HeartbeatReply",
+    "InstanceReport",
+    "InstanceStart",
+    "JoinRequest",
+    "JoinResult",
+]
+
+# Control plane -> agent, on an invocation (the request id header is the shim's too).
 TIMEOUT_HEADER = "X-Cumulus-Timeout-Ms"
-REQUEST_ID_HEADER = "X-Request-Id"
+# Agent -> control plane: the instance is gone (stopped, crashed, timed out), do not call it again.
 INSTANCE_GONE_HEADER = "X-Cumulus-Instance-Gone"
 
-# Outcomes of one invocation. The shim reports the first five; the agent adds the rest.
-OK = "ok"
-HANDLER_ERROR = "HandlerError"
-NOT_SERIALIZABLE = "ResultNotSerializable"
-INVALID_EVENT = "InvalidEvent"
-INIT_ERROR = "FunctionInitError"
+# Outcomes the agent reports itself (the shim's are in SHIM_OUTCOMES).
 TIMEOUT = "FunctionTimeout"
 OUT_OF_MEMORY = "FunctionOutOfMemory"
 CRASHED = "FunctionCrashed"
 INSTANCE_NOT_FOUND = "InstanceNotFound"
+AGENT_OUTCOMES = (TIMEOUT, OUT_OF_MEMORY, CRASHED, INSTANCE_NOT_FOUND)
 
 
 class InstanceStart(BaseModel):
@@ -69,3 +106,26 @@ class Heartbeat(BaseModel):
     memory_mib: int
     instances: list[InstanceReport] = Field(default_factory=list)
     started_at: float = 0.0
+
+
+class HeartbeatReply(BaseModel):
+    """What a control plane answers a heartbeat with: every live control plane's URL (HA: the
+    agent reports to each)."""
+
+    ok: bool = True
+    control_planes: list[str] = Field(default_factory=list)
+
+
+class JoinRequest(BaseModel):
+    """What a new node's agent sends to join, once, with its single-use join token."""
+
+    join_token: str
+    url: str = Field(description="where the control plane reaches this agent")
+    provider_node_id: str = Field(default="", description="the provider's id for this machine")
+
+
+class JoinResult(BaseModel):
+    """What a joining node gets back: its node id and the cluster's node secret."""
+
+    node_id: str
+    node_token: str

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from node_agent.shim import cumulus_wire as wire
+
 LABEL_PREFIX = "io.cumulus."
 LABEL_NODE = LABEL_PREFIX + "node"
 LABEL_FUNCTION = LABEL_PREFIX + "function"
@@ -160,11 +162,12 @@ class DockerRuntime:
         spec.socket_dir.mkdir(parents=True, exist_ok=True)
         os.chown(spec.socket_dir, 65534, 65534)
         env = dict(spec.env)
-        env.update({"CUMULUS_SOCKET": "/run/fn/fn.sock", "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"})
+        env.update({"CUMULUS_SOCKET": f"{wire.SOCKET_DIR}/{wire.SOCKET_NAME}", "HOME": "/tmp",
+                    "PYTHONDONTWRITEBYTECODE": "1"})
         binds = {
             str(spec.code_dir): {"bind": "/var/task", "mode": "ro"},
             str(spec.shim_dir): {"bind": "/opt/cumulus", "mode": "ro"},
-            str(spec.socket_dir): {"bind": "/run/fn", "mode": "rw"},
+            str(spec.socket_dir): {"bind": wire.SOCKET_DIR, "mode": "rw"},
         }
         api = self.client.api
         try:

@@ -111,11 +111,10 @@ async def heartbeat_loop(agent: NodeAgent, settings: AgentSettings, started_at: 
                                  timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 if resp.status != 200:
                     raise aiohttp.ClientError(f"HTTP {resp.status}")
-                answer = await resp.json()
+                answer = p.HeartbeatReply.model_validate_json(await resp.read())
             if failures.pop(base, 0):
                 log.info("event=heartbeat_restored control_plane=%s", base)
-            listed = answer.get("control_planes") if isinstance(answer, dict) else None
-            return [reachable(str(u), configured) for u in listed] if isinstance(listed, list) else None
+            return [reachable(u, configured) for u in answer.control_planes]
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             n = failures[base] = failures.get(base, 0) + 1
             if n in (1, 10) or n % 100 == 0:

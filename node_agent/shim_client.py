@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import asyncio
 
+from node_agent.shim import cumulus_wire as wire
+
+_REQUEST = (f"POST {wire.INVOKE_PATH} HTTP/1.1\r\nHost: fn\r\n{wire.REQUEST_ID_HEADER}: %s\r\n"
+            f"{wire.DEADLINE_HEADER}: %d\r\nContent-Length: %d\r\n\r\n").encode()
+
 
 class ShimConnectionError(ConnectionError):
     """The instance's socket refused, reset or closed mid-answer."""
@@ -31,8 +36,7 @@ class ShimClient:
             except OSError as exc:
                 raise ShimConnectionError(f"connect {self.path}: {exc}") from exc
         try:
-            writer.write(b"POST /invoke HTTP/1.1\r\nHost: fn\r\nX-Request-Id: %s\r\nX-Deadline-Ms: %d\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (request_id.encode(), timeout_ms, len(body), body))
+            writer.write(_REQUEST % (request_id.encode(), timeout_ms, len(body)) + body)
             head = await reader.readuntil(b"\r\n\r\n")
             headers: dict[str, str] = {}
             for line in head.decode("latin-1").split("\r\n")[1:]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from placement.nodes import NodeView
 from placement.placing import Assignment, PlacementRequest
@@ -11,12 +13,16 @@ from placement.resources import Resources
 
 @dataclass(frozen=True, slots=True)
 class NodeType:
-    """A kind of node that can be provisioned: its capacity, price and boot time."""
+    """A kind of node that can be provisioned: its capacity, price and boot time, the one
+    description that placement decides with and providers create from. `extra` holds what only a
+    provider reads (an instance type, a libcloud size, a VM's memory); it takes no part in
+    comparisons."""
 
     name: str
     capacity: Resources
-    hourly_cost: float
+    hourly_cost: float = 0.0
     boot_s: float = 60.0
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

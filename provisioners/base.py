@@ -6,21 +6,26 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from placement import NodeType
+
+__all__ = [
+    "TAG_CLUSTER",
+    "TAG_NODE_TYPE",
+    "TAG_REQUEST",
+    "BootstrapFor",
+    "InsufficientCapacityError",
+    "NodeBootstrap",
+    "NodeProvider",
+    "NodeType",
+    "ProviderError",
+    "ProviderNode",
+    "QuotaError",
+    "is_insufficient_capacity",
+]
+
 TAG_CLUSTER = "cumulus:cluster"
 TAG_REQUEST = "cumulus:request-id"
 TAG_NODE_TYPE = "cumulus:node-type"
-
-
-@dataclass(frozen=True, slots=True)
-class NodeType:
-    """A kind of node a provider can create."""
-
-    name: str
-    cpu_millis: int
-    memory_mib: int
-    hourly_cost: float = 0.0
-    boot_s: float = 0.0
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ text can be piped to `sudo bash -s` over SSH for clouds without user data). For 
 
 1. installs `docker.io` and `python3-venv` (and `mmdebstrap` when no runtime image is given: the
    agent then builds the image from Debian's mirror itself), and starts Docker;
-2. creates a venv at `/opt/cumulus` and `pip install`s the agent package;
+2. creates a venv at `/opt/cumulus` and `pip install`s the agent package with its `agent` extra
+   (the node agent's dependencies only, not the control plane's);
 3. writes `/etc/cumulus/agent.json` (mode 0600: it holds the join token) with the fields of
    `node_agent.settings.AgentSettings`; `advertise_url` is either given or discovered at boot from
    the cloud's metadata service (EC2-style `local-ipv4`), falling back to the first address of
@@ -52,6 +53,12 @@ TimeoutStopSec=30
 [Install]
 WantedBy=multi-user.target
 """
+
+
+def agent_requirement(package: str) -> str:
+    """What pip installs on a node: the Cumulus package at `package` (a URL or a local wheel) with
+    the `agent` extra, so the node gets the agent's dependencies and none of the control plane's."""
+    return f"cumulus[agent] @ {package}" if "://" in package else f"{package}[agent]"
 
 
 def agent_config(bootstrap: NodeBootstrap, *, provider: str, advertise_url: str = "") -> dict[str, object]:
@@ -147,7 +154,7 @@ systemctl enable --now docker
 log "event=agent_install"
 python3 -m venv {VENV}
 {VENV}/bin/pip install --quiet --upgrade pip
-{VENV}/bin/pip install --quiet {shlex.quote(bootstrap.agent_package)}
+{VENV}/bin/pip install --quiet {shlex.quote(agent_requirement(bootstrap.agent_package))}
 
 log "event=agent_config"
 install -d -m 0700 /etc/cumulus

@@ -126,8 +126,8 @@ class LocalProvider:
             port = free_port()
             config = {"node_id": node_id, "control_plane_url": self.bootstrap.control_plane_url,
                       "token": self.bootstrap.token, "listen_host": "127.0.0.1", "listen_port": port,
-                      "data_dir": str(node_dir / "data"), "cpu_millis": node_type.cpu_millis,
-                      "memory_mib": node_type.memory_mib, "image": self.bootstrap.image,
+                      "data_dir": str(node_dir / "data"), "cpu_millis": node_type.capacity.cpu_millis,
+                      "memory_mib": node_type.capacity.memory_mib, "image": self.bootstrap.image,
                       "docker_host": self.bootstrap.docker_host, "node_type": node_type.name,
                       "provider": self.name, "heartbeat_interval_s": self.bootstrap.heartbeat_interval_s}
             cfg_path = node_dir / "agent.json"

@@ -18,12 +18,35 @@ from typing import Any
 import docker
 import requests
 
+from control_plane.core import Clock
+from control_plane.fleet import AgentPackage, Fleet, qemu_software
+from control_plane.functions import FunctionService
+from control_plane.gateway import AgentClient, Gateway, HttpAgentClient
+from control_plane.platform import GatewayRecords
+from control_plane.store import Store
+from control_plane.telemetry import InvocationBuffer
+from node_agent.image import default_cache_dir
 from node_agent.runtime import LABEL_FUNCTION
 from provisioners.net import free_port
+from provisioners.qemu.software import GuestSoftware
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER_HOST = os.environ.get("DOCKER_HOST", "unix:///run/cumulus-docker.sock")
 
+
+
+def unit_gateway(store: Store, fleet: Fleet, clock: Clock, data_dir: Path, *,
+                 agents: AgentClient | None = None, queue_timeout_s: float = 1.0, owner: str = "") -> Gateway:
+    """A gateway on a real store, as the composition root wires it (agents: HTTP unless given)."""
+    return Gateway(GatewayRecords(store, FunctionService(store, data_dir / "artifacts")), fleet, clock,
+                   agents=agents or HttpAgentClient("t"), records=InvocationBuffer(),
+                   queue_timeout_s=queue_timeout_s, owner=owner)
+
+
+def guest_software(out_dir: Path) -> GuestSoftware:
+    """What the composition root hands the qemu provider (runtime image, agent wheel built into
+    `out_dir`), made as it makes it; the cache is `default_cache_dir()`."""
+    return qemu_software(AgentPackage(out_dir), default_cache_dir())
 
 
 def make_zip(files: dict[str, str | bytes]) -> bytes:

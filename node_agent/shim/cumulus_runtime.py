@@ -5,15 +5,9 @@ modules on the start path (threads and sockets, no asyncio), so a cold start cos
 plus the user's own imports. One thread per kept-alive connection from the agent; at most
 `CUMULUS_CONCURRENCY` handlers run at once.
 
-Protocol (HTTP/1.1 with keep-alive, on the socket in the bind-mounted directory):
-  POST /invoke   body = the event as JSON; headers X-Request-Id, X-Deadline-Ms (ms left)
-  GET  /healthz  200 once the handler module is imported (or failed to import: then every invoke
-                 answers FunctionInitError)
-The answer to /invoke is always 200; the outcome is in headers and the body holds the captured
-stdout/stderr followed by the result (or error) JSON:
-  X-Cumulus-Outcome: ok | HandlerError | ResultNotSerializable | InvalidEvent | FunctionInitError
-  X-Cumulus-Log-Bytes: how many leading body bytes are logs
-  X-Cumulus-Duration-Us: how long the handler ran
+The protocol (HTTP/1.1 with keep-alive, on the socket in the bind-mounted directory) is defined in
+`cumulus_wire.py`, beside this file, which the node agent imports too. A handler module that fails to
+import makes every invoke answer `INIT_ERROR`.
 """
 
 from __future__ import annotations
@@ -28,6 +22,12 @@ import sys
 import threading
 import time
 from typing import Any
+
+if __package__:  # imported as node_agent.shim.cumulus_runtime (on a host, e.g. by tests)
+    from node_agent.shim import cumulus_wire as wire
+else:  # run as a script in a function container: the protocol module sits beside it
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import cumulus_wire as wire  # type: ignore[no-redef]
 
 MAX_LOG_BYTES = 256 * 1024
 
@@ -87,36 +87,36 @@ class Runtime:
             if not callable(self.handler):
                 raise TypeError(f"{spec} is not callable")
         except BaseException as exc:  # any failure at import is the function's, reported per call
-            self.init_error = _error("FunctionInitError", exc)
+            self.init_error = _error(wire.INIT_ERROR, exc)
 
     def invoke(self, body: bytes, request_id: str, deadline: float) -> tuple[str, bytes, bytes, int]:
         """Run one invocation: (outcome, logs, payload, duration in µs)."""
         if self.init_error is not None:
-            return "FunctionInitError", b"", json.dumps(self.init_error).encode(), 0
+            return wire.INIT_ERROR, b"", json.dumps(self.init_error).encode(), 0
         try:
             event = json.loads(body) if body else None
         except ValueError as exc:
-            err = {"type": "InvalidEvent", "message": f"the event is not valid JSON: {exc}"}
-            return "InvalidEvent", b"", json.dumps(err).encode(), 0
+            err = {"type": wire.INVALID_EVENT, "message": f"the event is not valid JSON: {exc}"}
+            return wire.INVALID_EVENT, b"", json.dumps(err).encode(), 0
         buf = io.StringIO()
         self.local.buf = buf
         start = time.perf_counter_ns()
         try:
             result = self.handler(event, Context(request_id, deadline))
-            outcome = "ok"
+            outcome = wire.OK
         except BaseException as exc:  # the handler's failure is reported, never fatal to the shim
-            outcome, payload = "HandlerError", _error("HandlerError", exc)
+            outcome, payload = wire.HANDLER_ERROR, _error(wire.HANDLER_ERROR, exc)
         finally:
             duration = (time.perf_counter_ns() - start) // 1000
             self.local.buf = None
-        if outcome == "ok":
+        if outcome == wire.OK:
             try:
                 data = json.dumps(result, separators=(",", ":")).encode()
             except (TypeError, ValueError) as exc:
-                outcome = "ResultNotSerializable"
+                outcome = wire.NOT_SERIALIZABLE
                 payload = {"type": outcome,
                            "message": f"the handler's result is not JSON-serializable: {exc}"}
-        if outcome != "ok":
+        if outcome != wire.OK:
             data = json.dumps(payload).encode()
         return outcome, buf.getvalue().encode("utf-8", "replace"), data, duration
 
@@ -154,7 +154,7 @@ class Connection:
                     headers[key.strip().lower()] = value.strip()
                 length = int(headers.get("content-length", "0"))
                 body = rfile.read(length) if length else b""
-                if path == "/invoke" and method == "POST":
+                if path == wire.INVOKE_PATH and method == "POST":
                     self.conn.sendall(self._invoke(body, headers))
                 else:
                     self.conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -165,13 +165,13 @@ class Connection:
             self.conn.close()
 
     def _invoke(self, body: bytes, headers: dict[str, str]) -> bytes:
-        request_id = headers.get("x-request-id", "")
-        deadline = time.monotonic() + int(headers.get("x-deadline-ms", "900000")) / 1000
+        request_id = headers.get(wire.REQUEST_ID_HEADER.lower(), "")
+        deadline = time.monotonic() + int(headers.get(wire.DEADLINE_HEADER.lower(), "900000")) / 1000
         with self.slots:
             outcome, logs, data, duration = self.runtime.invoke(body, request_id, deadline)
         head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                f"X-Cumulus-Outcome: {outcome}\r\nX-Cumulus-Log-Bytes: {len(logs)}\r\n"
-                f"X-Cumulus-Duration-Us: {duration}\r\n"
+                f"{wire.OUTCOME_HEADER}: {outcome}\r\n{wire.LOG_BYTES_HEADER}: {len(logs)}\r\n"
+                f"{wire.DURATION_HEADER}: {duration}\r\n"
                 f"Content-Length: {len(logs) + len(data)}\r\n\r\n")
         return head.encode("latin-1") + logs + data
 
@@ -199,7 +199,7 @@ def main() -> None:
     sys.path.insert(0, "/var/task/.cumulus/deps")
     sys.path.insert(0, "/var/task")
     concurrency = max(1, int(os.environ.get("CUMULUS_CONCURRENCY", "1")))
-    serve(os.environ.get("CUMULUS_SOCKET", "/run/fn/fn.sock"), concurrency)
+    serve(os.environ.get("CUMULUS_SOCKET", f"{wire.SOCKET_DIR}/{wire.SOCKET_NAME}"), concurrency)
 
 
 if __name__ == "__main__":

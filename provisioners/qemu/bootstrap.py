@@ -1,19 +1,18 @@
 """Installing and starting the node agent in a booted VM, over SSH (paramiko, `provisioners.ssh`).
 
 The image already holds Debian, Docker, the agent's dependencies in `/opt/cumulus` and the agent's
-systemd unit; what a node still needs is the agent's own code (the code this host runs, so host and
-node never disagree) and its config. One SFTP upload and one script do both, then the host waits
-until the agent answers `GET /healthz` through the forwarded port.
+systemd unit; what a node still needs is the agent's own code (the wheel this control plane serves
+every node, built from the code it runs, so host and node never disagree) and its config. SFTP
+uploads and one script do both, then the host waits until the agent answers `GET /healthz` through
+the forwarded port.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import shlex
 import socket
-import tarfile
 import time
 import urllib.error
 import urllib.parse
@@ -23,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import node_agent
-import placement
 from provisioners import ssh
 from provisioners.base import NodeBootstrap, NodeType, ProviderError
 from provisioners.qemu import rootfs
@@ -33,9 +30,6 @@ from provisioners.qemu.image import VmImage
 log = logging.getLogger("cumulus.qemu")
 
 GUEST_HOST_ADDRESS = "10.0.2.2"  # the host, as QEMU's user-mode network shows it to the guest
-SITE_PACKAGES = f"{rootfs.AGENT_VENV}/lib/python3.11/site-packages"
-UPLOAD = "/root/cumulus-agent.tar.gz"
-PACKAGES = (node_agent, placement)  # what `python -m node_agent` imports from this repo
 
 
 @dataclass(frozen=True)
@@ -45,7 +39,7 @@ class AgentPlan:
     config: Mapping[str, Any]
     env: Mapping[str, str]
     agent_url: str  # from the host, through the forwarded port
-    agent_package: str = ""  # a local wheel to install instead of this host's source
+    agent_wheel: Path  # the Cumulus wheel to install (its dependencies are in the image)
 
 
 def guest_reachable(url: str) -> str:
@@ -59,7 +53,7 @@ def guest_reachable(url: str) -> str:
 
 
 def plan_agent(bootstrap: NodeBootstrap, *, node_id: str, node_type: NodeType, agent_host_port: int,
-               runtime_image: str) -> AgentPlan:
+               runtime_image: str, agent_wheel: Path) -> AgentPlan:
     """The agent's config for `bootstrap` on VM `node_id` (fields of `AgentSettings`).
 
     The agent listens on every guest address; the control plane reaches it at the host side of the
@@ -74,29 +68,14 @@ def plan_agent(bootstrap: NodeBootstrap, *, node_id: str, node_type: NodeType, a
         "listen_port": bootstrap.agent_port,
         "advertise_url": agent_url,
         "data_dir": "/var/lib/cumulus-agent",
-        "cpu_millis": node_type.cpu_millis,
-        "memory_mib": node_type.memory_mib,
+        "cpu_millis": node_type.capacity.cpu_millis,
+        "memory_mib": node_type.capacity.memory_mib,
         "image": bootstrap.runtime_image or runtime_image,
         "provider": "qemu",
         "node_type": node_type.name,
     }
-    package = bootstrap.agent_package
-    if "://" in package or not package.endswith(".whl"):  # only a local wheel is copied over SSH
-        package = ""
-    return AgentPlan(config=config, env=dict(bootstrap.extra_env), agent_url=agent_url, agent_package=package)
-
-
-def source_bundle() -> bytes:
-    """A tar.gz of the agent's packages as this host runs them (no bytecode)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
-        for package in PACKAGES:
-            root = Path(package.__file__ or "").parent
-            for path in sorted(root.rglob("*")):
-                if "__pycache__" in path.parts or not path.is_file():
-                    continue
-                tar.add(path, arcname=f"{root.name}/{path.relative_to(root).as_posix()}", recursive=False)
-    return buf.getvalue()
+    return AgentPlan(config=config, env=dict(bootstrap.extra_env), agent_url=agent_url,
+                     agent_wheel=agent_wheel)
 
 
 def _env_file(env: Mapping[str, str]) -> str:
@@ -110,14 +89,10 @@ def _env_file(env: Mapping[str, str]) -> str:
 
 def install_agent(client: Any, plan: AgentPlan, *, timeout_s: float) -> None:
     """Upload the agent and its config, then (re)start its service; idempotent."""
-    if plan.agent_package:
-        remote = f"/root/{Path(plan.agent_package).name}"
-        ssh.put_bytes(client, Path(plan.agent_package).read_bytes(), remote)
-        install = (f"{rootfs.AGENT_VENV}/bin/pip install --quiet --no-deps --no-index --force-reinstall "
-                   f"{shlex.quote(remote)}")
-    else:
-        ssh.put_bytes(client, source_bundle(), UPLOAD)
-        install = f"tar -xzf {UPLOAD} -C {SITE_PACKAGES} && rm -f {UPLOAD}"
+    remote = f"/root/{plan.agent_wheel.name}"
+    ssh.put_bytes(client, plan.agent_wheel.read_bytes(), remote)
+    install = (f"{rootfs.AGENT_VENV}/bin/pip install --quiet --no-deps --no-index --force-reinstall "
+               f"{shlex.quote(remote)} && rm -f {shlex.quote(remote)}")
     ssh.put_bytes(client, json.dumps(dict(plan.config), indent=2).encode(), rootfs.AGENT_CONFIG)
     ssh.put_bytes(client, _env_file(plan.env).encode(), rootfs.AGENT_ENV)
     # Not `enable`d: a guest reboot ends its QEMU (-no-reboot), so the unit never needs a boot link.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -31,19 +30,17 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from node_agent.image import DEFAULT_RECIPE, build_rootfs, debian_mirror, default_cache_dir
 from provisioners.base import ProviderError
 from provisioners.qemu import rootfs
 from provisioners.qemu.initramfs import build_initramfs
 from provisioners.qemu.keys import SshKey, ensure_ssh_key
+from provisioners.qemu.software import GuestSoftware
 
 log = logging.getLogger("cumulus.qemu")
 
 FORMAT_VERSION = 1
 GUEST_PACKAGES = ("systemd-sysv", "udev", "kmod", "iproute2", "openssh-server", "python3", "python3-venv",
                   "docker.io", "ca-certificates", "procps", "netbase")
-# The agent's imports (node_agent/*.py), pinned to what this host runs: the guest runs the same code.
-AGENT_DEPENDENCIES = ("aiohttp", "docker", "pydantic", "pydantic-settings", "uvloop")
 DISK_HEADROOM_MIB = 2048  # free space in the guest for containers, code and logs
 KEEP_OLD_IMAGES = 2  # images of other recipes kept after a build (the most recently used ones)
 STALE_BUILD_S = 86400.0  # a scratch folder this old is left by a build that died
@@ -104,17 +101,6 @@ def resolve_kernel_package() -> str:
     return f"{name}={version.group(1)}"
 
 
-def agent_requirements() -> tuple[str, ...]:
-    """The agent's dependencies pinned to the versions installed here."""
-    pins = []
-    for dist in AGENT_DEPENDENCIES:
-        try:
-            pins.append(f"{dist}=={importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            pins.append(dist)
-    return tuple(pins)
-
-
 def builder_digest() -> str:
     """Hash of the modules that decide what the rootfs and initramfs hold."""
     from provisioners.qemu import initramfs
@@ -123,10 +109,12 @@ def builder_digest() -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def default_recipe(cache_dir: Path) -> VmImageRecipe:
-    """The recipe for this host: current kernel in apt, installed agent dependencies, our SSH key."""
+def default_recipe(cache_dir: Path, software: GuestSoftware) -> VmImageRecipe:
+    """The recipe for this host: current kernel in apt, the agent's pinned dependencies and
+    runtime image from `software`, our SSH key."""
     return VmImageRecipe(suite="bookworm", packages=GUEST_PACKAGES, kernel_package=resolve_kernel_package(),
-                         agent_requirements=agent_requirements(), runtime_digest=DEFAULT_RECIPE.digest(),
+                         agent_requirements=software.agent_requirements,
+                         runtime_digest=software.runtime_recipe,
                          ssh_public_key=ensure_ssh_key(cache_dir).public_line, builder=builder_digest())
 
 
@@ -150,17 +138,18 @@ def _load(image_dir: Path, cache_dir: Path) -> VmImage:
                    runtime_image=meta["runtime_image"])
 
 
-def ensure_vm_image(cache_dir: Path | None = None, recipe: VmImageRecipe | None = None) -> VmImage:
+def ensure_vm_image(cache_dir: Path, software: GuestSoftware,
+                    recipe: VmImageRecipe | None = None) -> VmImage:
     """The VM image for `recipe` (default: this host's), built now if it is not cached yet; a
     build prunes the cache down to this image and the `KEEP_OLD_IMAGES` most recently used others."""
-    cache = cache_dir or default_cache_dir()
-    recipe = recipe or default_recipe(cache)
+    cache = cache_dir
+    recipe = recipe or default_recipe(cache, software)
     digest = recipe.digest()
     image_dir = cache / "vm" / "images" / digest
     if not (image_dir / "image.json").exists():
         with _build_lock(cache / "vm" / "build.lock"):
             if not (image_dir / "image.json").exists():
-                _build(recipe, cache, image_dir)
+                _build(recipe, software, image_dir)
                 for dropped in prune_images(image_dir.parent, image_dir):
                     log.info("event=vm_image_pruned path=%s", dropped)
     (image_dir / "used").touch()  # its mtime: when this image was last chosen
@@ -187,14 +176,6 @@ def prune_images(images: Path, keep: Path, *, keep_old: int = KEEP_OLD_IMAGES,
     return dropped
 
 
-def _runtime_tarball(cache: Path) -> Path:
-    """The function runtime image's rootfs tarball, the same file the agent imports on a local node."""
-    tarball = cache / "images" / f"rootfs-{DEFAULT_RECIPE.digest()}.tar"
-    if not tarball.exists():
-        build_rootfs(DEFAULT_RECIPE, tarball)
-    return tarball
-
-
 def _wheelhouse(recipe: VmImageRecipe, dest: Path) -> None:
     """Download wheels of the agent's dependencies for the guest's Python (Debian 12: CPython 3.11)."""
     _run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
@@ -204,7 +185,7 @@ def _wheelhouse(recipe: VmImageRecipe, dest: Path) -> None:
          "pip download of the agent's dependencies")
 
 
-def _mmdebstrap(recipe: VmImageRecipe, root: Path, wheelhouse: Path) -> None:
+def _mmdebstrap(recipe: VmImageRecipe, root: Path, wheelhouse: Path, mirror: str) -> None:
     """Debian rootfs with the agent venv installed offline from `wheelhouse` (inside mmdebstrap's
     customize hook, where /proc and /dev are mounted in the chroot)."""
     if shutil.which("mmdebstrap") is None:
@@ -219,7 +200,7 @@ def _mmdebstrap(recipe: VmImageRecipe, root: Path, wheelhouse: Path) -> None:
            "--dpkgopt=path-include=/usr/share/locale/locale.alias",
            f"--customize-hook=mkdir -p \"$1/tmp/wheelhouse\" && cp -a {wheelhouse}/. \"$1/tmp/wheelhouse/\"",
            f"--customize-hook={pip}",
-           recipe.suite, str(root), debian_mirror()]
+           recipe.suite, str(root), mirror]
     _run(cmd, "mmdebstrap of the VM rootfs")
 
 
@@ -228,11 +209,11 @@ def _dir_mib(path: Path) -> int:
     return int(out.split()[0])
 
 
-def _build(recipe: VmImageRecipe, cache: Path, image_dir: Path) -> None:
+def _build(recipe: VmImageRecipe, software: GuestSoftware, image_dir: Path) -> None:
     """Build the image into a scratch folder next to `image_dir`, then move it into place."""
     t0 = time.monotonic()
     log.info("event=vm_image_build_start digest=%s kernel=%s", recipe.digest(), recipe.kernel_package)
-    runtime_tarball = _runtime_tarball(cache)
+    runtime_tarball = software.runtime_rootfs()
     image_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".build-{recipe.digest()}-", dir=image_dir.parent))
     try:
@@ -243,18 +224,18 @@ def _build(recipe: VmImageRecipe, cache: Path, image_dir: Path) -> None:
         _run(["apt-get", "download", recipe.kernel_package], "apt-get download of the kernel", cwd=work)
         kernel_deb = next(work.glob("linux-image-*.deb"))
         root = work / "rootfs"
-        _mmdebstrap(recipe, root, work / "wheelhouse")
+        _mmdebstrap(recipe, root, work / "wheelhouse", software.debian_mirror)
         t_rootfs = time.monotonic()
         release = rootfs.install_kernel(root, kernel_deb, out)
         build_initramfs(root, release, out / "initrd.img")
         host_key = rootfs.configure_guest(root, authorized_key=recipe.ssh_public_key)
-        rootfs.bake_runtime_image(root, runtime_tarball, DEFAULT_RECIPE.tag)
+        rootfs.bake_runtime_image(root, runtime_tarball, software.runtime_image)
         size_mib = _dir_mib(root) * 5 // 4 + DISK_HEADROOM_MIB
         _run(["mkfs.ext4", "-q", "-F", "-L", "cumulus-root", "-d", str(root), str(out / "rootfs.img"),
               f"{size_mib}M"], "mkfs.ext4 of the VM disk")
         (out / "rootfs.img").chmod(0o444)  # the base of every overlay: never written
         meta = {"digest": recipe.digest(), "kernel_release": release, "host_key": host_key,
-                "runtime_image": DEFAULT_RECIPE.tag, "disk_mib": size_mib, "recipe": asdict(recipe),
+                "runtime_image": software.runtime_image, "disk_mib": size_mib, "recipe": asdict(recipe),
                 "built_at": time.time(), "build_s": round(time.monotonic() - t0, 1)}
         (out / "image.json").write_text(json.dumps(meta, indent=2))
         os.replace(out, image_dir)

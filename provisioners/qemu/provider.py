@@ -27,11 +27,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from node_agent.image import default_cache_dir
+from placement import Resources
 from provisioners import ssh
 from provisioners.base import BootstrapFor, NodeType, ProviderError, ProviderNode
 from provisioners.qemu import bootstrap as boot
 from provisioners.qemu.image import VmImage, ensure_vm_image
+from provisioners.qemu.software import GuestSoftware
 from provisioners.qemu.vm import VmShape, detect_accel, qemu_alive, require_qemu, start_vm, stop_vm
 
 log = logging.getLogger("cumulus.qemu")
@@ -46,8 +47,8 @@ def shape_for(node_type: NodeType, shapes: Mapping[str, VmShape]) -> VmShape:
     capacity plus room for the guest's own processes."""
     if node_type.name in shapes:
         return shapes[node_type.name]
-    memory = int(node_type.extra.get("vm_memory_mib", node_type.memory_mib + VM_OVERHEAD_MIB))
-    cpus = int(node_type.extra.get("vm_cpus", max(1, math.ceil(node_type.cpu_millis / 1000))))
+    memory = int(node_type.extra.get("vm_memory_mib", node_type.capacity.memory_mib + VM_OVERHEAD_MIB))
+    cpus = int(node_type.extra.get("vm_cpus", max(1, math.ceil(node_type.capacity.cpu_millis / 1000))))
     return VmShape(memory_mib=memory, cpus=min(cpus, os.cpu_count() or 1))
 
 
@@ -56,14 +57,15 @@ class QemuProvider:
 
     name = "qemu"
 
-    def __init__(self, cluster: str, bootstrap_for: BootstrapFor, *, root: Path,
-                 shapes: Mapping[str, VmShape] | None = None, cache_dir: Path | None = None,
+    def __init__(self, cluster: str, bootstrap_for: BootstrapFor, *, root: Path, software: GuestSoftware,
+                 cache_dir: Path, shapes: Mapping[str, VmShape] | None = None,
                  boot_timeout_s: float = 300.0, agent_timeout_s: float = 300.0) -> None:
         self.cluster = cluster
         self.bootstrap_for = bootstrap_for
         self.root = root
         self.shapes = dict(shapes or {})
-        self.cache_dir = cache_dir or default_cache_dir()
+        self.software = software  # the runtime image and agent package, from the composition root
+        self.cache_dir = cache_dir
         self.boot_timeout_s = boot_timeout_s
         self.agent_timeout_s = agent_timeout_s
         self._lock = threading.Lock()  # guards node.json files and the maps below
@@ -146,7 +148,7 @@ class QemuProvider:
                 shape = shape_for(node_type, self.shapes)
                 rec = {"id": node_id, "cluster": self.cluster, "request_id": request_id,
                        "node_type": node_type.name,
-                       "node_capacity": [node_type.cpu_millis, node_type.memory_mib],
+                       "node_capacity": [node_type.capacity.cpu_millis, node_type.capacity.memory_mib],
                        "memory_mib": shape.memory_mib, "cpus": shape.cpus, "phase": STARTING,
                        "created_at": time.time(), "timings": {}}
                 self._save(rec)
@@ -207,7 +209,7 @@ class QemuProvider:
 
     def _image_once(self) -> VmImage:
         if self._image is None:
-            self._image = ensure_vm_image(self.cache_dir)
+            self._image = ensure_vm_image(self.cache_dir, self.software)
         return self._image
 
     def _run_launch(self, node_id: str, node_type: NodeType | None) -> None:
@@ -257,11 +259,11 @@ class QemuProvider:
         try:
             timings["boot_to_ssh_s"] = round(time.monotonic() - t2, 2)
             rec = self._update(node_id, phase=BOOTSTRAPPING, timings=timings)
-            node_type = node_type or NodeType(name=str(rec["node_type"]), cpu_millis=rec["node_capacity"][0],
-                                              memory_mib=rec["node_capacity"][1])
+            cpu, memory = rec["node_capacity"]
+            node_type = node_type or NodeType(name=str(rec["node_type"]), capacity=Resources(cpu, memory))
             plan = boot.plan_agent(bootstrap, node_id=node_id,
                                    node_type=node_type, agent_host_port=int(rec["agent_port"]),
-                                   runtime_image=image.runtime_image)
+                                   runtime_image=image.runtime_image, agent_wheel=self.software.agent_wheel())
             t3 = time.monotonic()
             boot.install_agent(client, plan, timeout_s=self.agent_timeout_s)
             timings["bootstrap_s"] = round(time.monotonic() - t3, 2)

@@ -30,6 +30,7 @@ from typing import TypeVar
 
 import pytest
 
+from placement import Resources
 from provisioners.base import NodeProvider, NodeType, ProviderNode
 
 T = TypeVar("T")
@@ -79,7 +80,7 @@ class NodeProviderContract:
     @pytest.fixture
     def node_type(self) -> NodeType:
         """The node type the suite creates."""
-        return NodeType(name="small", cpu_millis=1000, memory_mib=512)
+        return NodeType(name="small", capacity=Resources(1000, 512))
 
     @pytest.fixture
     def created(self, provider: NodeProvider, other_provider: NodeProvider) -> Iterator[list[ProviderNode]]:

@@ -15,6 +15,7 @@ from contract.motoserver import MotoServer
 from contract.node_provider_contract import NodeProviderContract
 from helpers import DOCKER_HOST
 
+from placement import Resources
 from provisioners.aws import AwsProvider
 from provisioners.base import (
     TAG_CLUSTER,
@@ -48,7 +49,7 @@ class TestFakeProvider(NodeProviderContract):
 
     def test_records_calls_and_raises_next_create_error_once(self, cloud: FakeCloud) -> None:
         fake = FakeProvider("cluster-a", cloud=cloud)
-        small = NodeType(name="small", cpu_millis=1000, memory_mib=512)
+        small = NodeType(name="small", capacity=Resources(1000, 512))
         fake.next_create_error = InsufficientCapacityError("none left", request_id="r1")
         with pytest.raises(InsufficientCapacityError):
             fake.create(small, 1, request_id="r1")
@@ -118,7 +119,7 @@ class TestAwsProvider(NodeProviderContract):
     def test_builds_its_own_client_from_endpoint_url(self, moto_server: MotoServer, moto_ami: str,
                                                      cluster: str) -> None:
         own = aws_provider(moto_server, moto_ami, cluster + "-own")
-        nodes = own.create(NodeType("large", 2000, 8192), 1, request_id="req-own")
+        nodes = own.create(NodeType("large", Resources(2000, 8192)), 1, request_id="req-own")
         try:
             assert [n.id for n in own.list_instances()] == [nodes[0].id]
             assert nodes[0].extra["instance_type"] == "m5.large"
@@ -128,7 +129,7 @@ class TestAwsProvider(NodeProviderContract):
 
     def test_unknown_node_type_is_a_provider_error(self, provider: AwsProvider) -> None:
         with pytest.raises(ProviderError) as info:
-            provider.create(NodeType("gpu", 1000, 512), 1, request_id="req-gpu")
+            provider.create(NodeType("gpu", Resources(1000, 512)), 1, request_id="req-gpu")
         assert info.value.request_id == "req-gpu"
 
 
@@ -210,7 +211,8 @@ class TestLibcloudProvider(NodeProviderContract):
                                               moto_namespace: None) -> None:
         prov = libcloud_provider(moto_server, moto_ami, "lc-sizes")
         with pytest.raises(ProviderError) as info:
-            prov.create(NodeType("gpu", 1000, 512, extra={"size": "no-such-size"}), 1, request_id="r-gpu")
+            gpu = NodeType("gpu", Resources(1000, 512), extra={"size": "no-such-size"})
+            prov.create(gpu, 1, request_id="r-gpu")
         assert info.value.request_id == "r-gpu"
 
 
@@ -252,7 +254,7 @@ class TestLocalProvider(NodeProviderContract):
                                                                            root: Path) -> None:
         # The control plane was killed after starting the agent and before writing its pid down:
         # the record (written first) still lists the node, found by its command line.
-        node = provider.create(NodeType("local", 1000, 512), 1, request_id="req-crash")[0]
+        node = provider.create(NodeType("local", Resources(1000, 512)), 1, request_id="req-crash")[0]
         record = root / node.id / "node.json"
         rec = json.loads(record.read_text())
         rec["pid"] = 0
@@ -260,7 +262,7 @@ class TestLocalProvider(NodeProviderContract):
         fresh = local_provider(root, "local-a")  # a restarted control plane's provider
         [listed] = fresh.list_instances()
         assert (listed.id, listed.state, listed.extra["pid"]) == (node.id, "running", node.extra["pid"])
-        assert fresh.create(NodeType("local", 1000, 512), 1, request_id="req-crash") == [listed]
+        assert fresh.create(NodeType("local", Resources(1000, 512)), 1, request_id="req-crash") == [listed]
         fresh.terminate([node.id], request_id="req-crash-end")
         assert fresh.list_instances() == [] and not (root / node.id).exists()
 
@@ -273,6 +275,6 @@ class TestLocalProvider(NodeProviderContract):
             {"id": "local-dead", "cluster": "local-a", "request_id": "req-never", "node_type": "local",
              "pid": 0, "port": 1, "url": "http://127.0.0.1:1", "created_at": 0.0}))
         assert provider.list_instances() == []
-        [node] = provider.create(NodeType("local", 1000, 512), 1, request_id="req-never")
+        [node] = provider.create(NodeType("local", Resources(1000, 512)), 1, request_id="req-never")
         assert node.id != "local-dead" and node.state == "running"
         assert not (root / "local-dead").exists()

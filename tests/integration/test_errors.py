@@ -1,12 +1,12 @@
-"""Every failure class gets its own error type and status, and leaves no container behind."""
+"""Every failure of a function gets its own error type and status, and leaves no container behind
+(through `cumulus up`, a node agent and Docker). What the API refuses before anything runs (bad zips
+and settings, unknown functions, authentication) is tested in-process in `tests/api`."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import requests
-from helpers import RunningPlatform, containers_of, make_zip, wait_for
+from helpers import RunningPlatform, containers_of, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -74,10 +74,8 @@ def test_calls_beyond_max_wait_then_are_throttled(platform: RunningPlatform) -> 
     assert platform.invoke("narrow", {"s": 0}).status_code == 200
     with ThreadPoolExecutor(2) as pool:
         slow = pool.submit(platform.invoke, "narrow", {"s": 13})
-        wait_for(lambda: platform.get("/v1/functions/narrow")["instances"] == 1, 5, what="busy instance")
-        import time
-
-        time.sleep(0.5)  # let the slow call take the only slot
+        wait_for(lambda: platform.get("/v1/functions/narrow")["in_flight"] == 1, 10,
+                 what="the slow call to take the only slot")
         throttled = platform.invoke("narrow", {"s": 0})
         _error(throttled, 429, "Throttled")
         assert slow.result().status_code == 200
@@ -112,80 +110,3 @@ def test_payload_just_under_the_limit_is_accepted(platform: RunningPlatform) -> 
 def test_event_that_is_not_json(platform: RunningPlatform) -> None:
     platform.deploy_ok("strict", OK)
     _error(platform.invoke("strict", raw=b"{nope"), 400, "InvalidEvent")
-
-
-def test_invalid_zip(platform: RunningPlatform) -> None:
-    resp = requests.post(f"{platform.url}/v1/functions", headers=platform.headers, timeout=60,
-                         files={"code": ("code.zip", b"not a zip", "application/zip")},
-                         data={"config": json.dumps({"name": "badzip"})})
-    _error(resp, 400, "InvalidCode")
-
-
-@pytest.mark.parametrize("member", ["../evil.py", "/abs/evil.py", "a/../../evil.py"])
-def test_zip_escaping_its_folder(platform: RunningPlatform, member: str) -> None:
-    files: dict[str, str | bytes] = {**OK, member: "x = 1\n"}
-    resp = requests.post(f"{platform.url}/v1/functions", headers=platform.headers, timeout=60,
-                         files={"code": ("code.zip", make_zip(files), "application/zip")},
-                         data={"config": json.dumps({"name": "escape"})})
-    _error(resp, 400, "InvalidCode")
-    assert requests.get(f"{platform.url}/v1/functions/escape", headers=platform.headers,
-                        timeout=10).status_code == 404
-
-
-def test_missing_handler_module(platform: RunningPlatform) -> None:
-    _error(platform.deploy("nomain", {"other.py": "x = 1\n"}), 400, "InvalidCode")
-
-
-@pytest.mark.parametrize("config", [
-    {"name": "Bad Name"},
-    {"name": "ok", "memory_mb": 1},
-    {"name": "ok", "timeout_s": -1},
-    {"name": "ok", "min_instances": 5, "max_instances": 2},
-    {"name": "ok", "handler": "no-dots"},
-    {"name": "ok", "env": {"CUMULUS_X": "1"}},
-])
-def test_invalid_config(platform: RunningPlatform, config: dict[str, object]) -> None:
-    resp = requests.post(f"{platform.url}/v1/functions", headers=platform.headers, timeout=60,
-                         files={"code": ("code.zip", make_zip(OK), "application/zip")},
-                         data={"config": json.dumps(config)})
-    _error(resp, 422, "InvalidConfig")
-
-
-def test_config_that_is_not_json(platform: RunningPlatform) -> None:
-    resp = requests.post(f"{platform.url}/v1/functions", headers=platform.headers, timeout=60,
-                         files={"code": ("code.zip", make_zip(OK), "application/zip")},
-                         data={"config": "{name"})
-    _error(resp, 422, "InvalidConfig")
-
-
-def test_unknown_function(platform: RunningPlatform) -> None:
-    _error(platform.invoke("ghost", {}), 404, "FunctionNotFound")
-    _error(requests.get(f"{platform.url}/v1/functions/ghost", headers=platform.headers, timeout=10),
-           404, "FunctionNotFound")
-    _error(requests.delete(f"{platform.url}/v1/functions/ghost", headers=platform.headers, timeout=10),
-           404, "FunctionNotFound")
-
-
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}])
-def test_auth_is_required_everywhere_but_healthz(platform: RunningPlatform, headers: dict[str, str]) -> None:
-    assert requests.get(f"{platform.url}/healthz", timeout=10).status_code == 200
-    for method, path in [("GET", "/v1/functions"), ("GET", "/v1/nodes"), ("POST", "/v1/functions/x/invoke"),
-                         ("GET", "/v1/functions/x/logs"), ("DELETE", "/v1/functions/x")]:
-        resp = requests.request(method, platform.url + path, headers=headers, timeout=10)
-        _error(resp, 401, "Unauthorized")
-
-
-def test_node_routes_refuse_user_tokens(platform: RunningPlatform) -> None:
-    resp = requests.post(f"{platform.url}/v1/internal/heartbeat", headers=platform.headers, json={},
-                         timeout=10)
-    _error(resp, 401, "Unauthorized")
-
-
-def test_admin_token_file_is_private(platform: RunningPlatform) -> None:
-    assert (platform.data_dir / "admin.token").stat().st_mode & 0o777 == 0o600
-
-
-def test_openapi_docs_are_served(platform: RunningPlatform) -> None:
-    spec = requests.get(f"{platform.url}/openapi.json", timeout=10).json()
-    assert "/v1/functions/{name}/invoke" in spec["paths"]
-    assert requests.get(f"{platform.url}/docs", timeout=10).status_code == 200

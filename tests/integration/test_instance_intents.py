@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import RunningPlatform, containers_of, start_platform, wait_for
 
-from control_plane.models import InstanceIntent
-from control_plane.store import Store
+from control_plane.store import InstanceIntent, Store
 from node_agent.runtime import LABEL_INSTANCE
 
 pytestmark = pytest.mark.docker

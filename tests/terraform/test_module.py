@@ -22,7 +22,7 @@ from terraform_module import (
     template_references,
 )
 
-from control_plane.settings import Settings
+from control_plane.core import Settings
 from provisioners.aws import EC2_ACTIONS, AwsProvider
 from provisioners.base import TAG_CLUSTER
 

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 from terraform_module import MODULE, USER_DATA_TEMPLATE, bootstrap_document, render_template, render_user_data
 
-from control_plane.config import load_config
-from control_plane.settings import Settings
+from control_plane.core import Settings, load_config
 from provisioners.aws import AwsProvider
 
 HOSTILE = "it's \"ops\" $(touch /tmp/cumulus-pwned) `id` ${HOME} %{ if } \\ é 🚀 <&>"

@@ -52,7 +52,7 @@ PIP_PLATFORM = ["--only-binary=:all:", "--python-version", "3.11", "--implementa
 def _wheelhouse(dest: Path) -> Path:
     """A wheel of this repo plus wheels of all its dependencies for the guest (Debian 12, CPython
     3.11), pinned to the versions installed here; the dependencies are cached by their pins."""
-    from control_plane.agent_package import SOURCE, build_wheel
+    from control_plane.fleet.agent_package import SOURCE, build_wheel
     from node_agent.image import default_cache_dir
 
     freeze = subprocess.run([sys.executable, "-m", "pip", "freeze", "--disable-pip-version-check"],
@@ -68,7 +68,8 @@ def _wheelhouse(dest: Path) -> Path:
         work.mkdir(parents=True)
         (work / "constraints.txt").write_text(pins)
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                        *PIP_PLATFORM, "-c", str(work / "constraints.txt"), "--dest", str(work), str(wheel)],
+                        *PIP_PLATFORM, "-c", str(work / "constraints.txt"), "--dest", str(work),
+                        f"cumulus[control-plane] @ {wheel.as_uri()}"],
                        check=True, timeout=900)
         (work / ".complete").touch()
         if cached.exists():
@@ -119,9 +120,11 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         require_qemu()
     except ProviderError as exc:
         pytest.fail(str(exc))
-    image = ensure_vm_image()
+    from helpers import guest_software
+
     from node_agent.image import default_cache_dir
 
+    image = ensure_vm_image(default_cache_dir(), guest_software(tmp_path_factory.mktemp("agent-package")))
     workdir = tmp_path_factory.mktemp("vm")
     accel = detect_accel(image, default_cache_dir())
     running = start_vm(image, workdir, VmShape(memory_mib=2048, cpus=1), accel=accel,
@@ -164,8 +167,7 @@ def test_user_data_brings_up_the_control_plane(vm: dict[str, Any], wheel_server:
                                                moto_server: MotoServer) -> None:
     import boto3
 
-    from control_plane.config import load_config
-    from control_plane.settings import Settings
+    from control_plane.core import Settings, load_config
 
     house, port = wheel_server
     wheel = next(house.glob("cumulus-*.whl")).name

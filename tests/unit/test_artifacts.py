@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.artifacts import build_artifact, zip_folder
-from control_plane.errors import InvalidCode
+from control_plane.core import InvalidCode
+from control_plane.functions import build_artifact, zip_folder
 
 
 def _zip(files: dict[str, bytes], links: tuple[str, ...] = ()) -> bytes:

@@ -6,17 +6,18 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 from contract.fake_provider import FakeProvider
+from helpers import unit_gateway
 
-from control_plane.autoscaler import FleetAutoscaler
-from control_plane.clock import ManualClock
-from control_plane.events import EventLog
-from control_plane.fleet import Fleet
+from control_plane.cluster import Leadership
+from control_plane.core import ManualClock
+from control_plane.fleet import Fleet, FleetAutoscaler
 from control_plane.gateway import Gateway
-from control_plane.leadership import Leadership
 from control_plane.store import Store
+from control_plane.telemetry import EventLog
 from placement import PlacementRequest, Resources
 from placement.fleet import FleetPolicy
 from provisioners.base import NodeType, ProviderError, QuotaError
@@ -26,23 +27,19 @@ def _loop(tmp_path: Path) -> tuple[FleetAutoscaler, FakeProvider, ManualClock, E
     clock = ManualClock()
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     fleet = Fleet(store, clock, heartbeat_interval_s=1, lost_after_s=10)
-    gateway = Gateway(store, fleet, clock, node_token="t", queue_timeout_s=1)
+    gateway = unit_gateway(store, fleet, clock, tmp_path)
     provider = FakeProvider("unit")
     events = EventLog()
-    scaler = FleetAutoscaler(provider, fleet, gateway, clock, events,
-                             node_types={"small": NodeType("small", 1000, 1024, 0.01, 30)},
+    scaler = FleetAutoscaler(provider, fleet, gateway, store, clock, events,
+                             node_types={"small": NodeType("small", Resources(1000, 1024), 0.01, 30)},
                              policy=FleetPolicy(min_nodes=1, max_nodes=3, failure_backoff_s=30),
                              join_deadline_s=120, orphan_grace_s=60)
     return scaler, provider, clock, events
 
 
 async def _settle(scaler: FleetAutoscaler) -> None:
-    """Let background provider calls (threads) finish; bounded."""
-    for _ in range(200):
-        if not scaler.gateway._tasks:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("background provider calls did not finish")
+    """Wait for the background provider calls (threads) to finish."""
+    await asyncio.wait_for(scaler.tasks.wait(), 10)
 
 
 def test_quota_error_backs_off_and_is_reported(tmp_path: Path) -> None:
@@ -138,8 +135,8 @@ def test_a_restarted_control_plane_finishes_written_down_provider_calls(tmp_path
 
 
 def test_low_utilization_drains_a_node_then_removes_it(tmp_path: Path) -> None:
-    from control_plane.models import FunctionConfig, FunctionVersion
-    from control_plane.pools import FunctionPool, Instance, InstanceState
+    from control_plane.functions import DeployedVersion, FunctionCreate
+    from control_plane.gateway import FunctionPool, Instance, InstanceState
     from node_agent.protocol import Heartbeat
     from placement import NodeState, Resources
 
@@ -151,13 +148,13 @@ def test_low_utilization_drains_a_node_then_removes_it(tmp_path: Path) -> None:
         for n in nodes:  # both join and report
             await scaler.fleet.heartbeat(Heartbeat(node_id=n.id, url="http://127.0.0.1:9", cpu_millis=1000,
                                                    memory_mib=1024, provider="fake"))
-        cfg = FunctionConfig(name="f", memory_mb=256)
-        pool = FunctionPool(FunctionVersion(function="f", version=1, config_json=cfg.model_dump_json(),
-                                            code_digest="d", code_size=1), cfg)
+        cfg = FunctionCreate(name="f", memory_mb=256)
+        pool = FunctionPool(DeployedVersion(function="f", version=1, code_digest="d", code_size=1,
+                                            config=cfg))
         for i, n in enumerate(nodes):  # one idle instance on each node: 25% used, fits on one node
             pool.instances[f"i{i}"] = Instance(f"i{i}", "f", 1, n.id, "http://127.0.0.1:9", 1,
                                                Resources(250, 256), state=InstanceState.READY)
-        scaler.gateway.pools["f"] = pool
+        cast(Gateway, scaler.workload).pools["f"] = pool
         for _ in range(4):  # utilization stays below the low watermark for the window
             await scaler.tick()
             clock.advance(1)

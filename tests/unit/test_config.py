@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from control_plane.models import FunctionConfig
+from control_plane.functions import FunctionCreate
 
 
 def test_defaults() -> None:
-    cfg = FunctionConfig(name="hello")
+    cfg = FunctionCreate(name="hello")
     assert (cfg.handler, cfg.memory_mb, cfg.timeout_s, cfg.concurrency) == ("main.handler", 256, 30.0, 1)
     assert (cfg.min_instances, cfg.max_instances, cfg.keep_alive_s) == (0, 10, 600.0)
     assert cfg.effective_cpu_millis() == 250
-    assert FunctionConfig(name="big", memory_mb=2048).effective_cpu_millis() == 2000
-    assert FunctionConfig(name="set", cpu_millis=100).effective_cpu_millis() == 100
+    assert FunctionCreate(name="big", memory_mb=2048).effective_cpu_millis() == 2000
+    assert FunctionCreate(name="set", cpu_millis=100).effective_cpu_millis() == 100
 
 
 @pytest.mark.parametrize("bad", [
@@ -25,4 +25,4 @@ def test_defaults() -> None:
 ])
 def test_invalid(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
-        FunctionConfig.model_validate(bad)
+        FunctionCreate.model_validate(bad)

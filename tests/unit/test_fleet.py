@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from control_plane.clock import ManualClock
+from control_plane.core import ManualClock
 from control_plane.fleet import Fleet
 from control_plane.store import Store
 from node_agent.protocol import Heartbeat

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.leadership import Leadership
-from control_plane.store import Store
-from control_plane.store_cluster import LeaseLost
+from control_plane.cluster import Leadership
+from control_plane.store import LeaseLost, Store
 from placement import PlacementRequest, Resources
 
 
@@ -128,7 +127,7 @@ def test_shared_secret_and_artifacts_are_one_per_cluster(store: Store) -> None:
 
 
 def test_a_removed_node_is_never_revived(store: Store) -> None:
-    from control_plane.models import NodeRecord
+    from control_plane.store import NodeRecord
 
     def record(state: str) -> NodeRecord:
         return NodeRecord(id="n1", provider="local", node_type="local", url="http://n1", cpu_millis=1000,

@@ -3,16 +3,24 @@ real PostgreSQL server."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlmodel import SQLModel
 
-from control_plane.models import FunctionConfig
-from control_plane.store import Store, migrate
+from control_plane.functions import FunctionCreate
+from control_plane.store import Store, alembic_config, migrate
+
+
+def migrate_down(engine: Engine, revision: str) -> None:
+    from alembic import command
+
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), revision)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
@@ -27,7 +35,7 @@ def test_empty_database_gets_the_models_schema(db_url: str) -> None:
     with store.engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(ctx, SQLModel.metadata) == []
-        assert ctx.get_current_revision() == "0006"
+        assert ctx.get_current_revision() == "0007"
     Store(db_url)  # a second start is a no-op
 
 
@@ -39,10 +47,49 @@ def test_upgrade_from_the_previous_revision_keeps_data(db_url: str) -> None:
                           "VALUES ('kept', 1, 0, 0)"))
         conn.execute(text("INSERT INTO functionversion (function, version, config_json, code_digest, "
                           "code_size, created_at) VALUES ('kept', 1, :cfg, 'd', 1, 0)"),
-                     {"cfg": FunctionConfig(name="kept").model_dump_json()})
+                     {"cfg": FunctionCreate(name="kept").model_dump_json()})
     engine.dispose()
     store = Store(db_url)
     fn, ver = store.get_function("kept")
     assert (fn.latest_version, ver.code_digest) == (1, "d")
     token = store.issue_join_token("req", "local", "small", ttl_s=60)  # a table of revision 0002
     assert store.redeem_join_token(token, "node-1").request_id == "req"
+
+
+PENDING = [{"function": "f", "resources": {"cpu_millis": 250, "memory_mib": 256}, "count": 2}]
+
+
+def test_json_columns_keep_their_values_across_0007_and_back(db_url: str) -> None:
+    engine = create_engine(db_url)
+    migrate(engine, "0006")
+    cfg = FunctionCreate(name="kept", memory_mb=512).model_dump_json()
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO function (name, latest_version, created_at, updated_at) "
+                          "VALUES ('kept', 1, 0, 0)"))
+        conn.execute(text("INSERT INTO functionversion (function, version, config_json, code_digest, "
+                          "code_size, created_at) VALUES ('kept', 1, :cfg, 'd', 1, 0)"), {"cfg": cfg})
+        for rid, ids in (("two", "i-1,i-2"), ("none", "")):
+            conn.execute(text("INSERT INTO providerintent (request_id, kind, provider, node_type, "
+                              "provider_ids, state, created_at, updated_at) "
+                              "VALUES (:r, 'create', 'aws', 'small', :ids, 'open', 0, 0)"),
+                         {"r": rid, "ids": ids})
+        conn.execute(text("INSERT INTO controlplanemember (id, url, started_at, last_seen, pending_json) "
+                          "VALUES ('cp-1', 'http://cp', 0, 0, :p)"), {"p": json.dumps(PENDING)})
+    migrate(engine, "0007")
+    engine.dispose()
+    store = Store(db_url)
+    _, ver = store.get_function("kept")
+    assert ver.config["memory_mb"] == 512 and ver.config["name"] == "kept"
+    intents = {i.request_id: i.provider_ids for i in store.open_intents("aws")}
+    assert intents == {"two": ["i-1", "i-2"], "none": []}
+    [member] = store.members(-1)
+    assert member.pending == PENDING
+    store.engine.dispose()
+    engine = create_engine(db_url)
+    migrate_down(engine, "0006")
+    with engine.connect() as conn:
+        ids = conn.execute(text("SELECT provider_ids FROM providerintent WHERE request_id = 'two'")).scalar()
+        assert ids == "i-1,i-2"
+        assert FunctionCreate.model_validate_json(
+            conn.execute(text("SELECT config_json FROM functionversion")).scalar()).memory_mb == 512
+    engine.dispose()

@@ -6,31 +6,33 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from control_plane.clock import ManualClock
-from control_plane.events import EventLog
+from helpers import unit_gateway
+
+from control_plane.cluster import Leadership
+from control_plane.core import ManualClock
 from control_plane.fleet import Fleet
-from control_plane.gateway import Gateway
-from control_plane.leadership import Leadership
-from control_plane.reconciler import Reconciler
+from control_plane.functions import FunctionService
+from control_plane.reconcile import Reconciler
 from control_plane.store import Store
+from control_plane.telemetry import EventLog, Telemetry
 from node_agent.protocol import Heartbeat
 from placement import NodeState
 
 
-def _member(store: Store, name: str) -> tuple[Reconciler, Fleet, EventLog, Leadership]:
+def _member(store: Store, name: str, data: Path) -> tuple[Reconciler, Fleet, EventLog, Leadership]:
     clock = ManualClock()
     fleet = Fleet(store, clock, heartbeat_interval_s=1, lost_after_s=10)
-    gateway = Gateway(store, fleet, clock, node_token="t", queue_timeout_s=1, owner=name)
-    events = EventLog()
+    gateway = unit_gateway(store, fleet, clock, data, owner=name)
+    telemetry = Telemetry(store, log_retention=10)
     leadership = Leadership(store, name, f"http://{name}", ttl_s=30.0)
-    rec = Reconciler(gateway, fleet, store, clock, autoscaler=None, events=events, log_retention=10,
-                     leadership=leadership)
-    return rec, fleet, events, leadership
+    rec = Reconciler(gateway, fleet, store, FunctionService(store, data / "artifacts"), clock,
+                     autoscaler=None, telemetry=telemetry, leadership=leadership)
+    return rec, fleet, telemetry.events, leadership
 
 
 def test_a_lost_node_is_one_event_recorded_by_the_leader(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    members = [_member(store, "a"), _member(store, "b")]
+    members = [_member(store, "a", tmp_path), _member(store, "b", tmp_path)]
 
     async def run() -> None:
         for _, fleet, _, leadership in members:

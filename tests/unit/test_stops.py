@@ -3,9 +3,8 @@ and an unconfirmed one is remembered until its node is gone."""
 
 from __future__ import annotations
 
-from control_plane.clock import ManualClock
-from control_plane.pools import Instance
-from control_plane.stops import StopTracker
+from control_plane.core import ManualClock
+from control_plane.gateway import Instance, StopTracker
 from placement import Resources
 
 

@@ -9,9 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 from code_server import CodeServer
-from helpers import free_port, make_zip
+from helpers import free_port, guest_software, make_zip
 
+from node_agent.image import default_cache_dir
 from provisioners.qemu.image import VmImage, ensure_vm_image
+from provisioners.qemu.software import GuestSoftware
 
 HELLO = """
 def handler(event, context):
@@ -21,9 +23,15 @@ def handler(event, context):
 
 
 @pytest.fixture(scope="session")
-def vm_image() -> VmImage:
+def software(tmp_path_factory: pytest.TempPathFactory) -> GuestSoftware:
+    """What the control plane hands the qemu provider: runtime image and agent wheel."""
+    return guest_software(tmp_path_factory.mktemp("agent-package"))
+
+
+@pytest.fixture(scope="session")
+def vm_image(software: GuestSoftware) -> VmImage:
     """The VM image (built on first use, ~2 min; cached by content hash afterwards)."""
-    return ensure_vm_image()
+    return ensure_vm_image(default_cache_dir(), software)
 
 
 @pytest.fixture(scope="session")

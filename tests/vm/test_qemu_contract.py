@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from contract.node_provider_contract import NodeProviderContract
 
+from node_agent.image import default_cache_dir
 from provisioners.base import NodeBootstrap, NodeProvider
 from provisioners.qemu.image import VmImage
 from provisioners.qemu.provider import QemuProvider
+from provisioners.qemu.software import GuestSoftware
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
 
@@ -35,13 +37,15 @@ class TestQemuProvider(NodeProviderContract):
         return tmp_path / "nodes"
 
     @pytest.fixture
-    def provider(self, root: Path) -> Iterator[NodeProvider]:
-        prov = QemuProvider("cluster-a", _bootstrap, root=root)
+    def provider(self, root: Path, software: GuestSoftware) -> Iterator[NodeProvider]:
+        prov = QemuProvider("cluster-a", _bootstrap, root=root, software=software,
+                            cache_dir=default_cache_dir())
         yield prov
         prov.terminate([n.id for n in prov.list_instances()], request_id="contract-cleanup")
 
     @pytest.fixture
-    def other_provider(self, root: Path) -> Iterator[NodeProvider]:
-        prov = QemuProvider("cluster-b", _bootstrap, root=root)
+    def other_provider(self, root: Path, software: GuestSoftware) -> Iterator[NodeProvider]:
+        prov = QemuProvider("cluster-b", _bootstrap, root=root, software=software,
+                            cache_dir=default_cache_dir())
         yield prov
         prov.terminate([n.id for n in prov.list_instances()], request_id="contract-cleanup")

@@ -17,17 +17,20 @@ import requests
 from code_server import CodeServer
 from helpers import free_port
 
+from node_agent.image import default_cache_dir
+from placement import Resources
 from provisioners import ssh
 from provisioners.base import NodeBootstrap, NodeType, ProviderNode
 from provisioners.qemu import bootstrap as boot
 from provisioners.qemu.image import VmImage
 from provisioners.qemu.provider import QemuProvider
+from provisioners.qemu.software import GuestSoftware
 from provisioners.qemu.vm import qemu_alive
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 
 TOKEN = "vm-test-node-secret"
-NODE_TYPE = NodeType(name="small", cpu_millis=1000, memory_mib=512)
+NODE_TYPE = NodeType(name="small", capacity=Resources(1000, 512))
 RUNNING_TIMEOUT_S = 420.0
 
 
@@ -37,8 +40,10 @@ def _bootstrap(request_id: str) -> NodeBootstrap:
 
 
 @pytest.fixture(scope="module")
-def provider(vm_image: VmImage, tmp_path_factory: pytest.TempPathFactory) -> QemuProvider:
-    return QemuProvider("vm-tests", _bootstrap, root=tmp_path_factory.mktemp("qemu-nodes"))
+def provider(vm_image: VmImage, software: GuestSoftware,
+             tmp_path_factory: pytest.TempPathFactory) -> QemuProvider:
+    return QemuProvider("vm-tests", _bootstrap, root=tmp_path_factory.mktemp("qemu-nodes"), software=software,
+                        cache_dir=default_cache_dir())
 
 
 @pytest.fixture(scope="module")

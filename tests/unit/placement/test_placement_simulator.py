@@ -7,7 +7,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from control_plane.simulate_cli import register
+from control_plane.cli.simulate import register
 from placement.keepalive import FixedKeepAlive, HybridHistogramPolicy
 from placement.simulator import SimulationConfig, simulate
 from placement.trace import Trace, TraceFormatError, TraceFunction, load_profile, parse_trace

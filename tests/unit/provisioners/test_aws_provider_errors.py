@@ -13,6 +13,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 import provisioners.aws as aws_module
+from placement import Resources
 from provisioners.aws import EC2_ACTIONS, AwsProvider, client_token, map_error
 from provisioners.base import (
     InsufficientCapacityError,
@@ -22,7 +23,7 @@ from provisioners.base import (
     QuotaError,
 )
 
-SMALL = NodeType(name="small", cpu_millis=1000, memory_mib=512)
+SMALL = NodeType(name="small", capacity=Resources(1000, 512))
 
 
 def bootstrap_for(request_id: str) -> NodeBootstrap:

@@ -44,7 +44,9 @@ def test_script_parses_and_installs_starts_the_agent(tmp_path: Path) -> None:
     assert "apt-get install -y -q docker.io python3-venv" in script
     assert "systemctl enable --now docker" in script
     assert "python3 -m venv /opt/cumulus" in script
-    assert "/opt/cumulus/bin/pip install --quiet https://cp.example/cumulus-0.1.0-py3-none-any.whl" in script
+    # the agent's extra only: a node installs none of the control plane's dependencies
+    assert ("/opt/cumulus/bin/pip install --quiet "
+            "'cumulus[agent] @ https://cp.example/cumulus-0.1.0-py3-none-any.whl'") in script
     assert f"systemctl enable --now {UNIT_NAME}" in script
     unit = heredoc(script, "CUMULUS_AGENT_UNIT")
     assert f"ExecStart=/opt/cumulus/bin/python -m node_agent --config {CONFIG_PATH}" in unit
@@ -118,7 +120,7 @@ def test_hostile_package_string_is_quoted(tmp_path: Path) -> None:
     boot = NodeBootstrap(**{**_fields(BOOT), "agent_package": "x; touch /tmp/pwned"})
     script = render_user_data(boot, provider="aws")
     bash_parses(script, tmp_path)
-    assert "pip install --quiet 'x; touch /tmp/pwned'" in script
+    assert "pip install --quiet 'x; touch /tmp/pwned[agent]'" in script
 
 
 @pytest.mark.parametrize("change, message", [

@@ -15,6 +15,7 @@ from libcloud.compute.base import Node, NodeSize
 from libcloud.compute.types import NodeState
 from ssh_server import LoopbackSshServer
 
+from placement import Resources
 from provisioners.base import InsufficientCapacityError, NodeBootstrap, NodeType, ProviderError, QuotaError
 from provisioners.cloud_libcloud import (
     LibcloudProvider,
@@ -26,7 +27,7 @@ from provisioners.cloud_libcloud import (
 )
 from provisioners.ssh import SshError, SshSettings, run_script
 
-SMALL = NodeType(name="small", cpu_millis=1000, memory_mib=512)
+SMALL = NodeType(name="small", capacity=Resources(1000, 512))
 
 
 def bootstrap_for(request_id: str) -> NodeBootstrap:

@@ -1,0 +1,80 @@
+"""What the routes depend on, as FastAPI dependencies (annotated aliases, overridable in tests).
+
+`Services` is what the composition root (`control_plane.platform.Platform`) provides; the routes
+reach it through `request.app.state`, never by importing the platform (it stands above this room).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Protocol
+
+from fastapi import Depends, Request
+
+from control_plane.cluster import Leadership
+from control_plane.core import Clock, Settings
+from control_plane.fleet import Fleet, Joins
+from control_plane.functions import FunctionService
+from control_plane.gateway import Gateway, InvokeEndpoint
+from control_plane.identity import Authenticator, Principal
+from control_plane.store import Store
+from control_plane.telemetry import Telemetry
+
+
+class Services(Protocol):
+    """The parts of one control plane the API serves."""
+
+    settings: Settings
+    clock: Clock
+    id: str
+    store: Store
+    functions: FunctionService
+    gateway: Gateway
+    invoke: InvokeEndpoint
+    auth: Authenticator
+    fleet: Fleet
+    joins: Joins
+    leadership: Leadership
+    telemetry: Telemetry
+
+    def control_plane_urls(self) -> list[str]:
+        """Where the cluster's live control planes are."""
+        ...
+
+    async def start(self) -> None:
+        """Load state and start the loops (the app's startup)."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop the loops and close connections (the app's shutdown)."""
+        ...
+
+
+def services(request: Request) -> Services:
+    """The control plane this app serves."""
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+def _header(request: Request) -> bytes | None:
+    return request.headers.get("authorization", "").encode() or None
+
+
+async def current_user(request: Request, svc: ServicesDep) -> Principal:
+    """The authenticated caller (401 otherwise)."""
+    return await svc.auth.user(_header(request))
+
+
+async def node_agent(request: Request, svc: ServicesDep) -> None:
+    """Only node agents (holding the node token) may call internal routes (401 otherwise)."""
+    svc.auth.node(_header(request))
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
+NodeAgent = Depends(node_agent)
+
+
+def function_url(svc: Services, name: str) -> str:
+    """The invocation endpoint of a function."""
+    return f"{svc.settings.url}/v1/functions/{name}/invoke"

@@ -1,0 +1,49 @@
+"""Routes for node agents, not public API (kept out of the OpenAPI docs): joining, heartbeats, code
+artifacts, and the agent package new nodes install."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from control_plane.api.deps import NodeAgent, ServicesDep
+from control_plane.core import NotFound
+from control_plane.fleet import AGENT_PACKAGE_ROUTE
+from node_agent.protocol import Heartbeat, HeartbeatReply, JoinRequest, JoinResult
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.post("/v1/internal/heartbeat", dependencies=[NodeAgent])
+async def heartbeat(beat: Heartbeat, svc: ServicesDep) -> HeartbeatReply:
+    """A node agent reports in; it learns where every live control plane is."""
+    await svc.fleet.heartbeat(beat)
+    return HeartbeatReply(control_planes=svc.control_plane_urls())
+
+
+@router.post("/v1/internal/join", response_model=JoinResult)
+async def join(req: JoinRequest, svc: ServicesDep) -> JoinResult:
+    """A new node redeems its single-use join token for a node id and the node secret."""
+    return await svc.joins.join(req)
+
+
+@router.get(AGENT_PACKAGE_ROUTE + "/{filename}")
+async def agent_package(filename: str, svc: ServicesDep) -> FileResponse:
+    """The Cumulus wheel new nodes install (no token: it is this open-source package)."""
+    wheel = await run_in_threadpool(svc.joins.package, filename)
+    if wheel is None:
+        served = svc.joins.agent_package.wheel().name
+        raise NotFound(f"no package {filename}; this control plane serves {served}")
+    return FileResponse(wheel, media_type="application/octet-stream", filename=wheel.name)
+
+
+@router.get("/v1/internal/artifacts/{digest}", dependencies=[NodeAgent])
+async def artifact(digest: str, svc: ServicesDep) -> FileResponse:
+    """A function's code bundle, for node agents."""
+    path = await asyncio.to_thread(svc.functions.artifact_path, digest) if digest.isalnum() else None
+    if path is None:
+        raise NotFound(f"no artifact {digest}")
+    return FileResponse(path, media_type="application/zip")

@@ -1,0 +1,54 @@
+"""`/v1/nodes`, `/v1/events`, `/v1/control-planes`: the fleet, its decisions, and the control planes."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from control_plane.api.deps import CurrentUser, ServicesDep
+from control_plane.cluster import LEASE
+
+router = APIRouter(prefix="/v1", tags=["fleet"])
+
+
+@router.get("/nodes")
+async def nodes(svc: ServicesDep, user: CurrentUser) -> list[dict[str, Any]]:
+    """Nodes with capacity, allocation and instances."""
+    allocated = svc.gateway.allocated()
+    now = svc.clock.now()
+    out = []
+    for node in svc.fleet.nodes.values():
+        used = allocated.get(node.id)
+        out.append({"id": node.id, "state": node.state.value, "provider": node.provider,
+                    "node_type": node.node_type, "url": node.url,
+                    "capacity": {"cpu_millis": node.capacity.cpu_millis,
+                                 "memory_mib": node.capacity.memory_mib},
+                    "allocated": {"cpu_millis": used.cpu_millis if used else 0,
+                                  "memory_mib": used.memory_mib if used else 0},
+                    "instances": len(node.instances),
+                    "utilization": round(used.max_share_of(node.capacity), 3) if used else 0.0,
+                    "age_s": round(now - node.since, 1),
+                    "last_heartbeat_s": round(now - node.last_heartbeat, 1)})
+    return out
+
+
+@router.get("/events")
+async def events(svc: ServicesDep, user: CurrentUser,
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+    """Scaling decisions and fleet observations with their reasons, oldest first."""
+    await svc.telemetry.flush()
+    rows = await run_in_threadpool(svc.store.events, limit)
+    return [r.model_dump(exclude={"id"}) for r in rows]
+
+
+@router.get("/control-planes")
+async def control_planes(svc: ServicesDep, user: CurrentUser) -> list[dict[str, Any]]:
+    """The cluster's live control planes and which one leads (runs the fleet loop)."""
+    lease = await run_in_threadpool(svc.store.lease, LEASE)
+    return [{"id": m.id, "url": m.url, "leader": lease is not None and lease.holder == m.id,
+             "generation": lease.generation if lease is not None and lease.holder == m.id else None,
+             "last_seen_s": round(max(0.0, time.time() - m.last_seen), 1), "self": m.id == svc.id}
+            for m in svc.leadership.members]

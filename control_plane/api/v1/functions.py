@@ -1,0 +1,86 @@
+"""`/v1/functions`: deploy, list, read, delete, invoke, and read the logs of functions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from control_plane.api.deps import CurrentUser, Services, ServicesDep, function_url
+from control_plane.core import Forbidden
+from control_plane.functions import DeployedVersion, DeployResult, FunctionPublic, parse_config, public_config
+from control_plane.store import Function
+
+router = APIRouter(prefix="/v1/functions", tags=["functions"])
+
+
+def _public(svc: Services, fn: Function, ver: DeployedVersion) -> FunctionPublic:
+    pool = svc.gateway.pools.get(fn.name)
+    live = pool.live() if pool else []
+    ready = sum(1 for i in live if i.is_ready)
+    in_flight = sum(i.in_flight for i in pool.all_instances()) if pool else 0
+    return FunctionPublic(name=fn.name, version=ver.version, url=function_url(svc, fn.name),
+                          config=public_config(ver), code_digest=ver.code_digest, code_size=ver.code_size,
+                          created_at=fn.created_at, updated_at=fn.updated_at, instances=ready,
+                          starting=len(live) - ready, in_flight=in_flight)
+
+
+@router.post("", status_code=201, response_model=DeployResult)
+async def deploy(svc: ServicesDep, user: CurrentUser,
+                 code: Annotated[UploadFile, File(description="the function's code as a zip")],
+                 config: Annotated[str, Form(description="FunctionCreate as JSON")]) -> DeployResult:
+    """Deploy a new immutable version of a function (creating it if new)."""
+    if not user.is_admin:
+        raise Forbidden("only admins may deploy")
+    cfg = parse_config(config)
+    ver = await run_in_threadpool(svc.functions.deploy, cfg, await code.read())
+    svc.gateway.set_version(ver)
+    return DeployResult(name=cfg.name, version=ver.version, url=function_url(svc, cfg.name))
+
+
+@router.get("", response_model=list[FunctionPublic])
+async def list_functions(svc: ServicesDep, user: CurrentUser) -> list[FunctionPublic]:
+    """Every function with its latest version."""
+    rows = await run_in_threadpool(svc.functions.all)
+    return [_public(svc, fn, ver) for fn, ver in rows]
+
+
+@router.get("/{name}", response_model=FunctionPublic)
+async def get_function(name: str, svc: ServicesDep, user: CurrentUser) -> FunctionPublic:
+    """One function."""
+    fn, ver = await run_in_threadpool(svc.functions.latest, name)
+    return _public(svc, fn, ver)
+
+
+@router.delete("/{name}", status_code=204)
+async def delete_function(name: str, svc: ServicesDep, user: CurrentUser) -> Response:
+    """Delete a function, its versions and logs, and stop its instances."""
+    if not user.is_admin:
+        raise Forbidden("only admins may delete functions")
+    await run_in_threadpool(svc.functions.delete, name)
+    await svc.gateway.remove_function(name)
+    return Response(status_code=204)
+
+
+@router.post("/{name}/invoke", responses={200: {"description": "the handler's JSON result"}})
+async def invoke(name: str, request: Request, svc: ServicesDep) -> Response:
+    """Invoke a function with the request body (JSON) as its event; needs `Authorization: Bearer`.
+
+    Served by a raw ASGI fast path in front of FastAPI (`control_plane.gateway.InvokeFastPath`);
+    this route delegates to the same implementation and documents it. Headers `X-Cumulus-Cold-Start`
+    and `X-Cumulus-Duration-Ms` tell whether the call waited for a new instance and how long the
+    handler ran."""
+    answer = await svc.invoke.answer(name, request.headers.raw, request.receive)
+    headers = {k.decode(): v.decode() for k, v in answer.headers if k != b"content-length"}
+    return Response(content=answer.body, status_code=answer.status, headers=headers)
+
+
+@router.get("/{name}/logs")
+async def logs(name: str, svc: ServicesDep, user: CurrentUser,
+               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+    """The function's newest invocations (oldest first) with their captured stdout/stderr."""
+    await run_in_threadpool(svc.functions.latest, name)
+    await svc.telemetry.flush()
+    rows = await run_in_threadpool(svc.store.logs, name, limit)
+    return [r.model_dump(exclude={"id"}) for r in rows]

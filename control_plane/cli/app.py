@@ -1,0 +1,231 @@
+"""The `cumulus` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from control_plane.cli.client import Client, ClientError
+from control_plane.cli.simulate import register as register_simulate
+from control_plane.core import DEFAULT_PORT, Settings
+
+app = typer.Typer(help="Cumulus: self-hosted serverless functions.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print a readable error and exit."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    raise typer.Exit(code)
+
+
+def client() -> Client:
+    """A client from CUMULUS_URL / CUMULUS_TOKEN or the local data directory."""
+    try:
+        return Client.from_env()
+    except ClientError as exc:
+        fail(exc.message)
+
+
+def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a client call, turning API errors into readable messages."""
+    try:
+        return fn(*args, **kwargs)
+    except ClientError as exc:
+        fail(f"{exc.kind}: {exc.message}" + (f" (HTTP {exc.status})" if exc.status else ""))
+
+
+@app.command()
+def up(data_dir: Annotated[Path | None, typer.Option(help="state directory [~/.cumulus]")] = None,
+       port: Annotated[int | None, typer.Option(help=f"API port [{DEFAULT_PORT}]")] = None,
+       host: Annotated[str | None, typer.Option(help="API address [127.0.0.1]")] = None,
+       provider: Annotated[str | None, typer.Option(help="local | qemu | aws | libcloud [local]")] = None,
+       min_nodes: Annotated[int | None, typer.Option(help="fewest nodes [1]")] = None,
+       max_nodes: Annotated[int | None, typer.Option(help="most nodes; autoscaling in between [1]")] = None,
+       db: Annotated[str | None, typer.Option(help="database URL [SQLite in the data dir]")] = None,
+       config: Annotated[Path | None, typer.Option(help="TOML file: settings, node types, provider")] = None,
+       example: Annotated[bool, typer.Option(help="deploy examples/hello on start")] = True,
+       keep_nodes: Annotated[bool, typer.Option(help="leave nodes running on exit")] = False,
+       ) -> None:
+    """Start the control plane and its nodes, and deploy the hello example."""
+    import os
+
+    from pydantic import ValidationError
+
+    from control_plane.cli.up import UpError
+    from control_plane.cli.up import up as run_up
+    from control_plane.core import ConfigError, load_config
+
+    try:
+        file = load_config(config)
+    except ConfigError as exc:
+        fail(str(exc))
+    values = {k: v for k, v in file.settings.items() if f"CUMULUS_{k.upper()}" not in os.environ}
+    flags = {"data_dir": data_dir.resolve() if data_dir else None, "port": port, "host": host,
+             "provider": provider, "min_nodes": min_nodes, "max_nodes": max_nodes, "db": db}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        fail(f"invalid settings: {exc}")
+    settings.max_nodes = max(settings.max_nodes, settings.min_nodes)
+    try:
+        run_up(settings, file, deploy_example=example, keep_nodes=keep_nodes)
+    except UpError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"--env expects KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return env
+
+
+@app.command()
+def deploy(path: Annotated[Path, typer.Argument(help="a folder or a .zip with the function's code")],
+           name: Annotated[str, typer.Option(help="function name")],
+           handler: Annotated[str, typer.Option(help="module.function")] = "main.handler",
+           memory: Annotated[int, typer.Option(help="memory limit, MB")] = 256,
+           cpu: Annotated[int, typer.Option(help="CPU millicores (0: by memory)")] = 0,
+           timeout: Annotated[float, typer.Option(help="timeout per call, s")] = 30.0,
+           concurrency: Annotated[int, typer.Option(help="in-flight calls per instance")] = 1,
+           min_instances: Annotated[int, typer.Option("--min", help="instances kept warm")] = 0,
+           max_instances: Annotated[int, typer.Option("--max", help="most instances")] = 10,
+           keep_alive: Annotated[float, typer.Option(help="idle seconds before an instance stops")] = 600,
+           env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None) -> None:
+    """Deploy a new version of a function and print its endpoint."""
+    from control_plane.core import InvalidCode
+    from control_plane.functions import zip_folder
+
+    if not path.exists():
+        fail(f"{path} does not exist")
+    try:
+        code = path.read_bytes() if path.is_file() else zip_folder(path)
+    except (InvalidCode, OSError) as exc:
+        fail(str(exc))
+    config = {"name": name, "handler": handler, "memory_mb": memory, "cpu_millis": cpu,
+              "timeout_s": timeout, "concurrency": concurrency, "min_instances": min_instances,
+              "max_instances": max_instances, "keep_alive_s": keep_alive, "env": _parse_env(env or [])}
+    c = client()
+    with err.status(f"deploying {name}…"):
+        result = call(c.deploy, code, config)
+    out.print(f"deployed [bold]{result['name']}[/] version {result['version']}")
+    out.print(result["url"], highlight=False)
+
+
+@app.command()
+def invoke(name: str,
+           data: Annotated[str, typer.Option("--data", "-d",
+                                             help="event JSON, @file, or - for stdin")] = "{}") -> None:
+    """Invoke a function and print its JSON result."""
+    if data == "-":
+        event = sys.stdin.buffer.read()
+    elif data.startswith("@"):
+        try:
+            event = Path(data[1:]).read_bytes()
+        except OSError as exc:
+            fail(f"cannot read {data[1:]}: {exc}")
+    else:
+        event = data.encode()
+    try:
+        json.loads(event or b"null")
+    except ValueError as exc:
+        fail(f"the event is not valid JSON: {exc}")
+    c = client()
+    try:
+        resp = c.invoke(name, event)
+    except ClientError as exc:
+        tb = exc.extra.get("traceback")
+        if tb:
+            err.print("".join(tb), end="", highlight=False, markup=False)
+        fail(f"{exc.kind}: {exc.message}" + (f" (HTTP {exc.status})" if exc.status else ""))
+    out.print_json(resp.text)
+
+
+@app.command("ls")
+def list_functions() -> None:
+    """List functions."""
+    rows = call(client().get, "/v1/functions")
+    table = Table("name", "version", "memory", "timeout", "concurrency", "min/max", "instances", "url")
+    for f in rows:
+        cfg = f["config"]
+        table.add_row(f["name"], str(f["version"]), f"{cfg['memory_mb']} MB", f"{cfg['timeout_s']:g}s",
+                      str(cfg["concurrency"]), f"{cfg['min_instances']}/{cfg['max_instances']}",
+                      str(f["instances"]), f["url"])
+    out.print(table)
+
+
+@app.command("rm")
+def remove(name: str) -> None:
+    """Delete a function and stop its instances."""
+    call(client().delete, f"/v1/functions/{name}")
+    out.print(f"deleted {name}")
+
+
+@app.command()
+def logs(name: str, limit: Annotated[int, typer.Option(help="how many invocations")] = 20) -> None:
+    """Show a function's recent invocations and their output, newest last."""
+    rows = call(client().get, f"/v1/functions/{name}/logs?limit={limit}")
+    for r in rows:
+        when = dt.datetime.fromtimestamp(r["started_at"]).isoformat(timespec="milliseconds")
+        cold = " cold" if r["cold_start"] else ""
+        out.print(f"[dim]{when}[/] {r['request_id']} v{r['version']} {r['outcome']} "
+                  f"{r['duration_ms']:.1f}ms{cold}", highlight=False)
+        if r["logs"]:
+            out.print(r["logs"].rstrip("\n"), highlight=False, markup=False)
+
+
+@app.command()
+def nodes() -> None:
+    """Show the fleet's nodes with capacity and use."""
+    rows = call(client().get, "/v1/nodes")
+    table = Table("id", "state", "provider", "type", "cpu used/cap", "memory used/cap", "util",
+                  "instances", "age", "url")
+    for n in rows:
+        cap, use = n["capacity"], n["allocated"]
+        table.add_row(n["id"], n["state"], n["provider"], n["node_type"],
+                      f"{use['cpu_millis']}/{cap['cpu_millis']}m",
+                      f"{use['memory_mib']}/{cap['memory_mib']} MiB", f"{n['utilization']:.0%}",
+                      str(n["instances"]), f"{n['age_s']:.0f}s", n["url"])
+    out.print(table)
+
+
+@app.command()
+def events(limit: Annotated[int, typer.Option(help="how many events")] = 50) -> None:
+    """Show scaling decisions and fleet events with their reasons, newest last."""
+    rows = call(client().get, f"/v1/events?limit={limit}")
+    for e in rows:
+        when = dt.datetime.fromtimestamp(e["at"]).isoformat(timespec="seconds")
+        node = f" {e['node_id']}" if e["node_id"] else ""
+        out.print(f"[dim]{when}[/] [bold]{e['kind']}[/]{node}: {e['reason']}", highlight=False)
+
+
+@app.command("control-planes")
+def control_planes() -> None:
+    """Show the cluster's live control planes (HA) and which one leads the fleet loop."""
+    rows = call(client().get, "/v1/control-planes")
+    table = Table("id", "url", "role", "generation", "last seen")
+    for m in rows:
+        role = "leader" if m["leader"] else "follower"
+        table.add_row(m["id"] + (" (this one)" if m["self"] else ""), m["url"], role,
+                      "" if m["generation"] is None else str(m["generation"]), f"{m['last_seen_s']:.1f}s ago")
+    out.print(table)
+
+
+register_simulate(app)

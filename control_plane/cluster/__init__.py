@@ -1,0 +1,6 @@
+"""Control-plane membership and the leader lease (HA): which control plane runs the fleet loop."""
+
+from control_plane.cluster.leadership import LEASE, Leadership
+from control_plane.cluster.members import member_id
+
+__all__ = ["LEASE", "Leadership", "member_id"]

@@ -1,0 +1,95 @@
+"""Typed API errors. Each has its HTTP status and a stable `type`, rendered as
+`{"error": {"type": ..., "message": ...}}` (plus `traceback` where the function raised)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from node_agent import protocol as p
+
+
+class CumulusError(Exception):
+    """Base of every error the API reports."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "InternalError"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error envelope."""
+        return {"error": {"type": self.type, "message": self.message, **self.extra}}
+
+
+class Unauthorized(CumulusError):
+    status, type = 401, "Unauthorized"
+
+
+class Forbidden(CumulusError):
+    status, type = 403, "Forbidden"
+
+
+class FunctionNotFound(CumulusError):
+    status, type = 404, "FunctionNotFound"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no function named {name!r}")
+
+
+class NotFound(CumulusError):
+    status, type = 404, "NotFound"
+
+
+class InvalidCode(CumulusError):
+    status, type = 400, "InvalidCode"
+
+
+class InvalidEvent(CumulusError):
+    status, type = 400, "InvalidEvent"
+
+
+class InvalidConfig(CumulusError):
+    status, type = 422, "InvalidConfig"
+
+
+class RequirementsFailed(CumulusError):
+    status, type = 422, "RequirementsInstallFailed"
+
+
+class PayloadTooLarge(CumulusError):
+    status, type = 413, "PayloadTooLarge"
+
+
+class ConflictError(CumulusError):
+    status, type = 409, "Conflict"
+
+
+class Throttled(CumulusError):
+    status, type = 429, "Throttled"
+
+
+class NoCapacity(CumulusError):
+    status, type = 503, "NoCapacity"
+
+
+class InstanceStartFailed(CumulusError):
+    status, type = 503, "InstanceStartFailed"
+
+
+class NodeUnavailable(CumulusError):
+    status, type = 502, "NodeUnavailable"
+
+
+# Outcomes reported by the runtime shim or the node agent, mapped to the status the caller sees.
+OUTCOME_STATUS: dict[str, int] = {
+    p.HANDLER_ERROR: 500,
+    p.NOT_SERIALIZABLE: 500,
+    p.INIT_ERROR: 500,
+    p.CRASHED: 502,
+    p.OUT_OF_MEMORY: 502,
+    p.TIMEOUT: 504,
+    p.INVALID_EVENT: 400,
+}

@@ -1,0 +1,135 @@
+"""Deploy-time code handling: check the uploaded zip, install requirements, store the artifact.
+
+The artifact is a deterministic zip of the user's code plus `.cumulus/deps/` (what
+`requirements.txt` installs), named by its SHA-256; node agents fetch it by digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from control_plane.core import InvalidCode, RequirementsFailed
+
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+MAX_UNPACKED_BYTES = 256 * 1024 * 1024
+MAX_FILES = 20_000
+DEPS_DIR = ".cumulus/deps"
+PIP_TIMEOUT_S = 600
+
+
+def _check_members(zf: zipfile.ZipFile) -> None:
+    """Reject zips that escape their folder, hold links or devices, or unpack too large."""
+    total = 0
+    infos = zf.infolist()
+    if len(infos) > MAX_FILES:
+        raise InvalidCode(f"the zip holds {len(infos)} entries; the limit is {MAX_FILES}")
+    for info in infos:
+        name = info.filename
+        path = PurePosixPath(name)
+        if name.startswith(("/", "\\")) or ".." in path.parts or "\\" in name or ":" in path.parts[0]:
+            raise InvalidCode(f"zip entry {name!r} escapes the function's folder")
+        kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip does not say
+        if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+            raise InvalidCode(f"zip entry {name!r} is not a regular file or folder (links are refused)")
+        total += info.file_size
+        if total > MAX_UNPACKED_BYTES:
+            raise InvalidCode(f"the code unpacks to more than {MAX_UNPACKED_BYTES // 2**20} MiB")
+
+
+def _check_handler(root: Path, handler: str) -> None:
+    module = handler.rpartition(".")[0]
+    rel = Path(*module.split("."))
+    if not ((root / rel).with_suffix(".py").is_file() or (root / rel / "__init__.py").is_file()):
+        raise InvalidCode(f"the handler's module {module!r} is not in the code "
+                          f"(expected {rel}.py at the top of the zip)")
+
+
+def _install_requirements(root: Path) -> None:
+    req = root / "requirements.txt"
+    if not req.is_file():
+        return
+    target = root / DEPS_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+           "--no-input", "--no-compile", "--target", str(target), "-r", str(req)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False,
+                              cwd=root)
+    except subprocess.TimeoutExpired as exc:
+        raise RequirementsFailed(f"installing requirements.txt took over {PIP_TIMEOUT_S}s") from exc
+    if proc.returncode != 0:
+        raise RequirementsFailed("installing requirements.txt failed: "
+                                 + (proc.stderr.strip() or proc.stdout.strip())[-3000:])
+
+
+def _deterministic_zip(root: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for fname in sorted(filenames):
+                full = Path(dirpath) / fname
+                info = zipfile.ZipInfo(str(full.relative_to(root)), date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = (stat.S_IFREG | 0o644) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, full.read_bytes())
+    return buf.getvalue()
+
+
+def build_artifact(upload: bytes, handler: str, artifacts_dir: Path) -> tuple[str, int]:
+    """Check and prepare uploaded code; returns (digest, size) of the stored artifact."""
+    if len(upload) > MAX_UPLOAD_BYTES:
+        raise InvalidCode(f"the zip is over {MAX_UPLOAD_BYTES // 2**20} MiB")
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(upload))
+    except zipfile.BadZipFile as exc:
+        raise InvalidCode(f"the code is not a valid zip file: {exc}") from exc
+    with zf, tempfile.TemporaryDirectory(prefix="cumulus-deploy-") as tmp:
+        _check_members(zf)
+        root = Path(tmp) / "code"
+        try:
+            zf.extractall(root)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            raise InvalidCode(f"the zip could not be unpacked: {exc}") from exc
+        root.mkdir(exist_ok=True)
+        _check_handler(root, handler)
+        _install_requirements(root)
+        data = _deterministic_zip(root)
+    digest = hashlib.sha256(data).hexdigest()
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    final = artifacts_dir / f"{digest}.zip"
+    if not final.exists():
+        fd, part = tempfile.mkstemp(dir=artifacts_dir, suffix=".part")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(part, final)
+    return digest, len(data)
+
+
+def zip_folder(folder: Path) -> bytes:
+    """Zip a function folder for upload (what `cumulus deploy DIR` sends)."""
+    if not folder.is_dir():
+        raise InvalidCode(f"{folder} is not a folder")
+    skip = {"__pycache__", ".git", ".venv", ".cumulus"}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = sorted(d for d in dirnames if d not in skip)
+            for fname in sorted(filenames):
+                full = Path(dirpath) / fname
+                if full.is_file() and not full.is_symlink():
+                    zf.write(full, str(full.relative_to(folder)))
+    return buf.getvalue()
+
+
+def remove_artifact(artifacts_dir: Path, digest: str) -> None:
+    """Delete a stored artifact; missing is fine."""
+    (artifacts_dir / f"{digest}.zip").unlink(missing_ok=True)

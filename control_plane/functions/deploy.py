@@ -1,0 +1,86 @@
+"""Deploying, reading and deleting functions: the unit of work behind the function routes.
+
+A deploy checks the settings, builds the artifact (code plus installed requirements), stores it in
+the database (so every control plane can serve it to its nodes) and then records the version that
+names it, in that order: a version never names code that is not stored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from control_plane.core import InvalidConfig
+from control_plane.functions.artifacts import build_artifact, remove_artifact
+from control_plane.functions.schemas import DeployedVersion, FunctionCreate
+from control_plane.store import Function, Store
+
+
+def parse_config(raw: str) -> FunctionCreate:
+    """A deploy's settings from their JSON; InvalidConfig (422) names every bad field."""
+    try:
+        return FunctionCreate.model_validate_json(raw)
+    except ValidationError as exc:
+        details = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        parts = [f"{'.'.join(str(x) for x in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()]
+        raise InvalidConfig("invalid config: " + "; ".join(parts), details=details) from exc
+
+
+class FunctionService:
+    """Functions, their versions and their code artifacts (synchronous: callers use a thread)."""
+
+    def __init__(self, store: Store, artifacts_dir: Path) -> None:
+        self.store = store
+        self.artifacts_dir = artifacts_dir
+
+    def deploy(self, config: FunctionCreate, upload: bytes) -> DeployedVersion:
+        """Build and store the code, then record a new version of `config.name`."""
+        digest, size = build_artifact(upload, config.handler, self.artifacts_dir)
+        self.store.put_artifact(digest, (self.artifacts_dir / f"{digest}.zip").read_bytes())
+        row = self.store.add_version(config.name, config.model_dump(mode="json"), digest, size)
+        return DeployedVersion.of(row)
+
+    def latest(self, name: str) -> tuple[Function, DeployedVersion]:
+        """The function and its latest version (FunctionNotFound if unknown)."""
+        fn, row = self.store.get_function(name)
+        return fn, DeployedVersion.of(row)
+
+    def latest_version(self, name: str) -> DeployedVersion:
+        """The latest version of `name` (FunctionNotFound if unknown)."""
+        return self.latest(name)[1]
+
+    def all(self) -> list[tuple[Function, DeployedVersion]]:
+        """Every function with its latest version, by name."""
+        return [(fn, DeployedVersion.of(row)) for fn, row in self.store.list_functions()]
+
+    def delete(self, name: str) -> None:
+        """Delete a function, its versions, logs and the code no other version uses."""
+        for digest in self.store.delete_function(name):
+            remove_artifact(self.artifacts_dir, digest)
+
+    def artifact_path(self, digest: str) -> Path | None:
+        """The local file of an artifact, fetched from the database when another control plane
+        built it; None if no version has it."""
+        path = self.artifacts_dir / f"{digest}.zip"
+        if path.is_file():
+            return path
+        data = self.store.artifact(digest)
+        if data is None:
+            return None
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{digest}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return path
+
+    def marker(self) -> tuple[int, float]:
+        """Changes whenever any function is deployed or deleted (by any control plane)."""
+        return self.store.functions_marker()
+
+
+def public_config(version: DeployedVersion) -> dict[str, Any]:
+    """A version's settings as the API shows them."""
+    return version.config.model_dump(mode="json")

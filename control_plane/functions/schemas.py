@@ -1,0 +1,95 @@
+"""A function's shapes, layered on the table's base: what a deploy sends (`FunctionCreate`), what the
+API shows (`FunctionPublic`, `DeployResult`), and what the gateway routes to (`DeployedVersion`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from control_plane.store import FunctionBase, FunctionVersion
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED_ENV_PREFIX = "CUMULUS_"
+
+
+class FunctionCreate(FunctionBase):
+    """What a user sets for a function (the `config` of a deploy); kept with every version."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="lowercase letters, digits and dashes")
+    handler: str = Field(default="main.handler", pattern=HANDLER_PATTERN, description="module.function")
+    memory_mb: int = Field(default=256, ge=64, le=16384, description="memory limit (MiB)")
+    cpu_millis: int = Field(default=0, ge=0, le=64000,
+                            description="CPU quota in millicores; 0 = proportional to memory")
+    timeout_s: float = Field(default=30.0, gt=0, le=900, description="per-invocation timeout")
+    concurrency: int = Field(default=1, ge=1, le=1000, description="in-flight requests per instance")
+    min_instances: int = Field(default=0, ge=0, le=1000)
+    max_instances: int = Field(default=10, ge=1, le=1000)
+    keep_alive_s: float = Field(default=600.0, ge=0, le=86400, description="idle time before stop")
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("env")
+    @classmethod
+    def _env_keys(cls, env: dict[str, str]) -> dict[str, str]:
+        for key in env:
+            if not ENV_KEY.match(key):
+                raise ValueError(f"invalid environment variable name {key!r}")
+            if key.startswith(RESERVED_ENV_PREFIX):
+                raise ValueError(f"environment variables starting with {RESERVED_ENV_PREFIX} are reserved")
+        return env
+
+    @model_validator(mode="after")
+    def _min_max(self) -> FunctionCreate:
+        if self.min_instances > self.max_instances:
+            raise ValueError(f"min_instances ({self.min_instances}) exceeds max_instances "
+                             f"({self.max_instances})")
+        return self
+
+    def effective_cpu_millis(self) -> int:
+        """The CPU quota: as set, or one core per GiB of memory, at least a quarter core."""
+        return self.cpu_millis or max(250, self.memory_mb * 1000 // 1024)
+
+
+class FunctionPublic(FunctionBase):
+    """A function as the API shows it: its latest version, settings and instances."""
+
+    version: int
+    url: str
+    config: dict[str, Any]
+    code_digest: str
+    code_size: int
+    created_at: float
+    updated_at: float
+    instances: int = Field(default=0, description="instances ready to serve")
+    starting: int = Field(default=0, description="instances being started")
+    in_flight: int = Field(default=0, description="calls being served now")
+
+
+class DeployResult(FunctionBase):
+    """The answer to a deployment."""
+
+    version: int
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeployedVersion:
+    """One immutable version as the gateway routes to it: no database row, just its facts."""
+
+    function: str
+    version: int
+    code_digest: str
+    code_size: int
+    config: FunctionCreate
+    created_at: float = 0.0
+
+    @classmethod
+    def of(cls, row: FunctionVersion) -> DeployedVersion:
+        """The version a stored row describes."""
+        return cls(function=row.function, version=row.version, code_digest=row.code_digest,
+                   code_size=row.code_size, config=FunctionCreate.model_validate(row.config),
+                   created_at=row.created_at)

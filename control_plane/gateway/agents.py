@@ -1,0 +1,144 @@
+"""`AgentClient`: the gateway's calls to node agents (start, stop, invoke an instance).
+
+`HttpAgentClient` speaks the agent's HTTP API over one pool of kept-alive aiohttp connections: one
+request per call, the event and the answer as raw bytes (nothing parsed on the way).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+from control_plane.gateway.pools import Instance
+from node_agent import protocol as p
+
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 30.0
+INVOKE_GRACE_S = 30.0  # beyond the function's own timeout, which the agent enforces
+
+
+class AgentCallFailed(Exception):
+    """The call failed in transit: the agent may or may not have acted on it."""
+
+
+class AgentUnreachable(AgentCallFailed):
+    """No connection to the agent was made: nothing was sent, so trying elsewhere is safe."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartAnswer:
+    """How the agent answered a start: ready, full (another control plane placed there first), or
+    refused with a message."""
+
+    status: int
+    message: str = ""
+
+    @property
+    def ready(self) -> bool:
+        """The instance accepts invocations."""
+        return self.status == 200
+
+    @property
+    def full(self) -> bool:
+        """The node has no room: not the function's fault."""
+        return self.status == 409
+
+
+class AgentClient(Protocol):
+    """Calls to the node agent an instance lives on.
+
+    Guarantees: `start` is idempotent by instance id (the agent returns the instance it already
+    runs); `stop` of an instance the agent does not have is success; every failure in transit raises
+    `AgentCallFailed` (`AgentUnreachable` when nothing was sent), never a client library's error.
+    """
+
+    async def open(self) -> None:
+        """Open connections (before the first call)."""
+        ...
+
+    async def close(self) -> None:
+        """Close connections."""
+        ...
+
+    async def start(self, inst: Instance, request: p.InstanceStart) -> StartAnswer:
+        """Start `inst` and wait until it is ready or refused."""
+        ...
+
+    async def stop(self, inst: Instance) -> None:
+        """Remove `inst`'s container (AgentCallFailed if the agent did not confirm)."""
+        ...
+
+    async def invoke(self, inst: Instance, body: bytes, *, request_id: str,
+                     timeout_s: float) -> tuple[Mapping[str, str], bytes]:
+        """One invocation: the agent's outcome headers and the body (logs then result)."""
+        ...
+
+
+class HttpAgentClient:
+    """`AgentClient` over the agents' HTTP API, authenticated with the cluster's node secret."""
+
+    def __init__(self, node_token: str) -> None:
+        self._auth = {"Authorization": f"Bearer {node_token}"}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        """One kept-alive connection pool to every agent."""
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=300, ttl_dns_cache=None)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                              headers=self._auth)
+
+    async def close(self) -> None:
+        """Close the pool."""
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The open session."""
+        assert self._session is not None, "HttpAgentClient.open() first"
+        return self._session
+
+    async def start(self, inst: Instance, request: p.InstanceStart) -> StartAnswer:
+        """PUT the instance; a 200 means ready."""
+        try:
+            async with self.session.put(f"{inst.node_url}/v1/instances/{inst.id}",
+                                        data=request.model_dump_json(),
+                                        headers={"Content-Type": "application/json"},
+                                        timeout=aiohttp.ClientTimeout(total=START_TIMEOUT_S)) as resp:
+                body = await resp.read()
+                if resp.status == 200:
+                    return StartAnswer(200)
+                message = json.loads(body).get("error", {}).get("message", body.decode()[:500])
+                return StartAnswer(resp.status, str(message))
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise AgentCallFailed(f"starting on node {inst.node_id}: {exc!r}") from exc
+
+    async def stop(self, inst: Instance) -> None:
+        """DELETE the instance; a 5xx is a failure (the agent could not remove it)."""
+        try:
+            async with self.session.delete(f"{inst.node_url}/v1/instances/{inst.id}",
+                                           timeout=aiohttp.ClientTimeout(total=STOP_TIMEOUT_S)) as resp:
+                await resp.read()
+                if resp.status >= 500:
+                    raise AgentCallFailed(f"stopping {inst.id} on node {inst.node_id}: HTTP {resp.status}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise AgentCallFailed(f"stopping {inst.id} on node {inst.node_id}: {exc!r}") from exc
+
+    async def invoke(self, inst: Instance, body: bytes, *, request_id: str,
+                     timeout_s: float) -> tuple[Mapping[str, str], bytes]:
+        """POST the event to the agent's proxy route for the instance."""
+        headers = {p.REQUEST_ID_HEADER: request_id, p.TIMEOUT_HEADER: str(int(timeout_s * 1000))}
+        timeout = aiohttp.ClientTimeout(total=timeout_s + INVOKE_GRACE_S)
+        try:
+            async with self.session.post(inst.invoke_url, data=body, headers=headers,
+                                         timeout=timeout) as resp:
+                payload = await resp.read()
+                return resp.headers, payload
+        except aiohttp.ClientConnectorError as exc:
+            raise AgentUnreachable(f"node {inst.node_id} did not answer: {exc!r}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise AgentCallFailed(f"node {inst.node_id} did not answer: {exc!r}") from exc

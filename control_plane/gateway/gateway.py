@@ -1,0 +1,398 @@
+"""The gateway: routes each invocation to a warm instance, starting instances when none is free.
+
+Hot path: a dict lookup for the function's pool, `placement.routing.choose_instance`, one
+kept-alive request to the node agent (`AgentClient`), and an append to the invocation buffer. The
+database is touched only through `GatewayStore`: on the first call of a function after a start (to
+load its version) and to write down instance starts and stops (intents) before agents are asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+from control_plane.core import (
+    OUTCOME_STATUS,
+    Background,
+    Clock,
+    CumulusError,
+    InstanceStartFailed,
+    NoCapacity,
+    NodeUnavailable,
+    Throttled,
+    new_id,
+    request_id,
+)
+from control_plane.fleet import Fleet
+from control_plane.functions import DeployedVersion, FunctionCreate
+from control_plane.gateway.agents import AgentCallFailed, AgentClient, AgentUnreachable
+from control_plane.gateway.occupancy import Occupancy
+from control_plane.gateway.pools import FunctionPool, Instance, InstanceState, InvokeResult
+from control_plane.gateway.ports import GatewayStore, InvocationSink
+from control_plane.gateway.stops import StopTracker
+from control_plane.telemetry import InvocationRecord
+from node_agent import protocol as p
+from placement import PlacementRequest, Resources, place
+from placement.routing import choose_instance, instances_to_start
+
+log = logging.getLogger("cumulus.gateway")
+
+
+class Gateway:
+    """Function pools, instance lifecycle through node agents, and the invocation path."""
+
+    def __init__(self, store: GatewayStore, fleet: Fleet, clock: Clock, *, agents: AgentClient,
+                 records: InvocationSink, queue_timeout_s: float, provision_wait_s: float = 600.0,
+                 owner: str = "") -> None:
+        self.store = store
+        self.owner = owner  # this control plane's id, on every instance it starts
+        self.fleet = fleet
+        self.clock = clock
+        self.agents = agents
+        self.records = records
+        self.queue_timeout_s = queue_timeout_s
+        self.provision_wait_s = provision_wait_s
+        self.can_grow: Callable[[], bool] = lambda: False  # set by the fleet autoscaler
+        self.pools: dict[str, FunctionPool] = {}
+        self.tasks = Background()  # instance starts and stops in flight
+        self.occupancy = Occupancy(self.pools, fleet, owner)  # what the nodes hold, whoever runs it
+        self.stops = StopTracker(clock)  # a stopped instance is never adopted again
+
+    async def open(self) -> None:
+        """Open the kept-alive connections to node agents."""
+        await self.agents.open()
+
+    async def close(self) -> None:
+        """Cancel background starts and close connections."""
+        self.tasks.cancel()
+        await self.agents.close()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` in the background, owned by the gateway."""
+        self.tasks.spawn(coro)
+
+    # -- the fleet loop's view (`control_plane.fleet.Workload`) ------------------------------
+    def allocated(self) -> dict[str, Resources]:
+        """Resources held per node by live instances, whoever runs them."""
+        return self.occupancy.allocated()
+
+    def instances_by_node(self) -> dict[str, list[tuple[str, Resources, int]]]:
+        """Per node: (function, resources of one instance, count)."""
+        return self.occupancy.instances_by_node()
+
+    def in_flight_by_node(self) -> dict[str, int]:
+        """Calls in flight per node."""
+        return self.occupancy.in_flight_by_node()
+
+    # -- pools -------------------------------------------------------------------------------
+    async def pool(self, name: str) -> FunctionPool:
+        """The function's pool, loading its latest version on first use (FunctionNotFound if none)."""
+        pool = self.pools.get(name)
+        if pool is None:
+            ver = await asyncio.to_thread(self.store.latest_version, name)
+            pool = self.pools.get(name)
+            if pool is None:
+                pool = self.pools[name] = FunctionPool(ver)
+        return pool
+
+    def set_version(self, ver: DeployedVersion) -> None:
+        """A new version was deployed: route new calls to it; old instances drain in `reconcile`."""
+        pool = self.pools.get(ver.function)
+        if pool is None:
+            self.pools[ver.function] = FunctionPool(ver)
+        elif ver.version != pool.version.version:
+            pool.version = ver
+            pool.last_start_error = None
+            pool.draining.update(pool.instances)
+            pool.instances = {}
+
+    async def remove_function(self, name: str) -> None:
+        """Forget a function and stop all its instances."""
+        pool = self.pools.pop(name, None)
+        if pool is None:
+            return
+        await asyncio.gather(*(self.stop_instance(pool, i) for i in pool.all_instances()),
+                             return_exceptions=True)
+        async with pool.cond:
+            pool.cond.notify_all()
+
+    def pending(self) -> list[PlacementRequest]:
+        """Instances that calls are waiting for and no node has room for."""
+        return [PlacementRequest(function=name, resources=self._resources(pool.config), count=pool.unplaced)
+                for name, pool in self.pools.items()
+                if pool.unplaced and (pool.waiting or len(pool.live()) < pool.config.min_instances)]
+
+    def forget_node(self, node_id: str) -> None:
+        """The node is gone: forget its instances (their calls fail or retry elsewhere) and the
+        stops it can no longer confirm."""
+        for pool in self.pools.values():
+            for inst in [i for i in pool.all_instances() if i.node_id == node_id]:
+                self.forget_instance(pool, inst)
+        for instance_id in self.stops.forget_node(node_id):
+            self.spawn(self._intent_done(instance_id, "stop"))
+
+    def drain_node(self, node_id: str) -> None:
+        """No new calls to the node's instances; the reconciler stops them once idle."""
+        for pool in self.pools.values():
+            for inst in [i for i in pool.instances.values() if i.node_id == node_id]:
+                pool.instances.pop(inst.id, None)
+                pool.draining[inst.id] = inst
+
+    def capacity_changed(self) -> None:
+        """A node became ready: wake calls waiting for room."""
+        for pool in self.pools.values():
+            if pool.waiting:
+                self.spawn(self._wake(pool))
+
+    @staticmethod
+    async def _wake(pool: FunctionPool) -> None:
+        async with pool.cond:
+            pool.cond.notify_all()
+
+    # -- instance lifecycle ------------------------------------------------------------------
+    @staticmethod
+    def _resources(config: FunctionCreate) -> Resources:
+        return Resources(cpu_millis=config.effective_cpu_millis(), memory_mib=config.memory_mb)
+
+    def start_instance(self, pool: FunctionPool) -> Instance | None:
+        """Reserve a node for one more instance and start it in the background."""
+        config = pool.config
+        res = self._resources(config)
+        decision = place(self.fleet.views(self.occupancy.allocated()),
+                         [PlacementRequest(function=config.name, resources=res)])
+        if not decision.assignments:
+            reason = decision.unplaced[0].reason if decision.unplaced else "no nodes"
+            pool.last_start_error = NoCapacity(f"no node can run an instance of {config.name}: {reason}")
+            pool.unplaced += 1
+            return None
+        pool.unplaced = 0
+        node = self.fleet.nodes[decision.assignments[0].node_id]
+        inst = Instance(id=new_id(config.name), function=config.name,
+                        version=pool.version.version, node_id=node.id, node_url=node.url,
+                        concurrency=config.concurrency, resources=res)
+        pool.instances[inst.id] = inst
+        self.spawn(self._start(pool, inst))
+        return inst
+
+    async def _start(self, pool: FunctionPool, inst: Instance) -> None:
+        config = pool.config
+        req = p.InstanceStart(function=config.name, version=inst.version, handler=config.handler,
+                              code_digest=pool.version.code_digest,
+                              code_url=f"/v1/internal/artifacts/{pool.version.code_digest}",
+                              memory_mib=config.memory_mb, cpu_millis=inst.resources.cpu_millis,
+                              timeout_s=config.timeout_s, concurrency=config.concurrency, env=config.env,
+                              owner=self.owner)
+        error: CumulusError | None = None
+        full = False
+        try:
+            await self._intent(inst, "start")
+            answer = await self.agents.start(inst, req)
+            full = answer.full
+            if not answer.ready:
+                error = InstanceStartFailed(f"starting {config.name}: {answer.message}")
+        except AgentCallFailed as exc:
+            error = InstanceStartFailed(f"starting {config.name}: {exc}")
+            self.stop_in_background(inst)  # the agent may have started it: roll back
+        except Exception as exc:  # the intent could not be written: nothing was asked of the agent
+            error = InstanceStartFailed(f"starting {config.name}: cannot record it: {exc!r}")
+        else:
+            self.spawn(self._intent_done(inst.id, "start"))
+        async with pool.cond:
+            if full:  # not the function's fault: place it again, elsewhere or once there is room
+                pool.instances.pop(inst.id, None)
+                pool.draining.pop(inst.id, None)
+                self.occupancy.mark_full(inst.node_id, self.clock.now())
+                log.info("event=node_full node=%s instance=%s", inst.node_id, inst.id)
+                pool.cond.notify_all()
+            elif error is not None:
+                pool.instances.pop(inst.id, None)
+                pool.draining.pop(inst.id, None)
+                pool.last_start_error = error
+                pool.start_failures += 1
+                log.warning("event=instance_start_failed function=%s instance=%s error=%s",
+                            config.name, inst.id, error.message)
+                pool.cond.notify_all()
+            elif inst.state is InstanceState.STARTING and inst.id in pool.draining:
+                inst.state = InstanceState.READY  # a new version arrived meanwhile: drain it
+                inst.last_used = self.clock.now()
+            elif inst.state is InstanceState.STARTING:
+                inst.state = InstanceState.READY
+                inst.last_used = self.clock.now()
+                pool.cond.notify(inst.concurrency)
+            else:  # stopped while starting (function deleted or redeployed)
+                self.stop_in_background(inst)
+
+    def retire(self, pool: FunctionPool, inst: Instance) -> None:
+        """Take an instance out of service now; its container is removed in the background (a
+        slow node never holds up the caller, e.g. the reconcile loop)."""
+        inst.state = InstanceState.STOPPING
+        pool.instances.pop(inst.id, None)
+        pool.draining.pop(inst.id, None)
+        self.stop_in_background(inst)
+
+    async def stop_instance(self, pool: FunctionPool, inst: Instance) -> None:
+        """Take an instance out of service and remove its container."""
+        inst.state = InstanceState.STOPPING
+        pool.instances.pop(inst.id, None)
+        pool.draining.pop(inst.id, None)
+        await self.remove_container(inst)
+
+    def stop_in_background(self, inst: Instance) -> None:
+        """Remove the instance's container in a task; tracked as stopping from this moment, so
+        a heartbeat in between never brings it back."""
+        if self.stops.begin(inst):
+            self.spawn(self._remove(inst))
+
+    async def remove_container(self, inst: Instance) -> None:
+        """Ask the node to remove the instance, its stop written down first; a stop the agent did
+        not confirm stays open (retried when the node reports the instance, or after a restart).
+        A stop of the same instance already in flight is not asked twice."""
+        if self.stops.begin(inst):
+            await self._remove(inst)
+
+    async def _remove(self, inst: Instance) -> None:
+        """The stop begun by the caller: ends confirmed, or else (error, cancelled) unconfirmed."""
+        done = False
+        try:
+            await self._intent(inst, "stop")
+            await self.agents.stop(inst)
+            done = True
+        except Exception as exc:  # node unreachable, or the database refused the intent
+            log.warning("event=instance_stop_failed instance=%s error=%r", inst.id, exc)
+        finally:
+            if done:
+                self.stops.confirmed(inst.id)
+            else:
+                self.stops.failed(inst.id)
+        if done:  # else its intent stays open: replayed after a restart
+            await self._intent_done(inst.id, "stop")
+
+    async def _intent(self, inst: Instance, kind: str) -> None:
+        await asyncio.to_thread(lambda: self.store.open_instance_intent(
+            inst.id, owner=self.owner, kind=kind, function=inst.function, node_id=inst.node_id,
+            node_url=inst.node_url))
+
+    async def _intent_done(self, instance_id: str, kind: str) -> None:
+        try:
+            await asyncio.to_thread(self.store.close_instance_intent, instance_id, kind)
+        except Exception as exc:  # left open: replayed (idempotently) after a restart
+            log.warning("event=instance_intent_close_failed instance=%s error=%r", instance_id, exc)
+
+    # -- invocation --------------------------------------------------------------------------
+    async def acquire(self, pool: FunctionPool) -> tuple[Instance, bool]:
+        """A slot on a warm instance, starting instances (up to max) and waiting when needed.
+        Returns the instance and whether the call waited for a cold start."""
+        inst = choose_instance(pool.instances.values())
+        if inst is not None:
+            inst.in_flight += 1
+            return inst, False
+        entered = self.clock.now()
+        deadline = entered + self.queue_timeout_s
+        seen_failures = pool.start_failures
+        cold = False
+        async with pool.cond:
+            pool.waiting += 1
+            try:
+                while True:
+                    inst = choose_instance(pool.instances.values())
+                    if inst is not None:
+                        inst.in_flight += 1
+                        return inst, cold
+                    live = pool.live()
+                    starting = sum(1 for i in live if i.state is InstanceState.STARTING)
+                    if pool.start_failures > seen_failures and starting == 0:
+                        raise pool.last_start_error or InstanceStartFailed("instance start failed")
+                    n = instances_to_start(waiting=pool.waiting, starting=starting, total=len(live),
+                                           concurrency=pool.config.concurrency,
+                                           max_instances=pool.config.max_instances)
+                    pool.unplaced = 0
+                    started = sum(1 for _ in range(n) if self.start_instance(pool) is not None)
+                    if started < n:  # some found no room
+                        if self.can_grow():
+                            # A node is being added (or will be): wait for it, boot included.
+                            deadline = max(deadline, entered + self.provision_wait_s)
+                        elif not started and starting == 0:
+                            pool.unplaced = 0
+                            raise pool.last_start_error or NoCapacity("no node has room")
+                    cold = cold or bool(started or starting)
+                    remaining = deadline - self.clock.now()
+                    if remaining <= 0:
+                        raise Throttled(f"{pool.config.name} is at its limit of "
+                                        f"{pool.config.max_instances} instance(s) x "
+                                        f"{pool.config.concurrency} concurrent call(s); "
+                                        f"no slot freed within {self.queue_timeout_s:g}s")
+                    try:
+                        await asyncio.wait_for(pool.cond.wait(), remaining)
+                    except TimeoutError:
+                        continue
+            finally:
+                pool.waiting -= 1
+
+    async def release(self, pool: FunctionPool, inst: Instance) -> None:
+        """Give the slot back and wake one waiter."""
+        inst.in_flight -= 1
+        inst.last_used = self.clock.now()
+        if pool.waiting:
+            async with pool.cond:
+                pool.cond.notify(1)
+
+    async def invoke(self, name: str, body: bytes) -> InvokeResult:
+        """Run one invocation of `name` with `body` as the event."""
+        pool = await self.pool(name)
+        call_id = request_id()
+        started = time.time()
+        for attempt in range(3):
+            inst, cold = await self.acquire(pool)
+            try:
+                headers, payload = await self.agents.invoke(inst, body, request_id=call_id,
+                                                            timeout_s=pool.config.timeout_s)
+            except AgentUnreachable as exc:  # nothing was sent: safe to try elsewhere
+                self.forget_instance(pool, inst)
+                if attempt == 2:
+                    raise NodeUnavailable(str(exc)) from exc
+                log.warning("event=node_unreachable node=%s instance=%s", inst.node_id, inst.id)
+                continue
+            except AgentCallFailed as exc:
+                self.forget_instance(pool, inst)
+                raise NodeUnavailable(str(exc)) from exc
+            finally:
+                await self.release(pool, inst)
+            if headers.get(p.INSTANCE_GONE_HEADER):
+                self.forget_instance(pool, inst)
+            if headers.get(p.OUTCOME_HEADER, p.CRASHED) != p.INSTANCE_NOT_FOUND:
+                break
+            log.info("event=instance_vanished instance=%s attempt=%d", inst.id, attempt)
+        inst.served += 1
+        return self._answer(name, inst, call_id, started, cold, headers, payload)
+
+    def _answer(self, name: str, inst: Instance, call_id: str, started: float, cold: bool,
+                headers: Mapping[str, str], payload: bytes) -> InvokeResult:
+        """The caller's answer from the agent's, and the invocation's record."""
+        outcome = headers.get(p.OUTCOME_HEADER, p.CRASHED)
+        log_bytes = int(headers.get(p.LOG_BYTES_HEADER, "0"))
+        duration_ms = int(headers.get(p.DURATION_HEADER, "0")) / 1000
+        out_headers = {"Content-Type": "application/json", "X-Request-Id": call_id,
+                       "X-Cumulus-Cold-Start": "true" if cold else "false",
+                       "X-Cumulus-Duration-Ms": f"{duration_ms:.3f}",
+                       "X-Cumulus-Version": str(inst.version)}
+        result = payload[log_bytes:]
+        self.records.append(InvocationRecord(name, inst.version, call_id, started, duration_ms, outcome, cold,
+                                             payload[:log_bytes].decode("utf-8", "replace")))
+        if outcome == p.OK:
+            return InvokeResult(200, out_headers, result)
+        try:
+            error = json.loads(result)
+        except ValueError:
+            error = {"type": outcome, "message": result.decode("utf-8", "replace")[:2000]}
+        error["type"] = outcome
+        status = OUTCOME_STATUS.get(outcome, 502)
+        return InvokeResult(status, out_headers, json.dumps({"error": error}).encode())
+
+    def forget_instance(self, pool: FunctionPool, inst: Instance) -> None:
+        """Forget an instance its node has already removed (or that is unreachable)."""
+        if pool.instances.pop(inst.id, None) or pool.draining.pop(inst.id, None):
+            inst.state = InstanceState.STOPPING

@@ -1,0 +1,73 @@
+"""The database: its engine, schema migrations (alembic, on start), and the unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session, create_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    """Alembic's configuration for our migrations, bound to `connection` if given."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the schema to `revision` (on start: an empty database gets every table)."""
+    from alembic import command
+
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), revision)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine for `url`: SQLite in WAL mode (the embedded default) or PostgreSQL (HA)."""
+    is_sqlite = url.startswith("sqlite")
+    engine = create_engine(url, connect_args={"check_same_thread": False} if is_sqlite else {},
+                           pool_pre_ping=True)
+    if is_sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+class Database:
+    """An engine on a migrated schema, and its units of work."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: Engine = create_db_engine(url)
+        migrate(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work: what the block does commits at its end, or rolls back on error."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise

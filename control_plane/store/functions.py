@@ -1,0 +1,107 @@
+"""Functions, their immutable versions, and their code artifacts."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, delete, func, select
+
+from control_plane.core import ConflictError, FunctionNotFound
+from control_plane.store.tables import CodeArtifact, Function, FunctionVersion, InvocationLog
+from control_plane.store.unit import Repository
+
+
+class FunctionRepository(Repository):
+    """Versions are numbered per function; a deleted function takes its versions and logs along."""
+
+    def add_version(self, name: str, config: dict[str, Any], code_digest: str,
+                    code_size: int) -> FunctionVersion:
+        """Record a new immutable version of `name` (creating the function if new)."""
+        for _ in range(5):  # two deploys of one function may race for a version number
+            try:
+                with self.session() as s:
+                    fn = s.get(Function, name)
+                    if fn is None:
+                        fn = Function(name=name)
+                    fn.latest_version += 1
+                    fn.updated_at = time.time()
+                    s.add(fn)
+                    ver = FunctionVersion(function=name, version=fn.latest_version, config=config,
+                                          code_digest=code_digest, code_size=code_size)
+                    s.add(ver)
+                    return ver
+            except IntegrityError:
+                continue
+        raise ConflictError(f"too many concurrent deployments of {name}")
+
+    def get_function(self, name: str) -> tuple[Function, FunctionVersion]:
+        """The function and its latest version; FunctionNotFound if unknown."""
+        with self.session() as s:
+            fn = s.get(Function, name)
+            if fn is None:
+                raise FunctionNotFound(name)
+            ver = s.exec(select(FunctionVersion).where(FunctionVersion.function == name,
+                                                        FunctionVersion.version == fn.latest_version)).one()
+            return fn, ver
+
+    def list_functions(self) -> list[tuple[Function, FunctionVersion]]:
+        """Every function with its latest version, by name."""
+        with self.session() as s:
+            rows = s.exec(select(Function, FunctionVersion)
+                          .join(FunctionVersion, col(FunctionVersion.function) == col(Function.name))
+                          .where(col(FunctionVersion.version) == col(Function.latest_version))
+                          .order_by(col(Function.name))).all()
+            return [(fn, ver) for fn, ver in rows]
+
+    def delete_function(self, name: str) -> list[str]:
+        """Delete a function, its versions and logs; returns the code digests no longer used (their
+        artifacts are deleted too)."""
+        with self.session() as s:
+            fn = s.get(Function, name)
+            if fn is None:
+                raise FunctionNotFound(name)
+            digests = set(s.exec(select(FunctionVersion.code_digest)
+                                 .where(FunctionVersion.function == name)).all())
+            s.exec(delete(FunctionVersion).where(col(FunctionVersion.function) == name))
+            s.exec(delete(InvocationLog).where(col(InvocationLog.function) == name))
+            s.delete(fn)
+            s.flush()
+            still = set(s.exec(select(FunctionVersion.code_digest)
+                               .where(col(FunctionVersion.code_digest).in_(digests))).all())
+            unused = sorted(digests - still)
+            s.exec(delete(CodeArtifact).where(col(CodeArtifact.digest).in_(unused)))
+            return unused
+
+    def digest_in_use(self, digest: str) -> bool:
+        """Whether any version still references this code digest."""
+        with self.session() as s:
+            return s.exec(select(FunctionVersion.id).where(FunctionVersion.code_digest == digest)).first() \
+                is not None
+
+    def functions_marker(self) -> tuple[int, float]:
+        """(number of functions, last change): changes when any function is deployed or removed."""
+        with self.session() as s:
+            count, last = s.exec(select(func.count(), func.max(Function.updated_at))).one()
+            return int(count), float(last or 0.0)
+
+    # -- code artifacts --------------------------------------------------------------------------
+    def put_artifact(self, digest: str, data: bytes) -> None:
+        """Keep a code artifact (idempotent: a digest names its content)."""
+        try:
+            with self.session() as s:
+                if s.get(CodeArtifact, digest) is None:
+                    s.add(CodeArtifact(digest=digest, size=len(data), data=data))
+        except IntegrityError:
+            pass  # the same content, stored by a concurrent deploy
+
+    def artifact(self, digest: str) -> bytes | None:
+        """A code artifact's bytes, None if unknown."""
+        with self.session() as s:
+            return s.exec(select(CodeArtifact.data).where(CodeArtifact.digest == digest)).first()
+
+    def delete_artifact(self, digest: str) -> None:
+        """Drop a code artifact no version uses any more."""
+        with self.session() as s:
+            s.execute(delete(CodeArtifact).where(col(CodeArtifact.digest) == digest))

@@ -1,0 +1,18 @@
+"""`Store`: the one door to the database, one repository per job over one unit of work."""
+
+from __future__ import annotations
+
+from control_plane.store.cluster import ClusterRepository
+from control_plane.store.engine import Database
+from control_plane.store.functions import FunctionRepository
+from control_plane.store.intents import IntentRepository
+from control_plane.store.nodes import NodeRepository
+from control_plane.store.telemetry import TelemetryRepository
+from control_plane.store.tokens import TokenRepository
+
+
+class Store(Database, FunctionRepository, TokenRepository, NodeRepository, IntentRepository,
+            ClusterRepository, TelemetryRepository):
+    """Functions and versions, tokens, nodes and join tokens, intents, the cluster (members,
+    lease, secrets), events and invocation logs. Every method is one unit of work; none is called
+    on the invocation path but at a function's first call."""

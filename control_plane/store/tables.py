@@ -1,0 +1,169 @@
+"""The tables (SQLModel, `table=True`), and the schema bases that other rooms' API shapes extend.
+
+Only this room imports SQLModel and SQLAlchemy. A base such as `FunctionBase` holds the fields that
+the table and the API shapes share; `control_plane.functions` builds `FunctionCreate` and
+`FunctionPublic` on it. Structured values (a version's settings, a provision's machine ids, a
+member's unplaced demand) are JSON columns, never encoded by hand into strings.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import JSON, Column, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class FunctionBase(SQLModel):
+    """What the table of functions and every API shape of a function share."""
+
+    name: str = Field(description="lowercase letters, digits and dashes")
+
+
+class Function(FunctionBase, table=True):
+    """A named function; its versions hold code and settings."""
+
+    name: str = Field(primary_key=True)
+    latest_version: int = 0
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+
+
+class FunctionVersion(SQLModel, table=True):
+    """One immutable deployment of a function: its settings as deployed, and its code's digest."""
+
+    __table_args__ = (UniqueConstraint("function", "version"),)
+    id: int | None = Field(default=None, primary_key=True)
+    function: str = Field(index=True)
+    version: int
+    config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    code_digest: str
+    code_size: int
+    created_at: float = Field(default_factory=time.time)
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token, stored as its SHA-256."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(unique=True, index=True)
+    name: str
+    is_admin: bool = False
+    created_at: float = Field(default_factory=time.time)
+
+
+class NodeRecord(SQLModel, table=True):
+    """A node of the fleet as last reported by its agent."""
+
+    id: str = Field(primary_key=True)
+    provider: str
+    node_type: str
+    url: str
+    cpu_millis: int
+    memory_mib: int
+    state: str
+    last_heartbeat: float = 0.0
+    created_at: float = Field(default_factory=time.time)
+
+
+class JoinToken(SQLModel, table=True):
+    """A single-use, expiring token with which a newly provisioned node joins the cluster."""
+
+    token_hash: str = Field(primary_key=True)
+    request_id: str = Field(index=True, unique=True)
+    provider: str
+    node_type: str
+    expires_at: float
+    used_at: float | None = None
+    node_id: str | None = None
+
+
+class ProviderIntent(SQLModel, table=True):
+    """A provider call written down before it is made, so a control plane that crashes mid-call
+    finishes it on restart (provider calls are idempotent by request id)."""
+
+    request_id: str = Field(primary_key=True)
+    kind: str  # "create" | "terminate"
+    provider: str
+    node_type: str = ""
+    provider_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    state: str = "open"  # open -> created (create: waiting for the join) -> done | failed
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+
+
+class LeaderLease(SQLModel, table=True):
+    """Who runs the reconcilers. A holder renews before `expires_at`; another may take it after.
+    `generation` grows with every change of holder and fences writes of a deposed leader."""
+
+    name: str = Field(primary_key=True)
+    holder: str = ""
+    generation: int = 0
+    expires_at: float = 0.0
+
+
+class InstanceIntent(SQLModel, table=True):
+    """A start or stop of an instance, written before its node agent is asked and deleted once the
+    agent answered. A control plane restarted with open ones stops those instances (a start is
+    rolled back, a stop finished); both are idempotent on the agent."""
+
+    instance_id: str = Field(primary_key=True)
+    owner: str = Field(index=True)
+    kind: str  # "start" or "stop"
+    function: str
+    node_id: str
+    node_url: str
+    created_at: float = Field(default_factory=time.time)
+
+
+class ControlPlaneMember(SQLModel, table=True):
+    """A running control plane (HA: several share one database). Each renews `last_seen` every
+    lease tick and publishes the calls it cannot place (`pending`: function, resources, count), so
+    the leader scales the fleet for all."""
+
+    id: str = Field(primary_key=True)
+    url: str
+    started_at: float = Field(default_factory=time.time)
+    last_seen: float = 0.0
+    pending: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class ClusterSecret(SQLModel, table=True):
+    """A secret every control plane of the cluster shares (e.g. the node agents' token)."""
+
+    name: str = Field(primary_key=True)
+    value: str
+
+
+class CodeArtifact(SQLModel, table=True):
+    """A built code artifact, by digest: any control plane can serve any deployed version."""
+
+    digest: str = Field(primary_key=True)
+    size: int
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: float = Field(default_factory=time.time)
+
+
+class FleetEvent(SQLModel, table=True):
+    """A scaling decision or fleet observation, with its reason."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: float = Field(index=True)
+    kind: str
+    reason: str
+    node_id: str = ""
+
+
+class InvocationLog(SQLModel, table=True):
+    """One invocation's outcome and captured stdout/stderr."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    function: str = Field(index=True)
+    version: int
+    request_id: str
+    started_at: float
+    duration_ms: float
+    outcome: str
+    cold_start: bool
+    logs: str

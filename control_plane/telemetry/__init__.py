@@ -1,0 +1,10 @@
+"""What happened: fleet events with their reasons, invocation records, and their flush to the store.
+
+Coming here: Prometheus metrics.
+"""
+
+from control_plane.telemetry.events import Event, EventLog
+from control_plane.telemetry.invocations import InvocationBuffer, InvocationRecord
+from control_plane.telemetry.recorder import Telemetry
+
+__all__ = ["Event", "EventLog", "InvocationBuffer", "InvocationRecord", "Telemetry"]

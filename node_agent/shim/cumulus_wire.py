@@ -1,0 +1,33 @@
+"""The wire protocol between the node agent and the runtime shim, defined once.
+
+Standard library only and no imports at all: this file is mounted into every function container
+beside the shim (`cumulus_runtime.py` loads it from its own folder), and the node agent imports it
+as `node_agent.shim.cumulus_wire`, so both sides read the same names.
+
+The shim serves HTTP/1.1 with keep-alive on a unix socket:
+  POST /invoke   body = the event as JSON; headers REQUEST_ID_HEADER, DEADLINE_HEADER (ms left)
+  GET  /healthz  200 once the handler module is imported (or failed to import)
+The answer to /invoke is always 200 with a Content-Length; the outcome is in headers and the body
+holds the captured stdout/stderr (LOG_BYTES_HEADER bytes) followed by the result or error JSON.
+"""
+
+SOCKET_DIR = "/run/fn"  # bind-mounted from the node; the agent connects to SOCKET_NAME in it
+SOCKET_NAME = "fn.sock"
+INVOKE_PATH = "/invoke"
+
+# Request headers (agent -> shim)
+REQUEST_ID_HEADER = "X-Request-Id"
+DEADLINE_HEADER = "X-Deadline-Ms"
+
+# Answer headers (shim -> agent)
+OUTCOME_HEADER = "X-Cumulus-Outcome"
+LOG_BYTES_HEADER = "X-Cumulus-Log-Bytes"
+DURATION_HEADER = "X-Cumulus-Duration-Us"
+
+# Outcomes the shim reports
+OK = "ok"
+HANDLER_ERROR = "HandlerError"
+NOT_SERIALIZABLE = "ResultNotSerializable"
+INVALID_EVENT = "InvalidEvent"
+INIT_ERROR = "FunctionInitError"
+SHIM_OUTCOMES = (OK, HANDLER_ERROR, NOT_SERIALIZABLE, INVALID_EVENT, INIT_ERROR)

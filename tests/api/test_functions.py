@@ -1,0 +1,98 @@
+"""/v1/functions in-process: deploy, read, list, redeploy, delete; every bad input is a typed 4xx
+before anything runs; only admins change functions (a reader through a dependency override)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import OK, Api, error
+
+from control_plane.api import current_user
+from control_plane.identity import Principal
+
+
+def test_deploy_read_list_redeploy_delete(api: Api) -> None:
+    resp = api.deploy("crud", memory_mb=128, env={"GREETING": "hi"})
+    assert resp.status_code == 201, resp.text
+    url = f"{api.platform.settings.url}/v1/functions/crud/invoke"
+    assert resp.json() == {"name": "crud", "version": 1, "url": url}
+    got = api.client.get("/v1/functions/crud", headers=api.headers).json()
+    assert got["version"] == 1 and got["url"] == url
+    assert got["config"]["memory_mb"] == 128 and got["config"]["env"] == {"GREETING": "hi"}
+    assert got["instances"] == got["starting"] == got["in_flight"] == 0
+    assert got["code_size"] > 0 and len(got["code_digest"]) == 64
+    assert api.deploy("crud", memory_mb=256).json()["version"] == 2
+    listed = {f["name"]: f for f in api.client.get("/v1/functions", headers=api.headers).json()}
+    assert listed["crud"]["version"] == 2 and listed["crud"]["config"]["memory_mb"] == 256
+    assert api.client.delete("/v1/functions/crud", headers=api.headers).status_code == 204
+    error(api.client.get("/v1/functions/crud", headers=api.headers), 404, "FunctionNotFound")
+    assert not (api.platform.functions.artifacts_dir / f"{got['code_digest']}.zip").exists()
+
+
+def test_a_call_with_no_node_is_a_clear_no_capacity(api: Api) -> None:
+    assert api.deploy("nowhere").status_code == 201
+    err = error(api.client.post("/v1/functions/nowhere/invoke", headers=api.headers, content=b"{}"),
+                503, "NoCapacity")
+    assert "nowhere" in err["message"]
+
+
+def test_invalid_zip(api: Api) -> None:
+    resp = api.client.post("/v1/functions", headers=api.headers,
+                           data={"config": json.dumps({"name": "badzip"})},
+                           files={"code": ("code.zip", b"not a zip", "application/zip")})
+    error(resp, 400, "InvalidCode")
+
+
+@pytest.mark.parametrize("member", ["../evil.py", "/abs/evil.py", "a/../../evil.py"])
+def test_zip_escaping_its_folder(api: Api, member: str) -> None:
+    error(api.deploy("escape", {**OK, member: "x = 1\n"}), 400, "InvalidCode")
+    error(api.client.get("/v1/functions/escape", headers=api.headers), 404, "FunctionNotFound")
+
+
+def test_missing_handler_module(api: Api) -> None:
+    err = error(api.deploy("nomain", {"other.py": "x = 1\n"}), 400, "InvalidCode")
+    assert "main" in err["message"]
+
+
+@pytest.mark.parametrize("config", [
+    {"name": "Bad Name"},
+    {"name": "ok", "memory_mb": 1},
+    {"name": "ok", "timeout_s": -1},
+    {"name": "ok", "min_instances": 5, "max_instances": 2},
+    {"name": "ok", "handler": "no-dots"},
+    {"name": "ok", "env": {"CUMULUS_X": "1"}},
+])
+def test_invalid_config(api: Api, config: dict[str, object]) -> None:
+    err = error(api.deploy("ok", config=config), 422, "InvalidConfig")
+    assert err["details"], err
+
+
+def test_config_that_is_not_json(api: Api) -> None:
+    error(api.deploy("x", config="{name"), 422, "InvalidConfig")
+
+
+def test_unknown_function(api: Api) -> None:
+    error(api.client.post("/v1/functions/ghost/invoke", headers=api.headers, content=b"{}"), 404,
+          "FunctionNotFound")
+    error(api.client.get("/v1/functions/ghost", headers=api.headers), 404, "FunctionNotFound")
+    error(api.client.delete("/v1/functions/ghost", headers=api.headers), 404, "FunctionNotFound")
+    error(api.client.get("/v1/functions/ghost/logs", headers=api.headers), 404, "FunctionNotFound")
+
+
+def test_an_event_over_the_limit_is_refused_before_the_function_is_looked_up(api: Api) -> None:
+    big = b'"' + b"x" * (6 * 1024 * 1024) + b'"'
+    error(api.client.post("/v1/functions/ghost/invoke", headers=api.headers, content=big), 413,
+          "PayloadTooLarge")
+
+
+def test_only_admins_deploy_or_delete(api: Api) -> None:
+    assert api.deploy("kept").status_code == 201
+    api.app.dependency_overrides[current_user] = lambda: Principal("reader", is_admin=False)
+    try:
+        error(api.deploy("kept"), 403, "Forbidden")
+        error(api.client.delete("/v1/functions/kept", headers=api.headers), 403, "Forbidden")
+        assert api.client.get("/v1/functions/kept", headers=api.headers).status_code == 200
+    finally:
+        api.app.dependency_overrides.clear()
+    assert api.client.get("/v1/functions/kept", headers=api.headers).json()["version"] == 1

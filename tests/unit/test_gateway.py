@@ -1,0 +1,253 @@
+"""The gateway's acquire/release and invoke logic without Docker: a scripted `AgentClient` stands in
+for the node agents (starts complete when the test says so), on a real SQLite store and a fleet of
+one node. Ordering comes from events, never from sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from helpers import unit_gateway
+
+from control_plane.core import (
+    InstanceStartFailed,
+    ManualClock,
+    NoCapacity,
+    NodeUnavailable,
+    Throttled,
+)
+from control_plane.fleet import Fleet
+from control_plane.functions import DeployedVersion, FunctionCreate
+from control_plane.gateway import AgentUnreachable, Gateway, Instance, StartAnswer
+from control_plane.store import Store
+from control_plane.telemetry import InvocationBuffer
+from node_agent import protocol as p
+from node_agent.protocol import Heartbeat
+
+
+@dataclass
+class ScriptedAgents:
+    """An `AgentClient` whose starts wait for `ready` (or fail as scripted) and whose invocations
+    answer `outcome`; it records every call."""
+
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    start_answers: list[StartAnswer] = field(default_factory=list)  # consumed first, then 200
+    outcome: str = p.OK
+    unreachable: int = 0  # this many invocations find no connection
+    started: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    invoked: list[str] = field(default_factory=list)
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def start(self, inst: Instance, request: p.InstanceStart) -> StartAnswer:
+        self.started.append(inst.id)
+        if self.start_answers:
+            return self.start_answers.pop(0)
+        await self.ready.wait()
+        return StartAnswer(200)
+
+    async def stop(self, inst: Instance) -> None:
+        self.stopped.append(inst.id)
+
+    async def invoke(self, inst: Instance, body: bytes, *, request_id: str,
+                     timeout_s: float) -> tuple[Mapping[str, str], bytes]:
+        self.invoked.append(inst.id)
+        if self.unreachable:
+            self.unreachable -= 1
+            raise AgentUnreachable(f"node {inst.node_id} refused")
+        logs = b"a log line\n"
+        if self.outcome == p.OK:
+            result = body
+        else:
+            result = json.dumps({"type": self.outcome, "message": "boom", "traceback": ["line"]}).encode()
+        return {p.OUTCOME_HEADER: self.outcome, p.LOG_BYTES_HEADER: str(len(logs)),
+                p.DURATION_HEADER: "1500"}, logs + result
+
+
+async def until(condition: Callable[[], bool], turns: int = 10_000) -> None:
+    """Let the event loop run until `condition` holds (at most `turns` turns: nothing here sleeps)."""
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
+@dataclass
+class Rig:
+    gateway: Gateway
+    agents: ScriptedAgents
+    records: InvocationBuffer
+    clock: ManualClock
+
+
+async def _rig(tmp_path: Path, *, nodes: int = 1, queue_timeout_s: float = 5.0, **config: object) -> Rig:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    clock = ManualClock()
+    fleet = Fleet(store, clock, heartbeat_interval_s=1, lost_after_s=10)
+    for i in range(nodes):
+        await fleet.heartbeat(Heartbeat(node_id=f"n{i}", url=f"http://127.0.0.1:{9000 + i}", cpu_millis=4000,
+                                        memory_mib=4096))
+    agents = ScriptedAgents()
+    gateway = unit_gateway(store, fleet, clock, tmp_path, agents=agents, queue_timeout_s=queue_timeout_s)
+    records = InvocationBuffer()
+    gateway.records = records
+    gateway.set_version(DeployedVersion("f", 1, "d" * 64, 1, FunctionCreate(name="f", **config)))  # type: ignore[arg-type]
+    await gateway.open()
+    return Rig(gateway, agents, records, clock)
+
+
+def test_a_cold_call_waits_for_its_instance_and_the_next_is_warm(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await _rig(tmp_path)
+        pool = await rig.gateway.pool("f")
+        first = asyncio.create_task(rig.gateway.acquire(pool))
+        await until(lambda: bool(rig.agents.started))  # the call asked for an instance and waits for it
+        assert not first.done() and pool.waiting == 1
+        rig.agents.ready.set()
+        inst, cold = await first
+        assert cold and inst.in_flight == 1 and inst.is_ready
+        await rig.gateway.release(pool, inst)
+        again, cold_again = await rig.gateway.acquire(pool)
+        assert again is inst and not cold_again and rig.agents.started == [inst.id]
+        await rig.gateway.release(pool, again)
+        assert inst.in_flight == 0 and pool.waiting == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_busy_instance_at_max_queues_the_next_call_until_it_is_released(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await _rig(tmp_path, max_instances=1, concurrency=1)
+        rig.agents.ready.set()
+        pool = await rig.gateway.pool("f")
+        inst, _ = await rig.gateway.acquire(pool)
+        second = asyncio.create_task(rig.gateway.acquire(pool))
+        await until(lambda: pool.waiting > 0)
+        assert not second.done() and len(rig.agents.started) == 1  # at max: no second instance
+        await rig.gateway.release(pool, inst)
+        got, _ = await asyncio.wait_for(second, 5)
+        assert got is inst and got.in_flight == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_call_that_never_gets_a_slot_is_throttled(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await _rig(tmp_path, queue_timeout_s=0.05, max_instances=1, concurrency=1)
+        rig.agents.ready.set()
+        pool = await rig.gateway.pool("f")
+        await rig.gateway.acquire(pool)
+        second = asyncio.create_task(rig.gateway.acquire(pool))
+        await until(lambda: pool.waiting > 0)
+        rig.clock.advance(1)  # past the queue timeout, on the gateway's clock
+        with pytest.raises(Throttled, match="limit of 1 instance"):
+            await asyncio.wait_for(second, 5)
+        assert pool.waiting == 0
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_calls_start_instances_up_to_max(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await _rig(tmp_path, max_instances=3, concurrency=1)
+        pool = await rig.gateway.pool("f")
+        calls = [asyncio.create_task(rig.gateway.acquire(pool)) for _ in range(5)]
+        await until(lambda: len(rig.agents.started) == 3 and pool.waiting == 5)
+        rig.agents.ready.set()
+        done, waiting = await asyncio.wait(calls, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        while len(done) < 3:
+            more, waiting = await asyncio.wait(waiting, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+            done |= more
+        assert len(rig.agents.started) == 3 and len({t.result()[0].id for t in done}) == 3
+        for task in done:
+            await rig.gateway.release(pool, task.result()[0])
+        rest = await asyncio.wait_for(asyncio.gather(*waiting), 5)
+        assert len(rig.agents.started) == 3 and all(inst.in_flight == 1 for inst, _ in rest)
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_start_fails_the_waiting_call(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await _rig(tmp_path)
+        rig.agents.start_answers = [StartAnswer(502, "bad image")]
+        pool = await rig.gateway.pool("f")
+        with pytest.raises(InstanceStartFailed, match="bad image"):
+            await asyncio.wait_for(rig.gateway.acquire(pool), 5)
+        assert not pool.live() and pool.start_failures == 1
+
+    asyncio.run(scenario())
+
+
+def test_no_node_and_no_growth_is_no_capacity_at_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await _rig(tmp_path, nodes=0)
+        pool = await rig.gateway.pool("f")
+        with pytest.raises(NoCapacity, match="no node can run an instance of f"):
+            await asyncio.wait_for(rig.gateway.acquire(pool), 5)
+        assert rig.gateway.pending() == []  # nobody waits for it any more
+
+    asyncio.run(scenario())
+
+
+def test_a_full_node_is_skipped_until_it_reports_again(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await _rig(tmp_path, nodes=2)
+        rig.agents.start_answers = [StartAnswer(409, "full")]  # another control plane placed there first
+        rig.agents.ready.set()
+        pool = await rig.gateway.pool("f")
+        inst, cold = await asyncio.wait_for(rig.gateway.acquire(pool), 5)
+        assert cold and len(rig.agents.started) == 2 and rig.agents.started[1] == inst.id
+        refused = "n1" if inst.node_id == "n0" else "n0"
+        fleet = rig.gateway.fleet
+        assert rig.gateway.allocated()[refused] == fleet.nodes[refused].capacity  # full until it reports
+        rig.clock.advance(1)
+        await fleet.heartbeat(Heartbeat(node_id=refused, url=fleet.nodes[refused].url, cpu_millis=4000,
+                                        memory_mib=4096))
+        assert refused not in rig.gateway.allocated()
+
+    asyncio.run(scenario())
+
+
+def test_invoke_answers_with_the_outcome_and_records_it(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await _rig(tmp_path)
+        rig.agents.ready.set()
+        ok = await rig.gateway.invoke("f", b'{"x": 1}')
+        assert ok.status == 200 and ok.body == b'{"x": 1}'
+        assert ok.headers["X-Cumulus-Cold-Start"] == "true" and ok.headers["X-Cumulus-Duration-Ms"] == "1.500"
+        rig.agents.outcome = p.HANDLER_ERROR
+        failed = await rig.gateway.invoke("f", b"{}")
+        assert failed.status == 500
+        assert json.loads(failed.body)["error"] == {"type": p.HANDLER_ERROR, "message": "boom",
+                                                    "traceback": ["line"]}
+        records = rig.records.take()
+        assert [(r.function, r.outcome, r.cold_start, r.logs) for r in records] == [
+            ("f", p.OK, True, "a log line\n"), ("f", p.HANDLER_ERROR, False, "a log line\n")]
+
+    asyncio.run(scenario())
+
+
+def test_an_unreachable_node_is_retried_elsewhere_then_reported(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await _rig(tmp_path)
+        rig.agents.ready.set()
+        rig.agents.unreachable = 1
+        answer = await rig.gateway.invoke("f", b"{}")  # the first instance is forgotten, a new one serves
+        assert answer.status == 200 and len(rig.agents.started) == 2
+        rig.agents.unreachable = 3
+        with pytest.raises(NodeUnavailable):
+            await rig.gateway.invoke("f", b"{}")
+        assert len(rig.agents.invoked) == 5
+
+    asyncio.run(scenario())
