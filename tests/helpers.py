@@ -115,9 +115,14 @@ class RunningPlatform:
         assert resp.status_code == 200, resp.text
         return resp.json()
 
-    def cli(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-        """Run the `cumulus` CLI against this platform."""
+    def cli(self, *args: str, input: bytes | None = None,
+            flags: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run the `cumulus` CLI against this platform: told where by CUMULUS_URL and CUMULUS_TOKEN,
+        or with `flags` by --url and --token (and no such variables)."""
         env = {**os.environ, "CUMULUS_URL": self.url, "CUMULUS_TOKEN": self.token, "COLUMNS": "200"}
+        if flags:
+            env = {k: v for k, v in env.items() if k not in ("CUMULUS_URL", "CUMULUS_TOKEN")}
+            args = ("--url", self.url, "--token", self.token, *args)
         return subprocess.run([sys.executable, "-m", "control_plane.cli", *args], env=env,
                               capture_output=True, text=input is None, input=input, timeout=300,
                               check=False, cwd=REPO)

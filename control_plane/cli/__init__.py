@@ -13,4 +13,4 @@ def main() -> None:
 
         sys.exit(f"error: the cumulus command needs the control plane's packages ({exc.name} is missing): "
                  "pip install 'cumulus[control-plane]'")
-    app()
+    app(prog_name="cumulus")

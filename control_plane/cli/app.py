@@ -1,4 +1,8 @@
-"""The `cumulus` command line (typer + rich)."""
+"""The `cumulus` command line (typer + rich).
+
+Which control plane and token: `--url` / `--token`, else `CUMULUS_URL` / `CUMULUS_TOKEN`, else what
+`cumulus up` wrote in the data directory (`CUMULUS_DATA_DIR`, default ~/.cumulus).
+"""
 
 from __future__ import annotations
 
@@ -13,14 +17,21 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from control_plane.cli.client import Client, ClientError
+from control_plane.cli.client import DEFAULT_URL, Client, ClientError
 from control_plane.cli.simulate import register as register_simulate
-from control_plane.core import DEFAULT_PORT, Settings
+from control_plane.core import DEFAULT_PORT, Settings, version
 
-app = typer.Typer(help="Cumulus: self-hosted serverless functions.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+HELP = """Cumulus: self-hosted serverless functions.
+
+The commands that talk to a control plane find it with --url and --token, else the CUMULUS_URL and
+CUMULUS_TOKEN variables, else what `cumulus up` wrote in its data directory (CUMULUS_DATA_DIR,
+default ~/.cumulus)."""
+
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
+_target: dict[str, str | None] = {"url": None, "token": None}  # the global options, once parsed
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -29,10 +40,31 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"cumulus {version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    url: Annotated[str | None, typer.Option(
+        "--url", envvar="CUMULUS_URL", show_envvar=True,
+        help=f"the control plane's URL [the data directory's endpoint, else {DEFAULT_URL}]")] = None,
+    token: Annotated[str | None, typer.Option(
+        "--token", envvar="CUMULUS_TOKEN", show_envvar=True,
+        help="API token [the data directory's admin.token]")] = None,
+    show_version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True, help="print the version and exit")] = False,
+) -> None:
+    """Cumulus: self-hosted serverless functions."""
+    _target.update(url=url, token=token)
+
+
 def client() -> Client:
-    """A client from CUMULUS_URL / CUMULUS_TOKEN or the local data directory."""
+    """A client for the control plane the options, the variables or the data directory name."""
     try:
-        return Client.from_env()
+        return Client.from_env(url=_target["url"], token=_target["token"])
     except ClientError as exc:
         fail(exc.message)
 
@@ -46,7 +78,8 @@ def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 @app.command()
-def up(data_dir: Annotated[Path | None, typer.Option(help="state directory [~/.cumulus]")] = None,
+def up(data_dir: Annotated[Path | None, typer.Option(
+           envvar="CUMULUS_DATA_DIR", show_envvar=True, help="state directory [~/.cumulus]")] = None,
        port: Annotated[int | None, typer.Option(help=f"API port [{DEFAULT_PORT}]")] = None,
        host: Annotated[str | None, typer.Option(help="API address [127.0.0.1]")] = None,
        provider: Annotated[str | None, typer.Option(help="local | qemu | aws | libcloud [local]")] = None,
@@ -130,7 +163,7 @@ def deploy(path: Annotated[Path, typer.Argument(help="a folder or a .zip with th
 
 
 @app.command()
-def invoke(name: str,
+def invoke(name: Annotated[str, typer.Argument(help="the function to call")],
            data: Annotated[str, typer.Option("--data", "-d",
                                              help="event JSON, @file, or - for stdin")] = "{}") -> None:
     """Invoke a function and print its JSON result."""
@@ -172,14 +205,15 @@ def list_functions() -> None:
 
 
 @app.command("rm")
-def remove(name: str) -> None:
+def remove(name: Annotated[str, typer.Argument(help="the function to delete")]) -> None:
     """Delete a function and stop its instances."""
     call(client().delete, f"/v1/functions/{name}")
     out.print(f"deleted {name}")
 
 
 @app.command()
-def logs(name: str, limit: Annotated[int, typer.Option(help="how many invocations")] = 20) -> None:
+def logs(name: Annotated[str, typer.Argument(help="the function whose calls to show")],
+         limit: Annotated[int, typer.Option(help="how many invocations")] = 20) -> None:
     """Show a function's recent invocations and their output, newest last."""
     rows = call(client().get, f"/v1/functions/{name}/logs?limit={limit}")
     for r in rows:

@@ -1,16 +1,25 @@
-"""A small synchronous client of the REST API, used by the CLI (not on the invocation hot path)."""
+"""A small synchronous client of the REST API, used by the CLI (not on the invocation hot path).
+
+Every failure is a `ClientError` whose message is one readable line: the API's own error type and
+message, or what went wrong reaching it (a URL without a scheme, a port out of range, nothing
+listening, an unknown host), never the HTTP library's text.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
-from control_plane.core import default_data_dir
+from control_plane.core import DEFAULT_PORT, default_data_dir
+
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 
 
 class ClientError(Exception):
@@ -24,6 +33,54 @@ class ClientError(Exception):
         self.extra = extra or {}
 
 
+def check_url(url: str) -> str:
+    """`url` without a trailing slash, or ClientError(BadUrl) saying what is wrong with it."""
+    hint = f"give a URL such as {DEFAULT_URL}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError when it is not a number from 0 to 65535
+    except ValueError as exc:
+        raise ClientError(0, "BadUrl", f"{url!r} is not a valid URL ({exc}); {hint}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ClientError(0, "BadUrl", f"{url!r} has no http:// or https:// scheme; {hint}")
+    if not parts.hostname:
+        raise ClientError(0, "BadUrl", f"{url!r} names no host; {hint}")
+    if port == 0:
+        raise ClientError(0, "BadUrl", f"{url!r}: port 0 is not a port one can connect to; {hint}")
+    return url.rstrip("/")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what it wraps (causes, contexts, exceptions among its args), outermost first."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo and len(seen) < 20:
+        cur = todo.pop(0)
+        if any(cur is s for s in seen):
+            continue
+        seen.append(cur)
+        todo += [e for e in (cur.__cause__, cur.__context__, *cur.args) if isinstance(e, BaseException)]
+    return seen
+
+
+def _why(exc: requests.RequestException) -> str:
+    """The root cause of a failed request, in a few words."""
+    if isinstance(exc, requests.Timeout):
+        return "no answer in time"
+    causes = _causes(exc)
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return "connection refused (is the control plane running there? `cumulus up` starts one)"
+    if any(isinstance(c, socket.gaierror) for c in causes):
+        return "unknown host"
+    if any(type(c).__name__ in ("RemoteDisconnected", "BadStatusLine", "ProtocolError") for c in causes):
+        return "the connection closed without an HTTP answer (is this the control plane's port?)"
+    for c in reversed(causes):
+        if isinstance(c, OSError) and c.strerror:
+            return str(c.strerror).lower()
+    text = str(causes[-1]) or type(causes[-1]).__name__
+    return text.splitlines()[0][:200]
+
+
 @dataclass
 class Client:
     """Talks to one control plane with one token."""
@@ -32,22 +89,25 @@ class Client:
     token: str
     timeout_s: float = 960.0
 
+    def __post_init__(self) -> None:
+        self.url = check_url(self.url)
+
     @classmethod
-    def from_env(cls, data_dir: Path | None = None) -> Client:
-        """`CUMULUS_URL` / `CUMULUS_TOKEN`, falling back to the local data directory."""
+    def from_env(cls, data_dir: Path | None = None, *, url: str | None = None,
+                 token: str | None = None) -> Client:
+        """`url` and `token` if given, else `CUMULUS_URL` / `CUMULUS_TOKEN`, else what `cumulus up`
+        wrote in the data directory (`CUMULUS_DATA_DIR`, default ~/.cumulus)."""
         data = data_dir or default_data_dir()
-        url = os.environ.get("CUMULUS_URL", "")
+        url = url or os.environ.get("CUMULUS_URL", "")
         if not url and (data / "endpoint").exists():
             url = (data / "endpoint").read_text().strip()
-        token = os.environ.get("CUMULUS_TOKEN", "")
+        token = token or os.environ.get("CUMULUS_TOKEN", "")
         if not token and (data / "admin.token").exists():
             token = (data / "admin.token").read_text().strip()
-        if not url:
-            url = "http://127.0.0.1:8080"
         if not token:
-            raise ClientError(0, "NoToken", f"no token: set CUMULUS_TOKEN or run `cumulus up` "
+            raise ClientError(0, "NoToken", f"no token: pass --token, set CUMULUS_TOKEN, or run `cumulus up` "
                                             f"(it writes {data / 'admin.token'})")
-        return cls(url.rstrip("/"), token)
+        return cls(url or DEFAULT_URL, token)
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """One API call; errors become ClientError with the API's type and message."""
@@ -57,14 +117,17 @@ class Client:
             resp = requests.request(method, self.url + path, headers=headers, timeout=self.timeout_s,
                                     **kwargs)
         except requests.RequestException as exc:
-            raise ClientError(0, "Unreachable", f"cannot reach {self.url}: {exc}") from exc
+            raise ClientError(0, "Unreachable", f"cannot reach {self.url}: {_why(exc)}") from exc
         if resp.status_code >= 400:
             try:
                 err = resp.json()["error"]
                 extra = {k: v for k, v in err.items() if k not in ("type", "message")}
                 raise ClientError(resp.status_code, err["type"], err["message"], extra)
             except (ValueError, KeyError, TypeError):
-                raise ClientError(resp.status_code, "HTTPError", resp.text[:500]) from None
+                first = resp.text.strip().splitlines()[0][:200] if resp.text.strip() else resp.reason
+                raise ClientError(resp.status_code, "HTTPError",
+                                  f"{self.url} answered HTTP {resp.status_code}: {first} "
+                                  "(is this a Cumulus control plane?)") from None
         return resp
 
     def deploy(self, code_zip: bytes, config: dict[str, Any]) -> dict[str, Any]:

@@ -2,5 +2,6 @@
 
 from control_plane.cluster.leadership import LEASE, Leadership
 from control_plane.cluster.members import member_id
+from control_plane.cluster.schemas import ControlPlanePublic
 
-__all__ = ["LEASE", "Leadership", "member_id"]
+__all__ = ["LEASE", "ControlPlanePublic", "Leadership", "member_id"]

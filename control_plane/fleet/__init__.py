@@ -6,6 +6,7 @@ from control_plane.fleet.autoscaler import FleetAutoscaler
 from control_plane.fleet.join import AGENT_PACKAGE_ROUTE, Joins
 from control_plane.fleet.nodes import Fleet, Node
 from control_plane.fleet.providers import QEMU_NODE_TYPE, build_provider, node_types, qemu_software
+from control_plane.fleet.schemas import NodePublic, ResourcesPublic
 from control_plane.fleet.workload import Workload
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "FleetAutoscaler",
     "Joins",
     "Node",
+    "NodePublic",
+    "ResourcesPublic",
     "Workload",
     "build_provider",
     "build_wheel",

@@ -6,5 +6,7 @@ Coming here: Prometheus metrics.
 from control_plane.telemetry.events import Event, EventLog
 from control_plane.telemetry.invocations import InvocationBuffer, InvocationRecord
 from control_plane.telemetry.recorder import Telemetry
+from control_plane.telemetry.schemas import EventPublic, InvocationPublic
 
-__all__ = ["Event", "EventLog", "InvocationBuffer", "InvocationRecord", "Telemetry"]
+__all__ = ["Event", "EventLog", "EventPublic", "InvocationBuffer", "InvocationPublic", "InvocationRecord",
+           "Telemetry"]

@@ -163,6 +163,7 @@ def test_cli_deploy_invoke_ls_nodes(platform: RunningPlatform, tmp_path: object)
     assert json.loads(platform.cli("invoke", "clifn", "--data", "-", input=b'{"from": "stdin"}')
                       .stdout)["event"] == {"from": "stdin"}
     assert "clifn" in platform.cli("ls").stdout
+    assert "clifn" in platform.cli("ls", flags=True).stdout  # --url and --token instead of variables
     nodes = platform.cli("nodes")
     assert nodes.returncode == 0 and "ready" in nodes.stdout
     missing = platform.cli("invoke", "nope")

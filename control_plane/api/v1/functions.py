@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
@@ -11,6 +11,7 @@ from control_plane.api.deps import CurrentUser, Services, ServicesDep, function_
 from control_plane.core import Forbidden
 from control_plane.functions import DeployedVersion, DeployResult, FunctionPublic, parse_config, public_config
 from control_plane.store import Function
+from control_plane.telemetry import InvocationPublic
 
 router = APIRouter(prefix="/v1/functions", tags=["functions"])
 
@@ -78,9 +79,9 @@ async def invoke(name: str, request: Request, svc: ServicesDep) -> Response:
 
 @router.get("/{name}/logs")
 async def logs(name: str, svc: ServicesDep, user: CurrentUser,
-               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[InvocationPublic]:
     """The function's newest invocations (oldest first) with their captured stdout/stderr."""
     await run_in_threadpool(svc.functions.latest, name)
     await svc.telemetry.flush()
     rows = await run_in_threadpool(svc.store.logs, name, limit)
-    return [r.model_dump(exclude={"id"}) for r in rows]
+    return [InvocationPublic.model_validate(r) for r in rows]
