@@ -1,0 +1,108 @@
+"""The agent and the runtime shim agree on the wire: the real shim script, run as a function
+container runs it (its own folder holding `cumulus_wire.py`, nothing else of Cumulus importable),
+answers on a unix socket every outcome it knows, and the agent's `ShimClient` reads each one under
+the names `node_agent.protocol` gives them. No Docker: the shim is a process on this host."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from control_plane.core import OUTCOME_STATUS
+from node_agent import protocol as p
+from node_agent.agent import SHIM_DIR
+from node_agent.shim import cumulus_wire
+from node_agent.shim_client import ShimClient
+
+HANDLER = """
+import json
+
+def handler(event, context):
+    print("seen", json.dumps(event))
+    if event == "raise":
+        raise ValueError("boom")
+    if event == "set":
+        return {1, 2}
+    return {"echo": event, "request_id": context.request_id,
+            "left_ms": context.get_remaining_time_in_millis()}
+"""
+
+
+def _serve(tmp: Path, code: str) -> Iterator[Path]:
+    shim = tmp / "opt-cumulus"
+    shutil.copytree(SHIM_DIR, shim, ignore=shutil.ignore_patterns("__pycache__"))  # as mounted
+    task = tmp / "task"
+    task.mkdir()
+    (task / "main.py").write_text(code)
+    sock = tmp / "fn.sock"
+    env = {"CUMULUS_SOCKET": str(sock), "CUMULUS_HANDLER": "main.handler", "PYTHONPATH": str(task),
+           "PATH": "/usr/bin:/bin"}
+    # -S as in a container; no -I, so PYTHONPATH can stand in for the /var/task mount
+    proc = subprocess.Popen([sys.executable, "-S", str(shim / "cumulus_runtime.py")], env=env, cwd=tmp,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            assert proc.poll() is None, proc.communicate()[0].decode()
+            assert time.monotonic() < deadline, "the shim never opened its socket"
+            time.sleep(0.01)
+        yield sock
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+@pytest.fixture
+def shim(tmp_path: Path) -> Iterator[Path]:
+    yield from _serve(tmp_path, HANDLER)
+
+
+def _call(sock: Path, body: bytes) -> tuple[str, str, object]:
+    """(outcome, logs, result) as the agent reads an answer."""
+    async def once() -> tuple[dict[str, str], bytes]:
+        client = ShimClient(str(sock))
+        try:
+            return await client.invoke(body, "req-1", 5000)
+        finally:
+            client.close()
+
+    headers, payload = asyncio.run(once())
+    log_bytes = int(headers[p.LOG_BYTES_HEADER.lower()])
+    assert int(headers[p.DURATION_HEADER.lower()]) >= 0
+    return (headers[p.OUTCOME_HEADER.lower()], payload[:log_bytes].decode(), json.loads(payload[log_bytes:]))
+
+
+def test_every_outcome_of_the_shim_reads_as_the_protocol_names_it(shim: Path) -> None:
+    outcome, logs, result = _call(shim, b'"hi"')
+    assert outcome == p.OK and logs == 'seen "hi"\n'
+    assert isinstance(result, dict) and result["echo"] == "hi" and result["request_id"] == "req-1"
+    assert 0 < result["left_ms"] <= 5000  # the deadline header reached the handler's context
+    outcome, _, error = _call(shim, b'"raise"')
+    assert outcome == p.HANDLER_ERROR and isinstance(error, dict) and error["type"] == p.HANDLER_ERROR
+    assert _call(shim, b'"set"')[0] == p.NOT_SERIALIZABLE
+    assert _call(shim, b"{not json")[0] == p.INVALID_EVENT
+
+
+def test_an_import_failure_is_the_init_outcome(tmp_path: Path) -> None:
+    for sock in _serve(tmp_path, "import no_such_module\n"):
+        outcome, _, error = _call(sock, b"{}")
+        assert outcome == p.INIT_ERROR and isinstance(error, dict) and "no_such_module" in error["message"]
+
+
+def test_the_protocol_is_one_definition_the_control_plane_maps_completely() -> None:
+    assert set(p.SHIM_OUTCOMES) == {p.OK, p.HANDLER_ERROR, p.NOT_SERIALIZABLE, p.INVALID_EVENT, p.INIT_ERROR}
+    assert p.OUTCOME_HEADER is cumulus_wire.OUTCOME_HEADER and p.OK is cumulus_wire.OK
+    failures = set(p.SHIM_OUTCOMES + p.AGENT_OUTCOMES) - {p.OK, p.INSTANCE_NOT_FOUND}
+    assert failures == set(OUTCOME_STATUS), "every failure the caller can see has its HTTP status"
+    tree = ast.parse(Path(cumulus_wire.__file__ or "").read_text())
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)], \
+        "the wire module is mounted alone into containers: it imports nothing"
