@@ -148,6 +148,8 @@ class Platform:
         except Exception as exc:  # the database may be gone: the lease then simply expires
             log.warning("event=leave_failed error=%r", exc)
         await self.telemetry.flush()
+        if self.autoscaler is not None:
+            self.autoscaler.close()
         await self.gateway.close()
 
     def control_plane_urls(self) -> list[str]:

@@ -105,6 +105,11 @@ class FleetAutoscaler:
         if self.leadership is not None:
             self.leadership.deposed(str(exc))
 
+    def close(self) -> None:
+        """Stop waiting for provider calls in flight (a call already made finishes on its thread;
+        its intent, written first, is replayed by the next leader)."""
+        self.tasks.cancel()
+
     def reset(self) -> None:
         """Deposed: the new leader owns the provisions in flight (it replays their intents)."""
         self.provisions.clear()

@@ -8,7 +8,6 @@ agent package) is handed in here, so `provisioners` never imports `node_agent`.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -57,8 +56,7 @@ def qemu_software(agent_package: AgentPackage, cache_dir: Path) -> GuestSoftware
 
 
 def build_provider(settings: Settings, file: FileConfig, *, node_token: str, bootstrap_for: BootstrapFor,
-                   agent_package: AgentPackage,
-                   cache_dir: Callable[[], Path] = default_cache_dir) -> NodeProvider:
+                   agent_package: AgentPackage) -> NodeProvider:
     """The provider `settings.provider`, configured from the `[provider.NAME]` section of `file`."""
     if settings.provider == "local":
         return LocalProvider(settings.node_root, settings.cluster, AgentBootstrap(
@@ -68,7 +66,7 @@ def build_provider(settings: Settings, file: FileConfig, *, node_token: str, boo
     kwargs = dict(file.providers.get(settings.provider, {}))
     if settings.provider == "qemu":  # VMs live in node folders, like local agents
         kwargs["root"] = Path(kwargs.get("root", settings.node_root))
-        cache = Path(kwargs.pop("cache_dir", cache_dir()))
+        cache = Path(kwargs.pop("cache_dir", default_cache_dir()))
         kwargs.update(cache_dir=cache, software=qemu_software(agent_package, cache))
     try:
         return cast(NodeProvider, cls(settings.cluster, bootstrap_for, **kwargs))

@@ -119,8 +119,9 @@ def test_written_config_is_what_cumulus_loads(database_url: str, tmp_path: Path)
     assert settings.public_url == "http://10.1.2.3:8080"
     assert settings.db == database_url
     assert settings.db_url == (database_url or f"sqlite:///{settings.data_dir / 'cumulus.db'}")
-    assert [(t.name, t.cpu_millis, t.memory_mib, t.hourly_cost, t.boot_s) for t in file.node_types] == [
-        ("small", 2000, 1536, 0.0208, 90.0), ("large gpu", 4000, 15000, 1.0, 120.0)]
+    assert [(t.name, t.capacity.cpu_millis, t.capacity.memory_mib, t.hourly_cost, t.boot_s)
+            for t in file.node_types] == [
+            ("small", 2000, 1536, 0.0208, 90.0), ("large gpu", 4000, 15000, 1.0, 120.0)]
     aws = file.providers["aws"]
     assert aws == {"region": "us-east-2", "image_id": "ami-0123456789abcdef0",
                    "subnet_id": "subnet-0123456789abcdef0", "security_group_ids": ["sg-0123456789abcdef0"],
