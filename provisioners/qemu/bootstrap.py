@@ -30,6 +30,7 @@ from provisioners.qemu.image import VmImage
 log = logging.getLogger("cumulus.qemu")
 
 GUEST_HOST_ADDRESS = "10.0.2.2"  # the host, as QEMU's user-mode network shows it to the guest
+SITE_PACKAGES = f"{rootfs.AGENT_VENV}/lib/python3.11/site-packages"
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,11 @@ def install_agent(client: Any, plan: AgentPlan, *, timeout_s: float) -> None:
     """Upload the agent and its config, then (re)start its service; idempotent."""
     remote = f"/root/{plan.agent_wheel.name}"
     ssh.put_bytes(client, plan.agent_wheel.read_bytes(), remote)
-    install = (f"{rootfs.AGENT_VENV}/bin/pip install --quiet --no-deps --no-index --force-reinstall "
-               f"{shlex.quote(remote)} && rm -f {shlex.quote(remote)}")
+    # A pure-Python wheel is its files: unpacked into site-packages (dist-info included) it is
+    # installed, and its dependencies are already in the image's venv. pip would cost ~5 s more per
+    # node under emulation, for entry points the agent does not use.
+    install = (f"{rootfs.AGENT_VENV}/bin/python -I -m zipfile -e {shlex.quote(remote)} {SITE_PACKAGES} "
+               f"&& rm -f {shlex.quote(remote)}")
     ssh.put_bytes(client, json.dumps(dict(plan.config), indent=2).encode(), rootfs.AGENT_CONFIG)
     ssh.put_bytes(client, _env_file(plan.env).encode(), rootfs.AGENT_ENV)
     # Not `enable`d: a guest reboot ends its QEMU (-no-reboot), so the unit never needs a boot link.
