@@ -140,3 +140,15 @@ def test_render_is_pure() -> None:
 
 def _fields(boot: NodeBootstrap) -> dict[str, object]:
     return {name: getattr(boot, name) for name in boot.__dataclass_fields__}
+
+
+def test_the_node_asks_pip_for_the_agent_extra_only() -> None:
+    from packaging.requirements import Requirement
+
+    from provisioners.cloudinit import agent_requirement
+
+    url = "https://cp.example/v1/agent/package/cumulus-0.1.0-py3-none-any.whl"
+    req = Requirement(agent_requirement(url))
+    assert (req.name, req.extras, req.url) == ("cumulus", {"agent"}, url)
+    wheel = "/tmp/cumulus-0.1.0-py3-none-any.whl"
+    assert agent_requirement(wheel) == f"{wheel}[agent]"
