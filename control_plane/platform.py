@@ -87,6 +87,8 @@ class Platform:
                                       bootstrap_for=self.joins.bootstrap_for,
                                       agent_package=self.agent_package)
         self.provider = provider
+        if provider is not None:
+            self.joins.provider = provider.name  # recorded with each join token
         self.leadership = Leadership(self.store, self.id, settings.url, ttl_s=settings.lease_ttl_s,
                                      pending=self.gateway.pending, on_elected=self._elected,
                                      on_deposed=self._deposed)

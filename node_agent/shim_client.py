@@ -1,6 +1,6 @@
 """Kept-alive connections from the agent to one instance's runtime shim, over its unix socket.
 
-The shim speaks a fixed, small subset of HTTP/1.1 (see `shim/cumulus_runtime.py`): every answer
+The shim speaks a fixed, small subset of HTTP/1.1 (defined in `shim/cumulus_wire.py`): every answer
 has a Content-Length and no chunking. Speaking exactly that subset on raw asyncio streams costs a
 fraction of a general HTTP client per call, and this hop is on every invocation.
 """

@@ -34,7 +34,6 @@ REPO = Path(__file__).resolve().parent.parent
 DOCKER_HOST = os.environ.get("DOCKER_HOST", "unix:///run/cumulus-docker.sock")
 
 
-
 def unit_gateway(store: Store, fleet: Fleet, clock: Clock, data_dir: Path, *,
                  agents: AgentClient | None = None, queue_timeout_s: float = 1.0, owner: str = "") -> Gateway:
     """A gateway on a real store, as the composition root wires it (agents: HTTP unless given)."""

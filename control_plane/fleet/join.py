@@ -7,7 +7,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from control_plane.core import new_id
+from control_plane.core import NotFound, new_id
 from control_plane.fleet.agent_package import AgentPackage
 from control_plane.fleet.nodes import Fleet
 from control_plane.store import Store
@@ -51,7 +51,9 @@ class Joins:
         log.info("event=node_joined node=%s request=%s url=%s", node_id, row.request_id, req.url)
         return JoinResult(node_id=node_id, node_token=self.node_token)
 
-    def package(self, filename: str) -> Path | None:
-        """The agent wheel if `filename` names it."""
+    def package(self, filename: str) -> Path:
+        """The agent wheel, if `filename` names it (NotFound otherwise)."""
         wheel = self.agent_package.wheel()
-        return wheel if filename == wheel.name else None
+        if filename != wheel.name:
+            raise NotFound(f"no package {filename}; this control plane serves {wheel.name}")
+        return wheel

@@ -45,10 +45,13 @@ def node_types(settings: Settings, file: FileConfig) -> dict[str, NodeType]:
 def qemu_software(agent_package: AgentPackage, cache_dir: Path) -> GuestSoftware:
     """What every qemu node runs: the function runtime image of `node_agent.image` and this
     control plane's agent package with the agent's pinned dependencies."""
-    try:
-        mirror = debian_mirror()
-    except ImageBuildError as exc:
-        raise ProviderError(str(exc)) from exc
+
+    def mirror() -> str:
+        try:
+            return debian_mirror()
+        except ImageBuildError as exc:
+            raise ProviderError(str(exc)) from exc
+
     return GuestSoftware(runtime_image=DEFAULT_RECIPE.tag, runtime_recipe=DEFAULT_RECIPE.digest(),
                          runtime_rootfs=lambda: runtime_rootfs(DEFAULT_RECIPE, cache_dir),
                          agent_wheel=agent_package.wheel,

@@ -78,6 +78,16 @@ class AgentClient(Protocol):
         ...
 
 
+def _message(body: bytes) -> str:
+    """The message of an agent's error answer (its JSON envelope's, else the text itself)."""
+    try:
+        data = json.loads(body)
+        message = data["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return body.decode("utf-8", "replace")[:500]
+    return str(message)
+
+
 class HttpAgentClient:
     """`AgentClient` over the agents' HTTP API, authenticated with the cluster's node secret."""
 
@@ -110,23 +120,25 @@ class HttpAgentClient:
                                         headers={"Content-Type": "application/json"},
                                         timeout=aiohttp.ClientTimeout(total=START_TIMEOUT_S)) as resp:
                 body = await resp.read()
-                if resp.status == 200:
-                    return StartAnswer(200)
-                message = json.loads(body).get("error", {}).get("message", body.decode()[:500])
-                return StartAnswer(resp.status, str(message))
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                return StartAnswer(200) if resp.status == 200 else StartAnswer(resp.status, _message(body))
+        except aiohttp.ClientConnectorError as exc:
+            raise AgentUnreachable(f"starting on node {inst.node_id}: {exc!r}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise AgentCallFailed(f"starting on node {inst.node_id}: {exc!r}") from exc
 
     async def stop(self, inst: Instance) -> None:
         """DELETE the instance; a 5xx is a failure (the agent could not remove it)."""
+        what = f"stopping {inst.id} on node {inst.node_id}"
         try:
             async with self.session.delete(f"{inst.node_url}/v1/instances/{inst.id}",
                                            timeout=aiohttp.ClientTimeout(total=STOP_TIMEOUT_S)) as resp:
                 await resp.read()
                 if resp.status >= 500:
-                    raise AgentCallFailed(f"stopping {inst.id} on node {inst.node_id}: HTTP {resp.status}")
+                    raise AgentCallFailed(f"{what}: HTTP {resp.status}")
+        except aiohttp.ClientConnectorError as exc:
+            raise AgentUnreachable(f"{what}: {exc!r}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise AgentCallFailed(f"stopping {inst.id} on node {inst.node_id}: {exc!r}") from exc
+            raise AgentCallFailed(f"{what}: {exc!r}") from exc
 
     async def invoke(self, inst: Instance, body: bytes, *, request_id: str,
                      timeout_s: float) -> tuple[Mapping[str, str], bytes]:

@@ -93,7 +93,7 @@ class Reconciler:
         await self.sync_shared()
         await self.mirror()
         await self.act()
-        await self.flush_logs()
+        await self.telemetry.flush()
 
     # -- mirror ------------------------------------------------------------------------------
     async def mirror(self) -> None:
@@ -189,10 +189,6 @@ class Reconciler:
         """One tick of the fleet autoscaler (when a provider is configured)."""
         if self.autoscaler is not None and self.is_leader:
             await self.autoscaler.tick()
-
-    async def flush_logs(self) -> None:
-        """Write buffered invocation records and fleet events, each in one transaction."""
-        await self.telemetry.flush()
 
     async def run(self, interval_s: float, stop: asyncio.Event) -> None:
         """Tick every `interval_s` until `stop` is set; a failing tick is logged and retried."""

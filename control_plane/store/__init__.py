@@ -5,7 +5,7 @@ lease's fencing types. Nothing outside this room imports SQLModel or SQLAlchemy.
 """
 
 from control_plane.store.cluster import Fence, LeaseLost
-from control_plane.store.engine import alembic_config, migrate
+from control_plane.store.engine import alembic_config, downgrade, migrate
 from control_plane.store.nodes import REMOVED
 from control_plane.store.store import Store
 from control_plane.store.tables import (
@@ -42,6 +42,7 @@ __all__ = [
     "ProviderIntent",
     "Store",
     "alembic_config",
+    "downgrade",
     "hash_token",
     "migrate",
 ]

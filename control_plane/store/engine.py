@@ -29,11 +29,40 @@ def alembic_config(connection: Connection | None = None) -> AlembicConfig:
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Upgrade the schema to `revision` (on start: an empty database gets every table)."""
+    """Upgrade the schema to `revision` (on start: an empty database gets every table), in one
+    transaction: a migration that fails leaves the schema and its revision as they were."""
     from alembic import command
 
-    with engine.begin() as conn:
+    with transactional_ddl(engine) as conn:
         command.upgrade(alembic_config(conn), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Downgrade the schema to `revision`, in one transaction (before running older code on it)."""
+    from alembic import command
+
+    with transactional_ddl(engine) as conn:
+        command.downgrade(alembic_config(conn), revision)
+
+
+@contextmanager
+def transactional_ddl(engine: Engine) -> Iterator[Connection]:
+    """A connection whose schema changes commit together or not at all. PostgreSQL's DDL is
+    transactional as it is; Python's sqlite3 driver runs DDL outside any transaction, so on SQLite
+    the transaction is driven by hand (a migration failing halfway would otherwise leave a
+    half-changed schema that no later start could migrate)."""
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            yield conn
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("BEGIN")
+        try:
+            yield conn
+        except BaseException:
+            conn.exec_driver_sql("ROLLBACK")
+            raise
+        conn.exec_driver_sql("COMMIT")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -74,12 +74,6 @@ class FunctionRepository(Repository):
             s.exec(delete(CodeArtifact).where(col(CodeArtifact.digest).in_(unused)))
             return unused
 
-    def digest_in_use(self, digest: str) -> bool:
-        """Whether any version still references this code digest."""
-        with self.session() as s:
-            return s.exec(select(FunctionVersion.id).where(FunctionVersion.code_digest == digest)).first() \
-                is not None
-
     def functions_marker(self) -> tuple[int, float]:
         """(number of functions, last change): changes when any function is deployed or removed."""
         with self.session() as s:
@@ -100,8 +94,3 @@ class FunctionRepository(Repository):
         """A code artifact's bytes, None if unknown."""
         with self.session() as s:
             return s.exec(select(CodeArtifact.data).where(CodeArtifact.digest == digest)).first()
-
-    def delete_artifact(self, digest: str) -> None:
-        """Drop a code artifact no version uses any more."""
-        with self.session() as s:
-            s.execute(delete(CodeArtifact).where(col(CodeArtifact.digest) == digest))

@@ -21,8 +21,6 @@ late heartbeat (HA: another control plane may still hear from it)."""
 class NodeRepository(Repository):
     """Node records and join tokens."""
 
-    REMOVED = REMOVED
-
     def upsert_node(self, node: NodeRecord) -> None:
         """Insert or update a node's record (never reviving a removed node, nor undoing a drain
         another control plane's heartbeat did not know of)."""

@@ -14,5 +14,6 @@ from control_plane.store.tokens import TokenRepository
 class Store(Database, FunctionRepository, TokenRepository, NodeRepository, IntentRepository,
             ClusterRepository, TelemetryRepository):
     """Functions and versions, tokens, nodes and join tokens, intents, the cluster (members,
-    lease, secrets), events and invocation logs. Every method is one unit of work; none is called
-    on the invocation path but at a function's first call."""
+    lease, secrets), events and invocation logs. Every method is one unit of work, called on a
+    thread. On the invocation path: a function's version at its first call, a token lookup when
+    the token cache misses, and the instance intents of a cold start."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -21,7 +21,9 @@ class InvocationRecord:
 
     def row(self) -> dict[str, Any]:
         """The record as the invocation log's columns."""
-        return asdict(self)
+        return {"function": self.function, "version": self.version, "request_id": self.request_id,
+                "started_at": self.started_at, "duration_ms": self.duration_ms, "outcome": self.outcome,
+                "cold_start": self.cold_start, "logs": self.logs}
 
 
 class InvocationBuffer:

@@ -29,6 +29,8 @@ else:  # run as a script in a function container: the protocol module sits besid
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import cumulus_wire as wire  # type: ignore[no-redef]
 
+    del sys.path[0]  # the shim's folder is not the function's to import from
+
 MAX_LOG_BYTES = 256 * 1024
 
 

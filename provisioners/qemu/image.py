@@ -224,7 +224,7 @@ def _build(recipe: VmImageRecipe, software: GuestSoftware, image_dir: Path) -> N
         _run(["apt-get", "download", recipe.kernel_package], "apt-get download of the kernel", cwd=work)
         kernel_deb = next(work.glob("linux-image-*.deb"))
         root = work / "rootfs"
-        _mmdebstrap(recipe, root, work / "wheelhouse", software.debian_mirror)
+        _mmdebstrap(recipe, root, work / "wheelhouse", software.debian_mirror())
         t_rootfs = time.monotonic()
         release = rootfs.install_kernel(root, kernel_deb, out)
         build_initramfs(root, release, out / "initrd.img")

@@ -22,4 +22,4 @@ class GuestSoftware:
     runtime_rootfs: Callable[[], Path]  # its rootfs tarball, built on first use
     agent_wheel: Callable[[], Path]  # the Cumulus wheel every VM installs (offline, without deps)
     agent_requirements: tuple[str, ...]  # the agent's dependencies, pinned: the image's venv holds them
-    debian_mirror: str  # the Debian mirror the VM rootfs is built from
+    debian_mirror: Callable[[], str]  # the Debian mirror a VM rootfs is built from (asked only to build)

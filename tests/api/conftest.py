@@ -28,7 +28,8 @@ class Api:
     """A platform served in-process, with its admin token."""
 
     platform: Platform
-    app: FastAPI  # behind the fast path; its dependency_overrides apply to both
+    app: FastAPI  # behind the fast path; its dependency_overrides apply to FastAPI's routes only
+    # (the fast path authenticates invocations itself)
     client: TestClient
     token: str
 

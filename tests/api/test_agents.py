@@ -56,7 +56,8 @@ def test_artifacts_are_served_to_nodes_by_digest(api: Api) -> None:
     assert resp.status_code == 200 and hashlib.sha256(resp.content).hexdigest() == digest
     assert "main.py" in zipfile.ZipFile(io.BytesIO(resp.content)).namelist()
     error(api.client.get("/v1/internal/artifacts/" + "0" * 64, headers=_node_headers(api)), 404, "NotFound")
-    error(api.client.get("/v1/internal/artifacts/..%2f..%2fetc", headers=_node_headers(api)), 404, "NotFound")
+    error(api.client.get("/v1/internal/artifacts/not-a-digest", headers=_node_headers(api)), 404, "NotFound")
+    error(api.client.get(f"/v1/internal/artifacts/{digest}"), 401, "Unauthorized")
 
 
 def test_the_agent_package_is_the_wheel_nodes_install(api: Api) -> None:

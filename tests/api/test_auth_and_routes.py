@@ -45,3 +45,5 @@ def test_the_fastapi_route_and_the_fast_path_answer_alike(api: Api) -> None:
             fast = api.client.post(path, headers=headers, content=body)
             routed = api.client.post(path, headers={**headers, **VIA_FASTAPI}, content=body)
             assert (routed.status_code, routed.json()["error"]) == (fast.status_code, fast.json()["error"])
+            assert routed.headers["content-type"] == fast.headers["content-type"] == "application/json"
+            assert routed.headers["content-length"] == fast.headers["content-length"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import io
 import json
 import shlex
 import shutil
@@ -30,6 +31,7 @@ import threading
 import time
 import tomllib
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -234,6 +236,14 @@ def test_user_data_brings_up_the_control_plane(vm: dict[str, Any], wheel_server:
     assert _get(f"http://127.0.0.1:{vm['api_port']}/v1/nodes", token) == []
     events = _get(f"http://127.0.0.1:{vm['api_port']}/v1/events", token)
     assert not [e for e in events if "provider_error" in json.dumps(e)], events
+
+    # Installed from a wheel (no source tree), it still serves new nodes the agent package, whose
+    # `agent` extra is all a node installs.
+    package = f"http://127.0.0.1:{vm['api_port']}/v1/agent/package/cumulus-0.1.0-py3-none-any.whl"
+    with urllib.request.urlopen(package, timeout=60) as resp:
+        served = zipfile.ZipFile(io.BytesIO(resp.read()))
+    assert "node_agent/__main__.py" in served.namelist()
+    assert "Provides-Extra: agent" in served.read("cumulus-0.1.0.dist-info/METADATA").decode()
 
     # Survives a restart of the service (as on a reboot): same token, same answers.
     _sh(vm, "systemctl restart cumulus.service")

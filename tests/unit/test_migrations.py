@@ -9,18 +9,11 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import create_engine, inspect, text
 from sqlmodel import SQLModel
 
 from control_plane.functions import FunctionCreate
-from control_plane.store import Store, alembic_config, migrate
-
-
-def migrate_down(engine: Engine, revision: str) -> None:
-    from alembic import command
-
-    with engine.begin() as conn:
-        command.downgrade(alembic_config(conn), revision)
+from control_plane.store import Store, downgrade, migrate
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
@@ -86,10 +79,30 @@ def test_json_columns_keep_their_values_across_0007_and_back(db_url: str) -> Non
     assert member.pending == PENDING
     store.engine.dispose()
     engine = create_engine(db_url)
-    migrate_down(engine, "0006")
+    downgrade(engine, "0006")
     with engine.connect() as conn:
         ids = conn.execute(text("SELECT provider_ids FROM providerintent WHERE request_id = 'two'")).scalar()
         assert ids == "i-1,i-2"
         assert FunctionCreate.model_validate_json(
             conn.execute(text("SELECT config_json FROM functionversion")).scalar()).memory_mb == 512
+    engine.dispose()
+
+
+def test_a_migration_that_fails_halfway_changes_nothing_and_a_later_start_finishes_it(db_url: str) -> None:
+    engine = create_engine(db_url)
+    migrate(engine, "0006")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO functionversion (function, version, config_json, code_digest, "
+                          "code_size, created_at) VALUES ('broken', 1, '{not json', 'd', 1, 0)"))
+    with pytest.raises(ValueError):
+        migrate(engine)  # 0007 has added the new column when it meets the row it cannot convert
+    with engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == "0006"
+    columns = {c["name"] for c in inspect(engine).get_columns("functionversion")}
+    assert "config_json" in columns and "config" not in columns
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE functionversion SET config_json = '{}' WHERE function = 'broken'"))
+    migrate(engine)
+    with engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == "0007"
     engine.dispose()

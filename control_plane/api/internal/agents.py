@@ -34,9 +34,6 @@ async def join(req: JoinRequest, svc: ServicesDep) -> JoinResult:
 async def agent_package(filename: str, svc: ServicesDep) -> FileResponse:
     """The Cumulus wheel new nodes install (no token: it is this open-source package)."""
     wheel = await run_in_threadpool(svc.joins.package, filename)
-    if wheel is None:
-        served = svc.joins.agent_package.wheel().name
-        raise NotFound(f"no package {filename}; this control plane serves {served}")
     return FileResponse(wheel, media_type="application/octet-stream", filename=wheel.name)
 
 

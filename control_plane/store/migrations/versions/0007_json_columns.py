@@ -1,6 +1,8 @@
 """Structured values in JSON columns: a version's settings (`config_json` -> `config`), a
 provision's machine ids (comma-separated `provider_ids` -> a JSON list), and a member's unplaced
-demand (`pending_json` -> `pending`). Existing rows are converted, nothing is dropped.
+demand (`pending_json` -> `pending`). Every row's value is converted into the new column, then the
+old text column is dropped (the downgrade converts back). A member's demand that does not parse is
+dropped: it is republished every lease tick.
 
 Revision ID: 0007
 Revises: 0006
@@ -40,13 +42,20 @@ def _split_ids(value: str | None) -> list[str]:
     return [i for i in (value or "").split(",") if i]
 
 
+def _demand(value: str | None) -> Any:
+    try:
+        return json.loads(value or "[]")
+    except ValueError:
+        return []
+
+
 def upgrade() -> None:
     _convert("functionversion", "id", "config_json", "config", lambda v: json.loads(v or "{}"))
     _convert("providerintent", "request_id", "provider_ids", "provider_ids_list", _split_ids)
     with op.batch_alter_table("providerintent") as batch:
         batch.alter_column("provider_ids_list", new_column_name="provider_ids",
                            existing_type=sa.JSON(), existing_nullable=False)
-    _convert("controlplanemember", "id", "pending_json", "pending", lambda v: json.loads(v or "[]"))
+    _convert("controlplanemember", "id", "pending_json", "pending", _demand)
 
 
 def downgrade() -> None:
