@@ -40,7 +40,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing Python packages into $VENV"
   pip_log=$(mktemp)
   if ! { "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip &&
-         "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[control-plane,dev]'; } >"$pip_log" 2>&1; then
+         "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[control-plane,plot,dev]'; } >"$pip_log" 2>&1; then
     cat "$pip_log" >&2; log "pip install failed"; exit 1
   fi
   rm -f "$pip_log"

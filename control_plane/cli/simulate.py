@@ -5,6 +5,7 @@ Reading the trace files happens here; the replay itself is `placement.simulator`
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from collections.abc import Sequence
@@ -157,6 +158,9 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("must be positive", param_hint="--target-concurrency")
         if max_nodes < 1:
             raise typer.BadParameter("must be at least 1", param_hint="--max-nodes")
+        if plot is not None and importlib.util.find_spec("matplotlib") is None:
+            raise typer.BadParameter("plotting needs matplotlib: pip install 'cumulus[plot]'",
+                                     param_hint="--plot")
         data = load_trace(trace)
         scaling = replace(SIMULATED_SCALING, target_concurrency=target_concurrency)
         fleet = replace(SIMULATED_FLEET, max_nodes=max_nodes)

@@ -125,3 +125,15 @@ def test_cli_table_and_bad_input(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "fixed[:minutes]" in bad.output
     bad = CliRunner().invoke(app, ["simulate", "--trace", str(SAMPLE), "--node-type", "x:1:2"])
     assert bad.exit_code == 2 and "name:cpu_millis" in bad.output
+
+
+def test_a_plot_without_matplotlib_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    plot = tmp_path / "p.png"
+    result = CliRunner().invoke(make_app(), ["simulate", "--trace", str(SAMPLE), "--plot", str(plot)])
+    assert result.exit_code == 2 and "cumulus[plot]" in result.output
+    assert not plot.exists()
