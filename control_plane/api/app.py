@@ -11,6 +11,7 @@ from starlette.types import ASGIApp
 from control_plane.api import internal, v1
 from control_plane.api.deps import Services
 from control_plane.api.errors import install_error_handlers
+from control_plane.api.guards import BodyGuard
 from control_plane.gateway import InvokeFastPath
 
 meta = APIRouter(tags=["meta"])
@@ -45,5 +46,5 @@ def create_app(services: Services, *, version: str = "0.1.0") -> FastAPI:
 
 
 def build_asgi(services: Services) -> ASGIApp:
-    """The full ASGI app: the invocation fast path in front of FastAPI."""
-    return InvokeFastPath(create_app(services), services.invoke)
+    """The full ASGI app: the invocation fast path in front of the body guard in front of FastAPI."""
+    return InvokeFastPath(BodyGuard(create_app(services), services.auth.user), services.invoke)

@@ -3,7 +3,7 @@
 Coming here: aliases, container-image functions, runtimes.
 """
 
-from control_plane.functions.artifacts import build_artifact, remove_artifact, zip_folder
+from control_plane.functions.artifacts import MAX_UPLOAD_BYTES, build_artifact, remove_artifact, zip_folder
 from control_plane.functions.deploy import FunctionService, parse_config, public_config
 from control_plane.functions.schemas import (
     DeployedVersion,
@@ -13,6 +13,7 @@ from control_plane.functions.schemas import (
 )
 
 __all__ = [
+    "MAX_UPLOAD_BYTES",
     "DeployResult",
     "DeployedVersion",
     "FunctionCreate",

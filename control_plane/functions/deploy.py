@@ -7,6 +7,8 @@ names it, in that order: a version never names code that is not stored.
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,20 @@ from control_plane.store import Function, Store
 
 
 def parse_config(raw: str) -> FunctionCreate:
-    """A deploy's settings from their JSON; InvalidConfig (422) names every bad field."""
+    """A deploy's settings from their JSON; InvalidConfig (422) names every bad field, and an
+    unknown one with the closest known name."""
+    try:
+        keys = json.loads(raw)
+    except ValueError:
+        keys = None  # not JSON: pydantic below says how
+    if isinstance(keys, dict):
+        known = list(FunctionCreate.model_fields)
+        for key in keys:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known settings: {', '.join(known)}"
+                raise InvalidConfig(f"invalid config: unknown setting {str(key)[:100]!r}{hint}",
+                                    details=[{"loc": [str(key)[:100]], "msg": "unknown setting"}])
     try:
         return FunctionCreate.model_validate_json(raw)
     except ValidationError as exc:

@@ -13,15 +13,18 @@ from control_plane.store import FunctionBase, FunctionVersion
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
-ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_HANDLER_LENGTH = 128
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 RESERVED_ENV_PREFIX = "CUMULUS_"
+MAX_ENV_BYTES = 32 * 1024  # all keys and values together, UTF-8 (Lambda allows 4 KiB)
 
 
 class FunctionCreate(FunctionBase):
     """What a user sets for a function (the `config` of a deploy); kept with every version."""
 
     name: str = Field(pattern=NAME_PATTERN, description="lowercase letters, digits and dashes")
-    handler: str = Field(default="main.handler", pattern=HANDLER_PATTERN, description="module.function")
+    handler: str = Field(default="main.handler", pattern=HANDLER_PATTERN, max_length=MAX_HANDLER_LENGTH,
+                         description="module.function")
     memory_mb: int = Field(default=256, ge=64, le=16384, description="memory limit (MiB)")
     cpu_millis: int = Field(default=0, ge=0, le=64000,
                             description="CPU quota in millicores; 0 = proportional to memory")
@@ -30,16 +33,25 @@ class FunctionCreate(FunctionBase):
     min_instances: int = Field(default=0, ge=0, le=1000)
     max_instances: int = Field(default=10, ge=1, le=1000)
     keep_alive_s: float = Field(default=600.0, ge=0, le=86400, description="idle time before stop")
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict, description="environment variables of every instance; "
+                                f"names [A-Za-z_][A-Za-z0-9_]*, at most 128 characters, no NUL in "
+                                f"values, {MAX_ENV_BYTES // 1024} KiB in all")
 
     @field_validator("env")
     @classmethod
     def _env_keys(cls, env: dict[str, str]) -> dict[str, str]:
-        for key in env:
+        size = 0
+        for key, value in env.items():
             if not ENV_KEY.match(key):
-                raise ValueError(f"invalid environment variable name {key!r}")
+                raise ValueError(f"invalid environment variable name {key[:130]!r} (letters, digits and _, "
+                                 "at most 128 characters, not starting with a digit)")
             if key.startswith(RESERVED_ENV_PREFIX):
                 raise ValueError(f"environment variables starting with {RESERVED_ENV_PREFIX} are reserved")
+            if "\x00" in value:
+                raise ValueError(f"the value of {key} holds a NUL character")
+            size += len(key.encode()) + len(value.encode())
+        if size > MAX_ENV_BYTES:
+            raise ValueError(f"the environment takes {size} bytes; the limit is {MAX_ENV_BYTES}")
         return env
 
     @model_validator(mode="after")

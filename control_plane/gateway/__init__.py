@@ -12,7 +12,8 @@ from control_plane.gateway.agents import (
     HttpAgentClient,
     StartAnswer,
 )
-from control_plane.gateway.asgi import HttpAnswer, InvokeEndpoint, InvokeFastPath
+from control_plane.gateway.asgi import HttpAnswer, InvokeEndpoint, InvokeFastPath, invoked_function
+from control_plane.gateway.events import MAX_EVENT_DEPTH, check_event
 from control_plane.gateway.gateway import Gateway
 from control_plane.gateway.occupancy import Occupancy
 from control_plane.gateway.pools import FunctionPool, Instance, InstanceState, InvokeResult
@@ -20,6 +21,7 @@ from control_plane.gateway.ports import GatewayStore, InvocationSink
 from control_plane.gateway.stops import StopTracker
 
 __all__ = [
+    "MAX_EVENT_DEPTH",
     "AgentCallFailed",
     "AgentClient",
     "AgentUnreachable",
@@ -37,4 +39,6 @@ __all__ = [
     "Occupancy",
     "StartAnswer",
     "StopTracker",
+    "check_event",
+    "invoked_function",
 ]

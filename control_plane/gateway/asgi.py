@@ -17,6 +17,7 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from control_plane.core import MAX_PAYLOAD_BYTES, CumulusError, PayloadTooLarge
+from control_plane.gateway.events import check_event
 from control_plane.gateway.gateway import Gateway
 
 log = logging.getLogger("cumulus.gateway")
@@ -77,6 +78,7 @@ class InvokeEndpoint:
             if length > MAX_PAYLOAD_BYTES:
                 raise PayloadTooLarge(f"the event is over the limit of {MAX_PAYLOAD_BYTES} bytes")
             event = await read_body(receive)
+            await check_event(event)
             result = await self.gateway.invoke(name, event)
             status, body = result.status, result.body
             out = [(k.lower().encode(), v.encode()) for k, v in result.headers.items()]

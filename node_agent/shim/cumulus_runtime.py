@@ -97,7 +97,7 @@ class Runtime:
             return wire.INIT_ERROR, b"", json.dumps(self.init_error).encode(), 0
         try:
             event = json.loads(body) if body else None
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # too deep: the gateway refuses such events first
             err = {"type": wire.INVALID_EVENT, "message": f"the event is not valid JSON: {exc}"}
             return wire.INVALID_EVENT, b"", json.dumps(err).encode(), 0
         buf = io.StringIO()
@@ -114,7 +114,7 @@ class Runtime:
         if outcome == wire.OK:
             try:
                 data = json.dumps(result, separators=(",", ":")).encode()
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, RecursionError) as exc:
                 outcome = wire.NOT_SERIALIZABLE
                 payload = {"type": outcome,
                            "message": f"the handler's result is not JSON-serializable: {exc}"}

@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from helpers import make_zip
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from control_plane.api import build_asgi
 from control_plane.core import Settings
@@ -54,9 +54,10 @@ VIA_FASTAPI = {"X-Test-Via": "fastapi"}
 
 
 class _FastPathOrFastAPI:
-    """The full app, or FastAPI alone for requests carrying `VIA_FASTAPI` (one event loop for both)."""
+    """The full app, or all but its fast path for requests carrying `VIA_FASTAPI` (one event loop
+    for both)."""
 
-    def __init__(self, asgi: InvokeFastPath, app: FastAPI) -> None:
+    def __init__(self, asgi: InvokeFastPath, app: ASGIApp) -> None:
         self.asgi = asgi
         self.app = app
 
@@ -74,9 +75,10 @@ def serve(data_dir: Path) -> Iterator[Api]:
     platform = Platform(settings, use_provider=False)
     asgi = build_asgi(platform)
     assert isinstance(asgi, InvokeFastPath)
-    app = asgi.app
+    guard = asgi.app  # the body guard, in front of FastAPI
+    app = getattr(guard, "app", None)
     assert isinstance(app, FastAPI)
-    with TestClient(_FastPathOrFastAPI(asgi, app), base_url=settings.url) as client:
+    with TestClient(_FastPathOrFastAPI(asgi, guard), base_url=settings.url) as client:
         yield Api(platform, app, client, platform.admin_token_path.read_text().strip())
 
 
