@@ -188,11 +188,11 @@ def main() -> int:
         cp = latencies(RawClient(tcp, "127.0.0.1", "/v1/functions/bench/invoke", hdr), args.requests)
         tcp.close()
 
-        # The floor: straight to the instance's unix socket.
-        from node_agent.agent import short_run_dir
+        # The floor: straight to an instance's unix socket (in its container, through its root).
+        from node_agent.runtime import LABEL_FUNCTION, DockerRuntime
 
-        node_data = next((data_dir / "nodes").glob("*/data"))
-        sock_path = next(short_run_dir(node_data).glob("*/fn.sock"))
+        runtime = DockerRuntime(env["DOCKER_HOST"])
+        sock_path = runtime.socket_path(runtime.list({LABEL_FUNCTION: "bench"})[0])
         us = socket.socket(socket.AF_UNIX)
         us.connect(str(sock_path))
         floor = latencies(RawClient(us, "fn", "/invoke", {}), args.requests)

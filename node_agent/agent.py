@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -21,8 +19,7 @@ import aiohttp
 
 from node_agent import protocol as p
 from node_agent.runtime import LABEL_NODE, LABEL_OWNER, ContainerInfo, ContainerRuntime, ContainerSpec
-from node_agent.shim import cumulus_wire as wire
-from node_agent.shim_client import ShimClient, ShimConnectionError
+from node_agent.shim_client import ShimAnswerTooLarge, ShimClient, ShimConnectionError
 
 log = logging.getLogger("cumulus.agent")
 
@@ -104,8 +101,6 @@ class NodeAgent:
         self._http: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         (data_dir / "code").mkdir(parents=True, exist_ok=True)
-        self.run_dir = short_run_dir(data_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
 
     async def open(self) -> None:
         """Open HTTP sessions and adopt the containers this node already runs."""
@@ -126,7 +121,7 @@ class NodeAgent:
         """Rebuild state from container labels: adopt live instances, remove dead ones."""
         found = await asyncio.to_thread(self.runtime.list, {LABEL_NODE: self.node_id})
         for info in found:
-            sock = self.socket_dir(info.instance_id) / wire.SOCKET_NAME
+            sock = self.runtime.socket_path(info)
             if info.running and sock.exists():
                 inst = self._adopt(info, sock)
                 log.info("event=instance_adopted instance=%s function=%s", inst.instance_id, inst.function)
@@ -145,10 +140,6 @@ class NodeAgent:
         inst.ready.set()
         self.instances[inst.instance_id] = inst
         return inst
-
-    def socket_dir(self, instance_id: str) -> Path:
-        """The folder bind-mounted into the instance, holding its socket."""
-        return self.run_dir / hashlib.sha256(instance_id.encode()).hexdigest()[:16]
 
     def allocated(self) -> tuple[int, int]:
         """(cpu millis, memory MiB) held by this node's instances."""
@@ -214,9 +205,8 @@ class NodeAgent:
                                f"{self.capacity[1] - mem} MiB free; {req.function} needs "
                                f"{req.cpu_millis}m and {req.memory_mib} MiB")
         t0 = time.perf_counter()
-        sock_dir = self.socket_dir(instance_id)
         inst = Instance(instance_id, req.function, req.version, req.memory_mib, req.cpu_millis,
-                        req.concurrency, sock_dir / wire.SOCKET_NAME, owner=req.owner)
+                        req.concurrency, Path(), owner=req.owner)  # its socket: once it runs
         self.instances[instance_id] = inst
         try:
             code = await self.ensure_code(req.code_digest, req.code_url)
@@ -227,10 +217,11 @@ class NodeAgent:
                         "CUMULUS_CONCURRENCY": str(req.concurrency)})
             spec = ContainerSpec(instance_id=instance_id, node_id=self.node_id, function=req.function,
                                  version=req.version, image=self.image, code_dir=code,
-                                 shim_dir=SHIM_DIR, socket_dir=sock_dir, memory_mib=req.memory_mib,
+                                 shim_dir=SHIM_DIR, memory_mib=req.memory_mib,
                                  cpu_millis=req.cpu_millis, init_cpu_millis=INIT_CPU_MILLIS,
                                  concurrency=req.concurrency, env=env, owner=req.owner)
-            await asyncio.to_thread(self.runtime.run, spec)
+            info = await asyncio.to_thread(self.runtime.run, spec)
+            inst.socket_path = self.runtime.socket_path(info)
             await self._wait_socket(inst)
             if req.cpu_millis < INIT_CPU_MILLIS:
                 self._background(asyncio.to_thread(self.runtime.set_cpu, instance_id, req.cpu_millis))
@@ -238,7 +229,6 @@ class NodeAgent:
             self.instances.pop(instance_id, None)
             inst.ready.set()
             await asyncio.to_thread(self.runtime.remove, instance_id)
-            shutil.rmtree(sock_dir, ignore_errors=True)
             if isinstance(exc, InstanceStartError | asyncio.CancelledError):
                 raise
             raise InstanceStartError(f"instance {instance_id} of {req.function}: {exc}") from exc
@@ -275,7 +265,6 @@ class NodeAgent:
         self.instances.pop(instance_id, None)
         if inst is not None and inst.shim is not None:
             inst.shim.close()
-        shutil.rmtree(self.socket_dir(instance_id), ignore_errors=True)
         log.info("event=instance_stopped instance=%s", instance_id)
 
     # -- invocation ------------------------------------------------------------------------
@@ -296,6 +285,9 @@ class NodeAgent:
                        p.DURATION_HEADER: answer.get(p.DURATION_HEADER.lower(), "0"),
                        "Content-Type": "application/json"}
             return 200, headers, payload
+        except ShimAnswerTooLarge as exc:  # not read: neither this agent nor the caller holds it
+            headers, out = outcome_response_parts(p.RESPONSE_TOO_LARGE, f"the function's {exc}", gone=False)
+            return 200, headers, out
         except TimeoutError:
             self._background(self.stop(instance_id))
             headers, out = outcome_response_parts(
@@ -328,14 +320,6 @@ class NodeAgent:
                                      "and was killed")
         code = info.exit_code if info is not None else None
         return p.CRASHED, f"the function's process died (exit code {code})"
-
-
-def short_run_dir(data_dir: Path) -> Path:
-    """Where instance sockets live. A unix socket path is limited to 107 bytes, and data folders can
-    be deep, so sockets go under /run (or the temp folder) in a folder named by the data folder's hash."""
-    key = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
-    base = Path("/run/cumulus") if os.access("/run", os.W_OK) else Path(tempfile.gettempdir()) / "cumulus"
-    return base / key
 
 
 def _extract(archive: Path, dest: Path) -> None:

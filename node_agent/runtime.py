@@ -6,7 +6,6 @@ an agent that restarts lists containers by label and knows again what runs where
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,6 @@ class ContainerSpec:
     image: str
     code_dir: Path
     shim_dir: Path
-    socket_dir: Path
     memory_mib: int
     cpu_millis: int
     init_cpu_millis: int = 0  # a higher quota while the instance starts (0: none)
@@ -45,6 +43,7 @@ class ContainerSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     pids_limit: int = 256
     tmp_mib: int = 64
+    socket_kib: int = 64  # the socket folder's own tmpfs: the socket, and nothing else of size
     owner: str = ""  # the control plane that asked for it
 
     @property
@@ -71,7 +70,7 @@ class ContainerInfo:
     oom_killed: bool
     exit_code: int | None
     labels: Mapping[str, str]
-    pid: int = 0
+    pid: int = 0  # the container's main process on the host (0 when it does not run)
 
 
 CPU_PERIOD_US = 100_000
@@ -98,7 +97,12 @@ class ContainerRuntime(Protocol):
     """
 
     def run(self, spec: ContainerSpec) -> ContainerInfo:
-        """Create and start the container for `spec` (or return the one already there)."""
+        """Create and start the container for `spec` (or return the one already there); the info
+        of a running container has its `pid`."""
+        ...
+
+    def socket_path(self, info: ContainerInfo) -> Path:
+        """Where this host reaches the runtime shim's socket of a running container."""
         ...
 
     def inspect(self, instance_id: str) -> ContainerInfo | None:
@@ -159,16 +163,18 @@ class DockerRuntime:
         existing = self.inspect(spec.instance_id)
         if existing is not None:
             return existing
-        spec.socket_dir.mkdir(parents=True, exist_ok=True)
-        os.chown(spec.socket_dir, 65534, 65534)
         env = dict(spec.env)
         env.update({"CUMULUS_SOCKET": f"{wire.SOCKET_DIR}/{wire.SOCKET_NAME}", "HOME": "/tmp",
                     "PYTHONDONTWRITEBYTECODE": "1"})
         binds = {
             str(spec.code_dir): {"bind": "/var/task", "mode": "ro"},
             str(spec.shim_dir): {"bind": "/opt/cumulus", "mode": "ro"},
-            str(spec.socket_dir): {"bind": wire.SOCKET_DIR, "mode": "rw"},
         }
+        # Nothing of the host is writable: the socket lives in a tmpfs of its own (the host reaches
+        # it through /proc/<pid>/root), /tmp in another; both are bounded.
+        tmpfs = {"/tmp": f"rw,nosuid,nodev,size={spec.tmp_mib}m,mode=1777",
+                 wire.SOCKET_DIR: f"rw,nosuid,nodev,noexec,size={spec.socket_kib}k,mode=0700,"
+                                  "uid=65534,gid=65534"}
         api = self.client.api
         try:
             # The low-level API: create + start, two engine calls (containers.run adds an inspect).
@@ -176,7 +182,8 @@ class DockerRuntime:
                 binds=binds,
                 network_mode="none",
                 read_only=True,
-                tmpfs={"/tmp": f"rw,nosuid,nodev,size={spec.tmp_mib}m,mode=1777"},
+                tmpfs=tmpfs,
+                init=True,  # a reaper as pid 1: zombies never eat the pids limit
                 mem_limit=f"{spec.memory_mib}m",
                 memswap_limit=f"{spec.memory_mib}m",
                 cpu_period=CPU_PERIOD_US,
@@ -193,6 +200,7 @@ class DockerRuntime:
                 working_dir="/var/task", volumes=[b["bind"] for b in binds.values()],
                 host_config=host_config)
             api.start(created["Id"])
+            started = self.inspect(spec.instance_id)  # its pid: how the host reaches its socket
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # a concurrent run of the same instance won the name
                 found = self.inspect(spec.instance_id)
@@ -201,7 +209,13 @@ class DockerRuntime:
             raise ContainerRuntimeError(f"could not start {spec.name}: {exc}") from exc
         except docker.errors.DockerException as exc:
             raise ContainerRuntimeError(f"could not start {spec.name}: {exc}") from exc
-        return ContainerInfo(spec.instance_id, spec.function, spec.version, True, False, None, spec.labels())
+        if started is None:
+            raise ContainerRuntimeError(f"{spec.name} vanished as it started")
+        return started
+
+    def socket_path(self, info: ContainerInfo) -> Path:
+        """The shim's socket inside the container's own tmpfs, through its root as the host sees it."""
+        return Path(f"/proc/{info.pid}/root{wire.SOCKET_DIR}/{wire.SOCKET_NAME}")
 
     def inspect(self, instance_id: str) -> ContainerInfo | None:
         """Inspect by instance id; None when missing."""

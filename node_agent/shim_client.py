@@ -11,12 +11,22 @@ import asyncio
 
 from node_agent.shim import cumulus_wire as wire
 
+HEAD_LIMIT = 1024 * 1024  # an answer's head, and the stream's buffer
 _REQUEST = (f"POST {wire.INVOKE_PATH} HTTP/1.1\r\nHost: fn\r\n{wire.REQUEST_ID_HEADER}: %s\r\n"
             f"{wire.DEADLINE_HEADER}: %d\r\nContent-Length: %d\r\n\r\n").encode()
 
 
 class ShimConnectionError(ConnectionError):
     """The instance's socket refused, reset or closed mid-answer."""
+
+
+class ShimAnswerTooLarge(Exception):
+    """The instance announced an answer over `MAX_ANSWER_BYTES`: it was not read (the connection is
+    dropped, so the shim stops sending)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the answer is {size} bytes; the limit is {wire.MAX_ANSWER_BYTES}")
+        self.size = size
 
 
 class ShimClient:
@@ -32,7 +42,7 @@ class ShimClient:
             reader, writer = self._idle.pop()
         else:
             try:
-                reader, writer = await asyncio.open_unix_connection(self.path, limit=8 * 1024 * 1024)
+                reader, writer = await asyncio.open_unix_connection(self.path, limit=HEAD_LIMIT)
             except OSError as exc:
                 raise ShimConnectionError(f"connect {self.path}: {exc}") from exc
         try:
@@ -43,7 +53,13 @@ class ShimClient:
                 if line:
                     key, _, value = line.partition(":")
                     headers[key.strip().lower()] = value.strip()
-            payload = await reader.readexactly(int(headers.get("content-length", "0")))
+            size = int(headers.get("content-length", "0"))
+            if size > wire.MAX_ANSWER_BYTES:
+                raise ShimAnswerTooLarge(size)
+            payload = await reader.readexactly(size)
+        except ShimAnswerTooLarge:
+            writer.close()
+            raise
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             writer.close()
             raise ShimConnectionError(f"instance socket {self.path}: {exc!r}") from exc

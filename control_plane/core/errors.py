@@ -92,4 +92,5 @@ OUTCOME_STATUS: dict[str, int] = {
     p.OUT_OF_MEMORY: 502,
     p.TIMEOUT: 504,
     p.INVALID_EVENT: 400,
+    p.RESPONSE_TOO_LARGE: 502,
 }

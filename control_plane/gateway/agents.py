@@ -78,6 +78,26 @@ class AgentClient(Protocol):
         ...
 
 
+async def _bounded(resp: aiohttp.ClientResponse) -> bytes | None:
+    """The answer's body, or None (unread) when it is longer than any agent's answer may be."""
+    if resp.content_length is not None:
+        return None if resp.content_length > p.MAX_ANSWER_BYTES else await resp.read()
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > p.MAX_ANSWER_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(inst: Instance, size: int | None) -> tuple[Mapping[str, str], bytes]:
+    message = (f"node {inst.node_id} answered {size if size is not None else 'more than'} bytes; "
+               f"the limit is {p.MAX_ANSWER_BYTES}")
+    return ({p.OUTCOME_HEADER: p.RESPONSE_TOO_LARGE, p.LOG_BYTES_HEADER: "0"},
+            json.dumps({"type": p.RESPONSE_TOO_LARGE, "message": message}).encode())
+
+
 def _message(body: bytes) -> str:
     """The message of an agent's error answer (its JSON envelope's, else the text itself)."""
     try:
@@ -148,7 +168,9 @@ class HttpAgentClient:
         try:
             async with self.session.post(inst.invoke_url, data=body, headers=headers,
                                          timeout=timeout) as resp:
-                payload = await resp.read()
+                payload = await _bounded(resp)
+                if payload is None:  # the agent bounds answers: this one is not an agent's
+                    return _too_large(inst, resp.content_length)
                 return resp.headers, payload
         except aiohttp.ClientConnectorError as exc:
             raise AgentUnreachable(f"node {inst.node_id} did not answer: {exc!r}") from exc

@@ -31,22 +31,32 @@ else:  # run as a script in a function container: the protocol module sits besid
 
     del sys.path[0]  # the shim's folder is not the function's to import from
 
-MAX_LOG_BYTES = 256 * 1024
+TRUNCATED = "\n[cumulus: output over {} bytes dropped]\n"
 
 
 class _CapturingStream(io.TextIOBase):
-    """Sends writes to the calling thread's invocation buffer, or to the real stream outside one."""
+    """Sends writes to the calling thread's invocation buffer (at most `MAX_LOG_BYTES` of UTF-8,
+    the rest dropped), or to the real stream outside an invocation."""
 
     def __init__(self, real: Any, local: threading.local) -> None:
         self._real = real
         self._local = local
 
     def write(self, text: str) -> int:
-        buf = getattr(self._local, "buf", None)
+        buf: bytearray | None = getattr(self._local, "buf", None)
         if buf is None:
             return int(self._real.write(text))
-        if buf.tell() < MAX_LOG_BYTES:
-            buf.write(text)
+        room = wire.MAX_LOG_BYTES - len(buf)
+        if room > 0:
+            data = text[:room].encode("utf-8", "replace")  # a character is at least one byte
+            if len(data) > room:
+                data = data[:room].decode("utf-8", "ignore").encode()
+                self._local.truncated = True
+            elif len(text) > room:
+                self._local.truncated = True
+            buf += data
+        elif text:
+            self._local.truncated = True
         return len(text)
 
     def flush(self) -> None:
@@ -100,8 +110,8 @@ class Runtime:
         except (ValueError, RecursionError) as exc:  # too deep: the gateway refuses such events first
             err = {"type": wire.INVALID_EVENT, "message": f"the event is not valid JSON: {exc}"}
             return wire.INVALID_EVENT, b"", json.dumps(err).encode(), 0
-        buf = io.StringIO()
-        self.local.buf = buf
+        buf = bytearray()
+        self.local.buf, self.local.truncated = buf, False
         start = time.perf_counter_ns()
         try:
             result = self.handler(event, Context(request_id, deadline))
@@ -118,9 +128,18 @@ class Runtime:
                 outcome = wire.NOT_SERIALIZABLE
                 payload = {"type": outcome,
                            "message": f"the handler's result is not JSON-serializable: {exc}"}
+            else:
+                if len(data) > wire.MAX_RESULT_BYTES:
+                    outcome = wire.RESPONSE_TOO_LARGE
+                    payload = {"type": outcome, "message": f"the result is {len(data)} bytes of JSON; the "
+                                                           f"limit is {wire.MAX_RESULT_BYTES}"}
+                    del data
         if outcome != wire.OK:
             data = json.dumps(payload).encode()
-        return outcome, buf.getvalue().encode("utf-8", "replace"), data, duration
+        logs = bytes(buf)
+        if self.local.truncated:
+            logs += TRUNCATED.format(wire.MAX_LOG_BYTES).encode()
+        return outcome, logs, data, duration
 
 
 def _error(kind: str, exc: BaseException) -> dict[str, Any]:

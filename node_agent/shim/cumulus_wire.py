@@ -24,10 +24,17 @@ OUTCOME_HEADER = "X-Cumulus-Outcome"
 LOG_BYTES_HEADER = "X-Cumulus-Log-Bytes"
 DURATION_HEADER = "X-Cumulus-Duration-Us"
 
+# Bounds of an answer: what a call may print (UTF-8 bytes kept, the rest dropped) and return (as on
+# Lambda). The agent refuses a longer answer without reading it, whatever the shim does.
+MAX_LOG_BYTES = 256 * 1024
+MAX_RESULT_BYTES = 6 * 1024 * 1024
+MAX_ANSWER_BYTES = MAX_LOG_BYTES + MAX_RESULT_BYTES + 64 * 1024  # with room for an error's JSON
+
 # Outcomes the shim reports
 OK = "ok"
 HANDLER_ERROR = "HandlerError"
 NOT_SERIALIZABLE = "ResultNotSerializable"
 INVALID_EVENT = "InvalidEvent"
 INIT_ERROR = "FunctionInitError"
-SHIM_OUTCOMES = (OK, HANDLER_ERROR, NOT_SERIALIZABLE, INVALID_EVENT, INIT_ERROR)
+RESPONSE_TOO_LARGE = "ResponseTooLarge"
+SHIM_OUTCOMES = (OK, HANDLER_ERROR, NOT_SERIALIZABLE, INVALID_EVENT, INIT_ERROR, RESPONSE_TOO_LARGE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from node_agent.runtime import ContainerInfo, ContainerSpec
 
@@ -21,6 +22,9 @@ class FakeRuntime:
             self.containers[spec.instance_id] = ContainerInfo(spec.instance_id, spec.function, spec.version,
                                                               True, False, None, spec.labels())
         return self.containers[spec.instance_id]
+
+    def socket_path(self, info: ContainerInfo) -> Path:
+        return Path("/nonexistent") / f"{info.instance_id}.sock"  # no shim runs in a fake
 
     def inspect(self, instance_id: str) -> ContainerInfo | None:
         return self.containers.get(instance_id)

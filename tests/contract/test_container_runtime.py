@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from helpers import DOCKER_HOST
 from node_agent.agent import SHIM_DIR
 from node_agent.image import DEFAULT_RECIPE
 from node_agent.runtime import LABEL_FUNCTION, LABEL_NODE, ContainerRuntime, ContainerSpec, DockerRuntime
+from node_agent.shim_client import ShimClient
 
 
 @pytest.fixture(params=["docker", "fake"])
@@ -37,8 +39,8 @@ def _spec(tmp_path: Path, node: str, made: list[str]) -> ContainerSpec:
     instance_id = f"ct-{uuid.uuid4().hex[:10]}"
     made.append(instance_id)
     return ContainerSpec(instance_id=instance_id, node_id=node, function="ctfn", version=3,
-                         image=DEFAULT_RECIPE.tag, code_dir=code_dir, shim_dir=SHIM_DIR,
-                         socket_dir=tmp_path / instance_id, memory_mib=64, cpu_millis=250)
+                         image=DEFAULT_RECIPE.tag, code_dir=code_dir, shim_dir=SHIM_DIR, memory_mib=64,
+                         cpu_millis=250)
 
 
 def test_run_is_idempotent_and_labels_tell_what_runs(runtime: ContainerRuntime, tmp_path: Path,
@@ -80,6 +82,14 @@ def test_memory_usage_and_cpu_update(runtime: ContainerRuntime, tmp_path: Path,
     assert runtime.memory_usage("never-existed") is None
 
 
+async def _call(sock: Path) -> tuple[dict[str, str], bytes]:
+    client = ShimClient(str(sock))
+    try:
+        return await client.invoke(b"{}", "req", 5000)
+    finally:
+        client.close()
+
+
 def test_docker_containers_are_locked_down(tmp_path: Path, request: pytest.FixtureRequest,
                                            docker_engine: None) -> None:
     rt = DockerRuntime(DOCKER_HOST)
@@ -92,10 +102,19 @@ def test_docker_containers_are_locked_down(tmp_path: Path, request: pytest.Fixtu
         assert host["ReadonlyRootfs"] and host["NetworkMode"] == "none"
         assert host["CapDrop"] == ["ALL"] and "no-new-privileges" in host["SecurityOpt"]
         assert host["Memory"] == 64 * 2**20 and host["MemorySwap"] == 64 * 2**20
-        assert host["PidsLimit"] == 256 and "/tmp" in host["Tmpfs"]
+        assert host["PidsLimit"] == 256 and host["Init"] is True  # a reaper as pid 1
+        assert set(host["Tmpfs"]) == {"/tmp", "/run/fn"} and "size=64k" in host["Tmpfs"]["/run/fn"]
         assert attrs["Config"]["User"] == "65534:65534"
         mounts = {m["Destination"]: m["RW"] for m in attrs["Mounts"]}
-        assert mounts == {"/var/task": False, "/opt/cumulus": False, "/run/fn": True}
+        assert mounts == {"/var/task": False, "/opt/cumulus": False}  # nothing of the host is writable
+        info = rt.inspect(spec.instance_id)
+        assert info is not None and info.pid > 0
+        sock = rt.socket_path(info)
+        deadline = time.monotonic() + 20
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        headers, body = asyncio.run(_call(sock))
+        assert headers["x-cumulus-outcome"] == "ok" and body == b"1"
     finally:
         for instance_id in made:
             rt.remove(instance_id)
