@@ -74,7 +74,7 @@ class Platform:
                                queue_timeout_s=settings.queue_timeout_s,
                                provision_wait_s=settings.provision_wait_s, owner=self.id)
         self.invoke = InvokeEndpoint(self.gateway, self.auth.user)
-        self.fleet.on_ready = self.gateway.capacity_changed
+        self.fleet.on_ready = self.gateway.room_changed
         self.node_types = node_types(settings, file)
         # Built anew by each control plane process, so new nodes get the code this one runs.
         shutil.rmtree(data / "agent-package", ignore_errors=True)
@@ -99,10 +99,12 @@ class Platform:
                 high_watermark=settings.high_watermark, low_watermark=settings.low_watermark,
                 watermark_window_s=settings.watermark_window_s,
                 scale_up_cooldown_s=settings.scale_up_cooldown_s,
-                scale_down_cooldown_s=settings.scale_down_cooldown_s),
+                scale_down_cooldown_s=settings.scale_down_cooldown_s,
+                failure_backoff_s=settings.failure_backoff_s),
             join_deadline_s=settings.join_deadline_s, orphan_grace_s=settings.orphan_grace_s)
         if self.autoscaler is not None:
             self.gateway.can_grow = self.autoscaler.can_grow
+            self.gateway.trouble = self.autoscaler.trouble
             self.autoscaler.leadership = self.leadership
         self.reconciler = Reconciler(self.gateway, self.fleet, self.store, self.functions, self.clock,
                                      autoscaler=self.autoscaler, telemetry=self.telemetry,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 
 from control_plane.api import build_asgi
 from control_plane.cli.client import Client, ClientError
@@ -65,14 +66,19 @@ def prepare(settings: Settings) -> None:
                 raise UpError(str(exc)) from exc
 
 
-async def _wait_for_node(plat: Platform, timeout_s: float) -> None:
+async def _wait_for_node(plat: Platform, timeout_s: float) -> str | None:
+    """None once a node is ready; else, after `timeout_s` or as soon as the provider keeps failing,
+    what is wrong (the control plane serves on and its fleet loop keeps trying)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if any(n.state is NodeState.READY for n in plat.fleet.nodes.values()):
-            return
+            return None
+        trouble = plat.autoscaler.trouble() if plat.autoscaler is not None else None
+        if trouble:
+            return trouble
         await asyncio.sleep(0.1)
-    raise UpError(f"no node agent became ready within {timeout_s:.0f}s; "
-                  f"see {plat.settings.data_dir / 'nodes'}/*/agent.log")
+    return (f"no node agent became ready within {timeout_s:.0f}s; "
+            f"see {plat.settings.data_dir / 'nodes'}/*/agent.log and `cumulus events`")
 
 
 def _deploy_example(url: str, token_path: Path) -> str:
@@ -111,9 +117,10 @@ async def run(settings: Settings, file: FileConfig, *, deploy_example: bool, kee
                 raise UpError(f"the API could not start on {settings.host}:{settings.port} "
                               "(is the port in use? try --port)")
             await asyncio.sleep(0.05)
+        no_node = None
         if settings.min_nodes > 0:
             with console.status("waiting for the first node agent…"):
-                await _wait_for_node(plat, 90)
+                no_node = await _wait_for_node(plat, 90)
         token_path = plat.admin_token_path
         console.print(f"[bold green]Cumulus is up[/] at {settings.url}  (docs: {settings.url}/docs)")
         console.print(f"  data directory: {settings.data_dir}")
@@ -122,6 +129,11 @@ async def run(settings: Settings, file: FileConfig, *, deploy_example: bool, kee
         else:  # another control plane on this database made it (HA)
             console.print("  admin token:    the one the first control plane on this database wrote "
                           "to its data directory")
+            deploy_example = False
+        if no_node:
+            console.print(f"[bold yellow]no node is ready yet:[/] {escape(no_node)}")
+            console.print("  Cumulus serves on and keeps trying in the background (`cumulus events` "
+                          "says how it goes); calls that find no node get 503 NoCapacity.")
             deploy_example = False
         if deploy_example and EXAMPLE.is_dir() and settings.min_nodes > 0:
             try:

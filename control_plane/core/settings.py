@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     watermark_window_s: float = 120.0
     scale_up_cooldown_s: float = 60.0
     scale_down_cooldown_s: float = 120.0
+    failure_backoff_s: float = 30.0  # after a failed provision, doubling with each failure in a row
     # High availability: control planes sharing one database elect a leader for the fleet loops.
     lease_ttl_s: float = 10.0  # a dead leader is replaced after at most this long
     control_plane_id: str = ""  # default: made once and kept in the data directory

@@ -48,6 +48,8 @@ log = logging.getLogger("cumulus.autoscaler")
 
 T = TypeVar("T")
 
+FAILING_AFTER = 2  # failed provider calls in a row (each after its back-off) before calls stop waiting
+
 
 @dataclass(eq=False)
 class Provision:
@@ -85,6 +87,7 @@ class FleetAutoscaler:
         self._list_failures = 0
         self._next_list_at = 0.0
         self._by_request: dict[str, ProviderNode] = {}
+        self._last_errors: dict[str, str] = {}  # by node type ("" for the listing)
         self.store = store
         self.tasks = Background()  # provider calls in flight
         self.leadership: Leadership | None = None  # HA: intents are fenced by its lease
@@ -145,8 +148,22 @@ class FleetAutoscaler:
                 if prov.calling:
                     self.tasks.spawn(self._create(prov))
 
+    def trouble(self) -> str | None:
+        """Why the fleet cannot grow now, or None: the provider's last error, once its listing or
+        the provisioning of every node type failed `FAILING_AFTER` times in a row."""
+        if self._list_failures >= FAILING_AFTER:
+            return self._last_errors.get("", "the provider's listing keeps failing")
+        failing = [self._last_errors.get(t, "") for t in self.node_types
+                   if (f := self.failures.get(t)) is not None and f.consecutive >= FAILING_AFTER]
+        if self.node_types and len(failing) == len(self.node_types) and not self.provisions:
+            return failing[-1] or "provisioning keeps failing"
+        return None
+
     def can_grow(self) -> bool:
-        """Whether waiting calls may expect more capacity (a node is coming or may be added)."""
+        """Whether waiting calls may expect more capacity (a node is coming or may be added, and
+        the provider is not failing)."""
+        if self.trouble() is not None:
+            return False
         live = [n for n in self.fleet.nodes.values() if n.state is not NodeState.LOST]
         return bool(self.provisions) or len(live) < self.policy.max_nodes
 
@@ -162,8 +179,10 @@ class FleetAutoscaler:
             self._list_failures += 1
             delay = min(300.0, 2.0 ** self._list_failures)
             self._next_list_at = now + delay
-            self.events.record("provider_error", f"listing {self.provider.name} nodes failed: {exc}; "
-                               f"retrying in {delay:.0f}s")
+            self._last_errors[""] = f"listing {self.provider.name} nodes failed: {exc}"
+            self.events.record("provider_error", f"{self._last_errors['']}; retrying in {delay:.0f}s")
+            if self._list_failures == FAILING_AFTER:
+                self.workload.room_changed()  # waiting calls learn that no node is coming
             return None
         self._list_failures = 0
         by_id = {n.id: n for n in listed}
@@ -227,7 +246,10 @@ class FleetAutoscaler:
         prev = self.failures.get(node_type)
         self.failures[node_type] = ProvisionFailure(node_type, (prev.consecutive if prev else 0) + 1,
                                                     self.clock.now())
+        self._last_errors[node_type] = reason
         self.events.record("provision_failed", reason)
+        if self.trouble() is not None:
+            self.workload.room_changed()  # waiting calls learn that no node is coming
 
     async def _record_terminate(self, ids: list[str], request_id: str) -> bool:
         """Write a terminate intent down under the fence; False if the lease was lost."""

@@ -39,3 +39,7 @@ class Workload(Protocol):
     def forget_node(self, node_id: str) -> None:
         """The node is gone: forget its instances."""
         ...
+
+    def room_changed(self) -> None:
+        """Capacity came, or will not come: calls waiting for room look again."""
+        ...

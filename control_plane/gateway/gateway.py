@@ -19,31 +19,30 @@ from control_plane.core import (
     OUTCOME_STATUS,
     Background,
     Clock,
-    CumulusError,
     InstanceStartFailed,
     NoCapacity,
     NodeUnavailable,
     Throttled,
-    new_id,
     request_id,
 )
 from control_plane.fleet import Fleet
-from control_plane.functions import DeployedVersion, FunctionCreate
+from control_plane.functions import DeployedVersion
 from control_plane.gateway.agents import AgentCallFailed, AgentClient, AgentUnreachable
+from control_plane.gateway.lifecycle import InstanceLifecycle
 from control_plane.gateway.occupancy import Occupancy
 from control_plane.gateway.pools import FunctionPool, Instance, InstanceState, InvokeResult
 from control_plane.gateway.ports import GatewayStore, InvocationSink
 from control_plane.gateway.stops import StopTracker
 from control_plane.telemetry import InvocationRecord
 from node_agent import protocol as p
-from placement import PlacementRequest, Resources, place
+from placement import PlacementRequest, Resources
 from placement.routing import choose_instance, instances_to_start
 
 log = logging.getLogger("cumulus.gateway")
 
 
-class Gateway:
-    """Function pools, instance lifecycle through node agents, and the invocation path."""
+class Gateway(InstanceLifecycle):
+    """Function pools, the invocation path, and (from `InstanceLifecycle`) instances' lifecycle."""
 
     def __init__(self, store: GatewayStore, fleet: Fleet, clock: Clock, *, agents: AgentClient,
                  records: InvocationSink, queue_timeout_s: float, provision_wait_s: float = 600.0,
@@ -57,6 +56,7 @@ class Gateway:
         self.queue_timeout_s = queue_timeout_s
         self.provision_wait_s = provision_wait_s
         self.can_grow: Callable[[], bool] = lambda: False  # set by the fleet autoscaler
+        self.trouble: Callable[[], str | None] = lambda: None  # why the fleet cannot grow, if it cannot
         self.pools: dict[str, FunctionPool] = {}
         self.tasks = Background()  # instance starts and stops in flight
         self.occupancy = Occupancy(self.pools, fleet, owner)  # what the nodes hold, whoever runs it
@@ -142,8 +142,8 @@ class Gateway:
                 pool.instances.pop(inst.id, None)
                 pool.draining[inst.id] = inst
 
-    def capacity_changed(self) -> None:
-        """A node became ready: wake calls waiting for room."""
+    def room_changed(self) -> None:
+        """A node became ready, or none will come: wake calls waiting for room."""
         for pool in self.pools.values():
             if pool.waiting:
                 self.spawn(self._wake(pool))
@@ -152,135 +152,6 @@ class Gateway:
     async def _wake(pool: FunctionPool) -> None:
         async with pool.cond:
             pool.cond.notify_all()
-
-    # -- instance lifecycle ------------------------------------------------------------------
-    @staticmethod
-    def _resources(config: FunctionCreate) -> Resources:
-        return Resources(cpu_millis=config.effective_cpu_millis(), memory_mib=config.memory_mb)
-
-    def start_instance(self, pool: FunctionPool) -> Instance | None:
-        """Reserve a node for one more instance and start it in the background."""
-        config = pool.config
-        res = self._resources(config)
-        decision = place(self.fleet.views(self.occupancy.allocated()),
-                         [PlacementRequest(function=config.name, resources=res)])
-        if not decision.assignments:
-            reason = decision.unplaced[0].reason if decision.unplaced else "no nodes"
-            pool.last_start_error = NoCapacity(f"no node can run an instance of {config.name}: {reason}")
-            pool.unplaced += 1
-            return None
-        pool.unplaced = 0
-        node = self.fleet.nodes[decision.assignments[0].node_id]
-        inst = Instance(id=new_id(config.name), function=config.name,
-                        version=pool.version.version, node_id=node.id, node_url=node.url,
-                        concurrency=config.concurrency, resources=res)
-        pool.instances[inst.id] = inst
-        self.spawn(self._start(pool, inst))
-        return inst
-
-    async def _start(self, pool: FunctionPool, inst: Instance) -> None:
-        config = pool.config
-        req = p.InstanceStart(function=config.name, version=inst.version, handler=config.handler,
-                              code_digest=pool.version.code_digest,
-                              code_url=f"/v1/internal/artifacts/{pool.version.code_digest}",
-                              memory_mib=config.memory_mb, cpu_millis=inst.resources.cpu_millis,
-                              timeout_s=config.timeout_s, concurrency=config.concurrency, env=config.env,
-                              owner=self.owner)
-        error: CumulusError | None = None
-        full = False
-        try:
-            await self._intent(inst, "start")
-            answer = await self.agents.start(inst, req)
-            full = answer.full
-            if not answer.ready:
-                error = InstanceStartFailed(f"starting {config.name}: {answer.message}")
-        except AgentCallFailed as exc:
-            error = InstanceStartFailed(f"starting {config.name}: {exc}")
-            self.stop_in_background(inst)  # the agent may have started it: roll back
-        except Exception as exc:  # the intent could not be written: nothing was asked of the agent
-            error = InstanceStartFailed(f"starting {config.name}: cannot record it: {exc!r}")
-        else:
-            self.spawn(self._intent_done(inst.id, "start"))
-        async with pool.cond:
-            if full:  # not the function's fault: place it again, elsewhere or once there is room
-                pool.instances.pop(inst.id, None)
-                pool.draining.pop(inst.id, None)
-                self.occupancy.mark_full(inst.node_id, self.clock.now())
-                log.info("event=node_full node=%s instance=%s", inst.node_id, inst.id)
-                pool.cond.notify_all()
-            elif error is not None:
-                pool.instances.pop(inst.id, None)
-                pool.draining.pop(inst.id, None)
-                pool.last_start_error = error
-                pool.start_failures += 1
-                log.warning("event=instance_start_failed function=%s instance=%s error=%s",
-                            config.name, inst.id, error.message)
-                pool.cond.notify_all()
-            elif inst.state is InstanceState.STARTING and inst.id in pool.draining:
-                inst.state = InstanceState.READY  # a new version arrived meanwhile: drain it
-                inst.last_used = self.clock.now()
-            elif inst.state is InstanceState.STARTING:
-                inst.state = InstanceState.READY
-                inst.last_used = self.clock.now()
-                pool.cond.notify(inst.concurrency)
-            else:  # stopped while starting (function deleted or redeployed)
-                self.stop_in_background(inst)
-
-    def retire(self, pool: FunctionPool, inst: Instance) -> None:
-        """Take an instance out of service now; its container is removed in the background (a
-        slow node never holds up the caller, e.g. the reconcile loop)."""
-        inst.state = InstanceState.STOPPING
-        pool.instances.pop(inst.id, None)
-        pool.draining.pop(inst.id, None)
-        self.stop_in_background(inst)
-
-    async def stop_instance(self, pool: FunctionPool, inst: Instance) -> None:
-        """Take an instance out of service and remove its container."""
-        inst.state = InstanceState.STOPPING
-        pool.instances.pop(inst.id, None)
-        pool.draining.pop(inst.id, None)
-        await self.remove_container(inst)
-
-    def stop_in_background(self, inst: Instance) -> None:
-        """Remove the instance's container in a task; tracked as stopping from this moment, so
-        a heartbeat in between never brings it back."""
-        if self.stops.begin(inst):
-            self.spawn(self._remove(inst))
-
-    async def remove_container(self, inst: Instance) -> None:
-        """Ask the node to remove the instance, its stop written down first; a stop the agent did
-        not confirm stays open (retried when the node reports the instance, or after a restart).
-        A stop of the same instance already in flight is not asked twice."""
-        if self.stops.begin(inst):
-            await self._remove(inst)
-
-    async def _remove(self, inst: Instance) -> None:
-        """The stop begun by the caller: ends confirmed, or else (error, cancelled) unconfirmed."""
-        done = False
-        try:
-            await self._intent(inst, "stop")
-            await self.agents.stop(inst)
-            done = True
-        except Exception as exc:  # node unreachable, or the database refused the intent
-            log.warning("event=instance_stop_failed instance=%s error=%r", inst.id, exc)
-        finally:
-            if done:
-                self.stops.confirmed(inst.id)
-            else:
-                self.stops.failed(inst.id)
-        if done:  # else its intent stays open: replayed after a restart
-            await self._intent_done(inst.id, "stop")
-
-    async def _intent(self, inst: Instance, kind: str) -> None:
-        await asyncio.to_thread(lambda: self.store.open_instance_intent(
-            inst.id, owner=self.owner, kind=kind, function=inst.function, node_id=inst.node_id,
-            node_url=inst.node_url))
-
-    async def _intent_done(self, instance_id: str, kind: str) -> None:
-        try:
-            await asyncio.to_thread(self.store.close_instance_intent, instance_id, kind)
-        except Exception as exc:  # left open: replayed (idempotently) after a restart
-            log.warning("event=instance_intent_close_failed instance=%s error=%r", instance_id, exc)
 
     # -- invocation --------------------------------------------------------------------------
     async def acquire(self, pool: FunctionPool) -> tuple[Instance, bool]:
@@ -293,7 +164,7 @@ class Gateway:
         entered = self.clock.now()
         deadline = entered + self.queue_timeout_s
         seen_failures = pool.start_failures
-        cold = False
+        cold = growing = False
         async with pool.cond:
             pool.waiting += 1
             try:
@@ -315,12 +186,17 @@ class Gateway:
                         if self.can_grow():
                             # A node is being added (or will be): wait for it, boot included.
                             deadline = max(deadline, entered + self.provision_wait_s)
+                            growing = True
                         elif not started and starting == 0:
                             pool.unplaced = 0
-                            raise pool.last_start_error or NoCapacity("no node has room")
+                            raise self._no_room(pool)
                     cold = cold or bool(started or starting)
                     remaining = deadline - self.clock.now()
                     if remaining <= 0:
+                        if growing and not live:  # it waited for a node, not for a busy slot
+                            pool.unplaced = 0
+                            why = f"no node became ready within {self.provision_wait_s:g}s"
+                            raise self._no_room(pool, why)
                         raise Throttled(f"{pool.config.name} is at its limit of "
                                         f"{pool.config.max_instances} instance(s) x "
                                         f"{pool.config.concurrency} concurrent call(s); "
@@ -331,6 +207,14 @@ class Gateway:
                         continue
             finally:
                 pool.waiting -= 1
+
+    def _no_room(self, pool: FunctionPool, why: str = "") -> NoCapacity:
+        """NoCapacity for a call no node has room for, with the provider's trouble if it has any."""
+        parts = [pool.last_start_error.message if pool.last_start_error else "no node has room", why]
+        trouble = self.trouble()
+        if trouble:
+            parts.append(f"the fleet cannot grow: {trouble}")
+        return NoCapacity("; ".join(p for p in parts if p))
 
     async def release(self, pool: FunctionPool, inst: Instance) -> None:
         """Give the slot back and wake one waiter."""
@@ -391,8 +275,3 @@ class Gateway:
         error["type"] = outcome
         status = OUTCOME_STATUS.get(outcome, 502)
         return InvokeResult(status, out_headers, json.dumps({"error": error}).encode())
-
-    def forget_instance(self, pool: FunctionPool, inst: Instance) -> None:
-        """Forget an instance its node has already removed (or that is unreachable)."""
-        if pool.instances.pop(inst.id, None) or pool.draining.pop(inst.id, None):
-            inst.state = InstanceState.STOPPING

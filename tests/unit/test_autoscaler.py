@@ -217,3 +217,44 @@ def test_a_deposed_leader_makes_no_provider_call(tmp_path: Path) -> None:
         assert provider.create_calls == [] and not leadership.is_leader and not scaler.provisions
 
     asyncio.run(scenario())
+
+
+def test_a_provider_that_keeps_failing_is_trouble_and_wakes_waiting_calls(tmp_path: Path) -> None:
+    scaler, provider, clock, _ = _loop(tmp_path)
+    woken: list[int] = []
+    workload = cast(Gateway, scaler.workload)
+    workload.room_changed = lambda: woken.append(1)  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        assert scaler.trouble() is None and scaler.can_grow()
+        provider.next_create_error = QuotaError("vCPU limit", request_id="x")
+        await scaler.tick()
+        await _settle(scaler)
+        assert scaler.trouble() is None and scaler.can_grow()  # one failure: it will try again
+        clock.advance(31)  # past the back-off
+        provider.next_create_error = QuotaError("vCPU limit again", request_id="y")
+        await scaler.tick()
+        await _settle(scaler)
+        assert len(provider.create_calls) == 2
+        assert scaler.trouble() == "provisioning small failed: vCPU limit again"
+        assert not scaler.can_grow() and woken  # calls waiting for room were told
+
+    asyncio.run(scenario())
+
+
+def test_a_listing_that_keeps_failing_is_trouble(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scaler, provider, clock, _ = _loop(tmp_path)
+
+    def broken() -> list[object]:
+        raise ProviderError("connection refused")
+
+    monkeypatch.setattr(provider, "list_instances", broken)
+
+    async def scenario() -> None:
+        await scaler.tick()
+        assert scaler.trouble() is None
+        clock.advance(3)
+        await scaler.tick()
+        assert scaler.trouble() == "listing fake nodes failed: connection refused" and not scaler.can_grow()
+
+    asyncio.run(scenario())

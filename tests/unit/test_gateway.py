@@ -251,3 +251,36 @@ def test_an_unreachable_node_is_retried_elsewhere_then_reported(tmp_path: Path) 
         assert len(rig.agents.invoked) == 5
 
     asyncio.run(scenario())
+
+
+def test_a_call_waiting_for_a_node_is_told_when_none_will_come(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await _rig(tmp_path, nodes=0)
+        growth: dict[str, object] = {"can": True, "trouble": None}
+        rig.gateway.can_grow = lambda: bool(growth["can"])
+        rig.gateway.trouble = lambda: growth["trouble"]  # type: ignore[assignment,return-value]
+        pool = await rig.gateway.pool("f")
+        call = asyncio.create_task(rig.gateway.acquire(pool))
+        await until(lambda: pool.waiting == 1 and rig.gateway.pending() != [])  # waits for a node
+        growth.update(can=False, trouble="provisioning small failed: vCPU limit")
+        rig.gateway.room_changed()
+        with pytest.raises(NoCapacity, match="the fleet cannot grow: provisioning small failed: vCPU limit"):
+            await asyncio.wait_for(call, 5)
+
+    asyncio.run(scenario())
+
+
+def test_a_call_that_waited_for_a_node_in_vain_is_no_capacity_not_throttled(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await _rig(tmp_path, nodes=0, queue_timeout_s=0.05)
+        rig.gateway.can_grow = lambda: True
+        rig.gateway.provision_wait_s = 10
+        pool = await rig.gateway.pool("f")
+        call = asyncio.create_task(rig.gateway.acquire(pool))
+        await until(lambda: pool.waiting == 1)
+        rig.clock.advance(11)  # the node never came
+        rig.gateway.room_changed()  # the waiter looks at the clock again (in production: its timer)
+        with pytest.raises(NoCapacity, match="no node became ready within 10s"):
+            await asyncio.wait_for(call, 5)
+
+    asyncio.run(scenario())
