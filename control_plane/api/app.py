@@ -12,6 +12,7 @@ from control_plane.api import internal, v1
 from control_plane.api.deps import Services
 from control_plane.api.errors import install_error_handlers
 from control_plane.api.guards import BodyGuard
+from control_plane.api.openapi import install_openapi
 from control_plane.gateway import InvokeFastPath
 
 meta = APIRouter(tags=["meta"])
@@ -34,14 +35,16 @@ def create_app(services: Services, *, version: str = "0.1.0") -> FastAPI:
         finally:
             await services.stop()
 
-    app = FastAPI(title="Cumulus", version=version, lifespan=lifespan,
+    app = FastAPI(title="Cumulus", version=version, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Self-hosted serverless functions. Every route but /healthz needs "
-                              "`Authorization: Bearer <token>`.")
+                              "`Authorization: Bearer <token>`. Every error is "
+                              '`{"error": {"type": ..., "message": ...}}`.')
     app.state.services = services
     app.include_router(meta)
     app.include_router(v1.router)
     app.include_router(internal.router)
     install_error_handlers(app)
+    install_openapi(app)
     return app
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Protocol
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 
+from control_plane.api.openapi import bearer
 from control_plane.cluster import Leadership
 from control_plane.core import Clock, Settings
 from control_plane.fleet import Fleet, Joins
@@ -61,8 +63,9 @@ def _header(request: Request) -> bytes | None:
     return request.headers.get("authorization", "").encode() or None
 
 
-async def current_user(request: Request, svc: ServicesDep) -> Principal:
-    """The authenticated caller (401 otherwise)."""
+async def current_user(request: Request, svc: ServicesDep,
+                       _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> Principal:
+    """The authenticated caller (401 otherwise); declares the bearer scheme in the docs."""
     return await svc.auth.user(_header(request))
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.deps import CurrentUser, ServicesDep
+from control_plane.api.openapi import errors
 from control_plane.cluster import LEASE, ControlPlanePublic
 from control_plane.fleet import NodePublic, ResourcesPublic
 from control_plane.telemetry import EventPublic
@@ -21,7 +22,7 @@ def _resources(res: Resources) -> ResourcesPublic:
     return ResourcesPublic(cpu_millis=res.cpu_millis, memory_mib=res.memory_mib)
 
 
-@router.get("/nodes")
+@router.get("/nodes", responses=errors(401))
 async def nodes(svc: ServicesDep, user: CurrentUser) -> list[NodePublic]:
     """Nodes with capacity, allocation and instances."""
     allocated = svc.gateway.allocated()
@@ -38,7 +39,7 @@ async def nodes(svc: ServicesDep, user: CurrentUser) -> list[NodePublic]:
     return out
 
 
-@router.get("/events")
+@router.get("/events", responses=errors(401, 422))
 async def events(svc: ServicesDep, user: CurrentUser,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[EventPublic]:
     """Scaling decisions and fleet observations with their reasons, oldest first."""
@@ -47,7 +48,7 @@ async def events(svc: ServicesDep, user: CurrentUser,
     return [EventPublic.model_validate(r) for r in rows]
 
 
-@router.get("/control-planes")
+@router.get("/control-planes", responses=errors(401))
 async def control_planes(svc: ServicesDep, user: CurrentUser) -> list[ControlPlanePublic]:
     """The cluster's live control planes and which one leads (runs the fleet loop)."""
     lease = await run_in_threadpool(svc.store.lease, LEASE)

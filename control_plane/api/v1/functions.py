@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, Security, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.deps import CurrentUser, Services, ServicesDep, function_url
+from control_plane.api.openapi import bearer, errors
 from control_plane.core import Forbidden
 from control_plane.functions import DeployedVersion, DeployResult, FunctionPublic, parse_config, public_config
 from control_plane.store import Function
@@ -27,7 +28,7 @@ def _public(svc: Services, fn: Function, ver: DeployedVersion) -> FunctionPublic
                           starting=len(live) - ready, in_flight=in_flight)
 
 
-@router.post("", status_code=201, response_model=DeployResult)
+@router.post("", status_code=201, response_model=DeployResult, responses=errors(400, 401, 403, 409, 413, 422))
 async def deploy(svc: ServicesDep, user: CurrentUser,
                  code: Annotated[UploadFile, File(description="the function's code as a zip")],
                  config: Annotated[str, Form(description="FunctionCreate as JSON")]) -> DeployResult:
@@ -40,21 +41,21 @@ async def deploy(svc: ServicesDep, user: CurrentUser,
     return DeployResult(name=cfg.name, version=ver.version, url=function_url(svc, cfg.name))
 
 
-@router.get("", response_model=list[FunctionPublic])
+@router.get("", response_model=list[FunctionPublic], responses=errors(401))
 async def list_functions(svc: ServicesDep, user: CurrentUser) -> list[FunctionPublic]:
     """Every function with its latest version."""
     rows = await run_in_threadpool(svc.functions.all)
     return [_public(svc, fn, ver) for fn, ver in rows]
 
 
-@router.get("/{name}", response_model=FunctionPublic)
+@router.get("/{name}", response_model=FunctionPublic, responses=errors(401, 404))
 async def get_function(name: str, svc: ServicesDep, user: CurrentUser) -> FunctionPublic:
     """One function."""
     fn, ver = await run_in_threadpool(svc.functions.latest, name)
     return _public(svc, fn, ver)
 
 
-@router.delete("/{name}", status_code=204)
+@router.delete("/{name}", status_code=204, responses=errors(401, 403, 404))
 async def delete_function(name: str, svc: ServicesDep, user: CurrentUser) -> Response:
     """Delete a function, its versions and logs, and stop its instances."""
     if not user.is_admin:
@@ -64,7 +65,13 @@ async def delete_function(name: str, svc: ServicesDep, user: CurrentUser) -> Res
     return Response(status_code=204)
 
 
-@router.post("/{name}/invoke", responses={200: {"description": "the handler's JSON result"}})
+@router.post("/{name}/invoke", dependencies=[Security(bearer)],
+             responses={200: {"description": "the handler's JSON result",
+                              "content": {"application/json": {"schema": {}}}},
+                        **errors(400, 401, 404, 413, 429, 502, 503, 504)},
+             openapi_extra={"requestBody": {"required": False, "description": "the event: any JSON, up "
+                                            "to 6 MB, nested at most 256 levels",
+                                            "content": {"application/json": {"schema": {}}}}})
 async def invoke(name: str, request: Request, svc: ServicesDep) -> Response:
     """Invoke a function with the request body (JSON) as its event; needs `Authorization: Bearer`.
 
@@ -77,7 +84,7 @@ async def invoke(name: str, request: Request, svc: ServicesDep) -> Response:
     return Response(content=answer.body, status_code=answer.status, headers=headers)
 
 
-@router.get("/{name}/logs")
+@router.get("/{name}/logs", responses=errors(401, 404, 422))
 async def logs(name: str, svc: ServicesDep, user: CurrentUser,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[InvocationPublic]:
     """The function's newest invocations (oldest first) with their captured stdout/stderr."""
