@@ -29,10 +29,15 @@ instance_types = {{ small = "t3.small" }}
 [provider.libcloud]
 driver = "ec2"
 driver_args = ["testing", "testing"]
-driver_kwargs = {{ host = "127.0.0.1", port = {port}, secure = false, region = "us-east-1",
-                  signature_version = "4" }}
 sizes = {{ small = "t3.small" }}
 image = "ami-12c6146b"
+
+[provider.libcloud.driver_kwargs]
+host = "127.0.0.1"
+port = {port}
+secure = false
+region = "us-east-1"
+signature_version = "4"
 """
 
 
