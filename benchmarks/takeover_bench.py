@@ -22,13 +22,17 @@ from pathlib import Path
 
 import requests
 from bench_platform import start_control_plane, wait
+from cryptography.fernet import Fernet
 
 from provisioners.net import free_port
+
+KEY = Fernet.generate_key().decode()  # the cluster's secret key, which every control plane of it has
 
 
 def start(data_dir: Path, db: str, ttl: float, port: int) -> subprocess.Popen[bytes]:
     return start_control_plane(data_dir, port, env={"CUMULUS_DB": db, "CUMULUS_LEASE_TTL_S": str(ttl),
-                                                    "CUMULUS_NODES_DIR": str(data_dir.parent / "nodes")})
+                                                    "CUMULUS_NODES_DIR": str(data_dir.parent / "nodes"),
+                                                    "CUMULUS_SECRET_KEY": KEY})
 
 
 def members(port: int, token: str) -> list[dict[str, object]]:

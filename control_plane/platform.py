@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import shutil
 import time
 from pathlib import Path
 
 from control_plane.cluster import Leadership, member_id
-from control_plane.core import Clock, FileConfig, Settings, SystemClock
+from control_plane.core import Clock, FileConfig, Settings, SystemClock, private_dir
 from control_plane.fleet import AgentPackage, Fleet, FleetAutoscaler, Joins, build_provider, node_types
-from control_plane.functions import DeployedVersion, FunctionService
+from control_plane.functions import Builder, BuildLimits, DeployedVersion, DockerBuildSandbox, FunctionService
 from control_plane.gateway import Gateway, HttpAgentClient, InvokeEndpoint
-from control_plane.identity import Authenticator, cluster_node_token, write_secret
+from control_plane.identity import NODE_KEY_SEED, Authenticator, NodeKeys, SecretBox, write_secret
 from control_plane.reconcile import Reconciler
 from control_plane.store import InstanceIntent, Store
 from control_plane.telemetry import Telemetry
+from node_agent.image import DEFAULT_RECIPE
 from placement import FleetPolicy
 from provisioners.base import NodeProvider
 
@@ -56,21 +58,36 @@ class Platform:
         self.clock = clock or SystemClock()
         file = file or FileConfig()
         data = settings.data_dir
-        data.mkdir(parents=True, exist_ok=True)
+        private_dir(data)
         self.store = Store(settings.db_url)
         admin = self.store.ensure_admin_token()
         if admin is not None:
             write_secret(self.admin_token_path, admin)
             log.info("event=admin_token_created path=%s", self.admin_token_path)
-        self.node_token = cluster_node_token(self.store, data / "node.token")
+        self.box = SecretBox.load(key=settings.secret_key, key_file=settings.secret_key_file, data_dir=data)
+        self.box.check(self.store)
+        self.keys = NodeKeys(self.box.shared(self.store, NODE_KEY_SEED, secrets.token_hex(32)).encode())
         self.id = settings.control_plane_id or member_id(data / "control_plane.id")
-        self.auth = Authenticator(self.store, self.clock, self.node_token)
+        self.auth = Authenticator(self.store, self.clock)
         self.telemetry = Telemetry(self.store, log_retention=settings.log_retention)
-        self.functions = FunctionService(self.store, data / "artifacts")
+        # Requirements install in a throw-away container of the runtime image, never here.
+        limits = BuildLimits(memory_mib=settings.build_memory_mib, cpu_millis=settings.build_cpu_millis,
+                             disk_mib=settings.build_disk_mib, output_mib=settings.build_output_mib,
+                             timeout_s=settings.build_timeout_s)
+        build_dir = data / "build"
+        for stale in build_dir.glob("*-*"):  # what a crashed build left
+            shutil.rmtree(stale, ignore_errors=True)
+        self.build_sandbox = DockerBuildSandbox(settings.docker_host, settings.image or DEFAULT_RECIPE.tag,
+                                                build_dir / "tools", limits=limits, owner=self.id)
+        builder = Builder(self.build_sandbox, build_dir, limits=limits,
+                          max_concurrent=settings.build_concurrency)
+        self.functions = FunctionService(self.store, data / "artifacts", self.box, builder)
         self.fleet = Fleet(self.store, self.clock, heartbeat_interval_s=settings.heartbeat_interval_s,
                            lost_after_s=settings.node_lost_after_s)
+        self.fleet.placed_on = self.keys.placed_on
         self.gateway = Gateway(GatewayRecords(self.store, self.functions), self.fleet, self.clock,
-                               agents=HttpAgentClient(self.node_token), records=self.telemetry.invocations,
+                               agents=HttpAgentClient(self.keys.agent_key),
+                               records=self.telemetry.invocations, instance_id=self.keys.instance_id,
                                queue_timeout_s=settings.queue_timeout_s,
                                provision_wait_s=settings.provision_wait_s, owner=self.id)
         self.invoke = InvokeEndpoint(self.gateway, self.auth.user)
@@ -79,12 +96,11 @@ class Platform:
         # Built anew by each control plane process, so new nodes get the code this one runs.
         shutil.rmtree(data / "agent-package", ignore_errors=True)
         self.agent_package = AgentPackage(data / "agent-package")
-        self.joins = Joins(self.store, self.fleet, url=settings.url, node_token=self.node_token,
+        self.joins = Joins(self.store, self.fleet, url=settings.url, keys=self.keys,
                            runtime_image=settings.image, agent_package=self.agent_package,
                            token_ttl_s=settings.join_token_ttl_s, provider=settings.provider)
         if provider is None and use_provider:
-            provider = build_provider(settings, file, node_token=self.node_token,
-                                      bootstrap_for=self.joins.bootstrap_for,
+            provider = build_provider(settings, file, bootstrap_for=self.joins.bootstrap_for,
                                       agent_package=self.agent_package)
         self.provider = provider
         if provider is not None:
@@ -131,6 +147,9 @@ class Platform:
 
     async def start(self) -> None:
         """Load state, join the control planes (leading at once if no other does), start the loops."""
+        removed = await asyncio.to_thread(self.build_sandbox.cleanup)
+        if removed:
+            log.info("event=build_containers_removed count=%d", removed)
         self.fleet.load()
         await self.gateway.open()
         await self.reconciler.recover_instances()

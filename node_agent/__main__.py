@@ -20,11 +20,12 @@ from node_agent.settings import AgentSettings
 def cleanup(settings: AgentSettings, runtime: DockerRuntime) -> int:
     """Remove every container labelled with this node (its agent is gone for good)."""
     node_id = settings.node_id
-    if not node_id:
-        saved = settings.data_dir / "identity.json"
-        if not saved.exists():
-            return 0
+    saved = settings.data_dir / "identity.json"
+    if not node_id and saved.exists():
         node_id = json.loads(saved.read_text())["node_id"]
+    node_id = node_id or settings.provider_node_id  # a node that never joined is named by its provider
+    if not node_id:
+        return 0
     for info in runtime.list({LABEL_NODE: node_id}):
         runtime.remove(info.instance_id)
         logging.getLogger("cumulus.agent").info("event=cleanup_removed instance=%s", info.instance_id)
@@ -58,12 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     async def run() -> None:
         try:
-            node_id, token = await identity(settings)
+            me = await identity(settings)
         except JoinError as exc:
             logging.getLogger("cumulus.agent").error("event=join_failed error=%s", exc)
             raise SystemExit(1) from exc
-        agent = NodeAgent(node_id=node_id, runtime=runtime, data_dir=settings.data_dir,
-                          image=settings.image, token=token, start_timeout_s=settings.start_timeout_s,
+        agent = NodeAgent(node_id=me.node_id, runtime=runtime, data_dir=settings.data_dir,
+                          image=settings.image, agent_key=me.agent_key, credential=me.credential,
+                          start_timeout_s=settings.start_timeout_s,
                           control_plane_url=settings.control_plane_url,
                           capacity=(settings.cpu_millis, settings.memory_mib))
         stop = asyncio.Event()

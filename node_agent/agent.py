@@ -85,13 +85,14 @@ class NodeAgent:
     """Runs instances through a `ContainerRuntime` and proxies invocations to them."""
 
     def __init__(self, *, node_id: str, runtime: ContainerRuntime, data_dir: Path, image: str,
-                 token: str, start_timeout_s: float = 60.0, control_plane_url: str = "",
+                 agent_key: str, credential: str, start_timeout_s: float = 60.0, control_plane_url: str = "",
                  capacity: tuple[int, int] | None = None) -> None:
         self.node_id = node_id
         self.runtime = runtime
         self.data_dir = data_dir
         self.image = image
-        self.token = token
+        self.agent_key = agent_key  # what callers of this agent present
+        self.credential = credential  # what this agent presents to control planes
         self.start_timeout_s = start_timeout_s
         self.control_plane_url = control_plane_url.rstrip("/")
         self.control_planes = [self.control_plane_url]  # every live one, learned from heartbeats
@@ -104,7 +105,7 @@ class NodeAgent:
 
     async def open(self) -> None:
         """Open HTTP sessions and adopt the containers this node already runs."""
-        self._http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"})
+        self._http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.credential}"})
         await self.recover()
 
     async def close(self, *, remove_instances: bool) -> None:

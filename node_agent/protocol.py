@@ -89,28 +89,29 @@ class InstanceStart(BaseModel):
 class InstanceReport(BaseModel):
     """An instance as its node sees it."""
 
-    instance_id: str
-    function: str
-    version: int
-    state: str
-    memory_mib: int = 0
-    cpu_millis: int = 0
-    concurrency: int = 1
-    in_flight: int = 0
-    start_ms: float = 0.0
-    owner: str = ""
+    instance_id: str = Field(max_length=256)
+    function: str = Field(max_length=64)
+    version: int = Field(ge=0)
+    state: str = Field(max_length=16)
+    memory_mib: int = Field(default=0, ge=0, le=1 << 30)
+    cpu_millis: int = Field(default=0, ge=0, le=10_000_000)
+    concurrency: int = Field(default=1, ge=1, le=100_000)
+    in_flight: int = Field(default=0, ge=0, le=1_000_000)
+    start_ms: float = Field(default=0.0, ge=0)
+    owner: str = Field(default="", max_length=128)
 
 
 class Heartbeat(BaseModel):
-    """What an agent tells the control plane every few seconds."""
+    """What an agent tells the control plane every few seconds (bounded: a node may not claim a
+    negative or absurd capacity, nor report more instances than it can hold)."""
 
-    node_id: str
-    url: str
-    provider: str = "local"
-    node_type: str = "local"
-    cpu_millis: int
-    memory_mib: int
-    instances: list[InstanceReport] = Field(default_factory=list)
+    node_id: str = Field(max_length=128)
+    url: str = Field(max_length=2048)
+    provider: str = Field(default="local", max_length=64)
+    node_type: str = Field(default="local", max_length=128)
+    cpu_millis: int = Field(gt=0, le=10_000_000)
+    memory_mib: int = Field(gt=0, le=1 << 30)
+    instances: list[InstanceReport] = Field(default_factory=list, max_length=10_000)
     started_at: float = 0.0
 
 
@@ -131,7 +132,9 @@ class JoinRequest(BaseModel):
 
 
 class JoinResult(BaseModel):
-    """What a joining node gets back: its node id and the cluster's node secret."""
+    """What a joining node gets back: its node id, its own secret (with which it calls control
+    planes, as `Bearer <node id>:<node secret>`) and the key control planes call it with."""
 
     node_id: str
-    node_token: str
+    node_secret: str
+    agent_key: str

@@ -27,15 +27,16 @@ def _error(status: int, kind: str, message: str) -> web.Response:
 
 
 def build_app(agent: NodeAgent) -> web.Application:
-    """Routes: health, instance lifecycle, and the invocation proxy; all but health need the token."""
-    expected = f"Bearer {agent.token}".encode()
+    """Routes: health, instance lifecycle, and the invocation proxy; all but health need the agent's
+    key (which control planes derive for this node alone)."""
+    expected = f"Bearer {agent.agent_key}".encode()
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path != "/healthz":
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
-                return _error(401, "Unauthorized", "missing or wrong node token")
+                return _error(401, "Unauthorized", "missing or wrong agent key")
         return await handler(request)
 
     async def healthz(request: web.Request) -> web.Response:

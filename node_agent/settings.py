@@ -26,7 +26,9 @@ class AgentSettings(BaseSettings):
     join_token: str = Field(default="", description="single-use token to join (when node_id is empty)")
     provider_node_id: str = ""
     control_plane_url: str = "http://127.0.0.1:8080"
-    token: str = Field(default="", description="shared node secret; also read from token_file")
+    token: str = Field(default="", description="with node_id and no join: the key callers must present "
+                                               "(also read from token_file); a joined node keeps the "
+                                               "credential its join gave it")
     token_file: Path | None = None
     listen_host: str = "127.0.0.1"
     listen_port: int = 8081
@@ -42,7 +44,7 @@ class AgentSettings(BaseSettings):
     provider: str = "local"
 
     def resolved_token(self) -> str:
-        """The node secret, from `token` or `token_file`."""
+        """The key of a node that does not join, from `token` or `token_file`."""
         if self.token:
             return self.token
         if self.token_file is not None:

@@ -2,7 +2,8 @@
 
 Each node has a folder `<root>/<node id>/` holding `node.json` (its tags: cluster, request id,
 type, pid) and the agent's config and log. The folders are the provider's listing, so a restarted
-control plane finds the agents it started, which keep running across its restarts.
+control plane finds the agents it started, which keep running across its restarts. Each agent
+joins with a single-use join token, as a cloud node does: nodes share no secret.
 """
 
 from __future__ import annotations
@@ -20,16 +21,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioners.base import NodeType, ProviderError, ProviderNode
+from provisioners.base import BootstrapFor, NodeType, ProviderError, ProviderNode
 from provisioners.net import free_port
 
 
 @dataclass(frozen=True, slots=True)
 class AgentBootstrap:
-    """What every new node agent is told: where its control plane is and how to prove itself."""
+    """How this machine runs its node agents (where to join comes from each node's `NodeBootstrap`)."""
 
-    control_plane_url: str
-    token: str
     docker_host: str = ""
     image: str = ""
     heartbeat_interval_s: float = 2.0
@@ -68,10 +67,12 @@ class LocalProvider:
 
     name = "local"
 
-    def __init__(self, root: Path, cluster: str, bootstrap: AgentBootstrap) -> None:
+    def __init__(self, root: Path, cluster: str, bootstrap_for: BootstrapFor,
+                 bootstrap: AgentBootstrap | None = None) -> None:
         self.root = root
         self.cluster = cluster
-        self.bootstrap = bootstrap
+        self.bootstrap_for = bootstrap_for  # each node joins with a join token, like any other node
+        self.bootstrap = bootstrap or AgentBootstrap()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         root.mkdir(parents=True, exist_ok=True)
 
@@ -124,8 +125,14 @@ class LocalProvider:
             node_dir = self.root / node_id
             node_dir.mkdir(parents=True)
             port = free_port()
-            config = {"node_id": node_id, "control_plane_url": self.bootstrap.control_plane_url,
-                      "token": self.bootstrap.token, "listen_host": "127.0.0.1", "listen_port": port,
+            try:
+                join = self.bootstrap_for(request_id)
+            except Exception as exc:
+                shutil.rmtree(node_dir, ignore_errors=True)
+                raise ProviderError(f"no bootstrap for {request_id}: {exc}", request_id=request_id) from exc
+            config = {"join_token": join.join_token, "provider_node_id": node_id,
+                      "control_plane_url": join.control_plane_url, "listen_host": "127.0.0.1",
+                      "listen_port": port,
                       "data_dir": str(node_dir / "data"), "cpu_millis": node_type.capacity.cpu_millis,
                       "memory_mib": node_type.capacity.memory_mib, "image": self.bootstrap.image,
                       "docker_host": self.bootstrap.docker_host, "node_type": node_type.name,

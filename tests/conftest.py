@@ -14,6 +14,7 @@ import pytest
 import requests
 from contract.motoserver import MotoServer
 from helpers import RunningPlatform, docker_client, start_platform
+from package_index import PackageIndex, sdist, wheel
 
 from provisioners.net import free_port
 
@@ -28,9 +29,28 @@ def docker_engine() -> None:
 
 
 @pytest.fixture(scope="session")
-def platform(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
-    """One `cumulus up` (SQLite, one local node) shared by the integration tests."""
-    plat = start_platform(tmp_path_factory.mktemp("platform"))
+def package_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PackageIndex]:
+    """A package index on 127.0.0.1 with the packages the build tests install (see `package_index.py`).
+
+    - `tinylib` 1.0: a wheel that needs `srconly>=1`;
+    - `srconly` 1.2: a source distribution only, built by its own in-tree backend;
+    - `winonly` 1.0: a wheel for Windows only (no wheel for the runtime, no source).
+    """
+    index = PackageIndex(tmp_path_factory.mktemp("index"))
+    index.add("tinylib", *wheel("tinylib", "1.0", {"tinylib.py": "def answer():\n    return 42\n"},
+                                requires=("srconly>=1",)))
+    index.add("srconly", *sdist("srconly", "1.2", {"srconly.py": "WHERE = 'built in the sandbox'\n"}))
+    index.add("winonly", *wheel("winonly", "1.0", {"winonly.py": ""}, tag="cp311-cp311-win_amd64"))
+    with index.serving():
+        yield index
+
+
+@pytest.fixture(scope="session")
+def platform(docker_engine: None, package_index: PackageIndex,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    """One `cumulus up` (SQLite, one local node, the test package index) shared by the integration
+    tests."""
+    plat = start_platform(tmp_path_factory.mktemp("platform"), extra_env=package_index.pip_env())
     try:
         yield plat
     finally:

@@ -22,6 +22,7 @@ from control_plane.core import Clock
 from control_plane.fleet import AgentPackage, Fleet, qemu_software
 from control_plane.functions import FunctionService
 from control_plane.gateway import AgentClient, Gateway, HttpAgentClient
+from control_plane.identity import SecretBox
 from control_plane.platform import GatewayRecords
 from control_plane.store import Store
 from control_plane.telemetry import InvocationBuffer
@@ -37,9 +38,14 @@ DOCKER_HOST = os.environ.get("DOCKER_HOST", "unix:///run/cumulus-docker.sock")
 def unit_gateway(store: Store, fleet: Fleet, clock: Clock, data_dir: Path, *,
                  agents: AgentClient | None = None, queue_timeout_s: float = 1.0, owner: str = "") -> Gateway:
     """A gateway on a real store, as the composition root wires it (agents: HTTP unless given)."""
-    return Gateway(GatewayRecords(store, FunctionService(store, data_dir / "artifacts")), fleet, clock,
-                   agents=agents or HttpAgentClient("t"), records=InvocationBuffer(),
+    return Gateway(GatewayRecords(store, unit_functions(store, data_dir)), fleet, clock,
+                   agents=agents or HttpAgentClient(lambda node_id: "t"), records=InvocationBuffer(),
                    queue_timeout_s=queue_timeout_s, owner=owner)
+
+
+def unit_functions(store: Store, data_dir: Path) -> FunctionService:
+    """The function service on a real store, its secrets sealed with a key in `data_dir`."""
+    return FunctionService(store, data_dir / "artifacts", SecretBox.load(data_dir=data_dir))
 
 
 def guest_software(out_dir: Path) -> GuestSoftware:

@@ -17,7 +17,7 @@ from control_plane.core import Clock, Settings
 from control_plane.fleet import Fleet, Joins
 from control_plane.functions import FunctionService
 from control_plane.gateway import Gateway, InvokeEndpoint
-from control_plane.identity import Authenticator, Principal
+from control_plane.identity import Authenticator, NodeIdentity, Principal
 from control_plane.store import Store
 from control_plane.telemetry import Telemetry
 
@@ -69,12 +69,13 @@ async def current_user(request: Request, svc: ServicesDep,
     return await svc.auth.user(_header(request))
 
 
-async def node_agent(request: Request, svc: ServicesDep) -> None:
-    """Only node agents (holding the node token) may call internal routes (401 otherwise)."""
-    svc.auth.node(_header(request))
+async def node_agent(request: Request, svc: ServicesDep) -> NodeIdentity:
+    """The joined node calling an internal route with its own credential (401 otherwise)."""
+    return await svc.auth.node(_header(request))
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
+CurrentNode = Annotated[NodeIdentity, Depends(node_agent)]
 NodeAgent = Depends(node_agent)
 
 

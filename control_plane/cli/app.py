@@ -120,12 +120,13 @@ def up(data_dir: Annotated[Path | None, typer.Option(
         pass
 
 
-def _parse_env(pairs: list[str]) -> dict[str, str]:
+def _parse_env(pairs: list[str], flag: str = "--env") -> dict[str, str]:
     env = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            fail(f"--env expects KEY=VALUE, got {pair!r}")
+            fail(f"{flag} expects KEY=VALUE, got {pair!r}" if flag == "--env" else
+                 f"{flag} expects KEY=VALUE (what was given is not repeated: it may be a secret)")
         env[key] = value
     return env
 
@@ -141,7 +142,9 @@ def deploy(path: Annotated[Path, typer.Argument(help="a folder or a .zip with th
            min_instances: Annotated[int, typer.Option("--min", help="instances kept warm")] = 0,
            max_instances: Annotated[int, typer.Option("--max", help="most instances")] = 10,
            keep_alive: Annotated[float, typer.Option(help="idle seconds before an instance stops")] = 600,
-           env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None) -> None:
+           env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None,
+           secret_env: Annotated[list[str] | None, typer.Option(
+               help="KEY=VALUE, repeatable: sealed in the database, never shown again")] = None) -> None:
     """Deploy a new version of a function and print its endpoint."""
     from control_plane.core import InvalidCode
     from control_plane.functions import zip_folder
@@ -154,7 +157,8 @@ def deploy(path: Annotated[Path, typer.Argument(help="a folder or a .zip with th
         fail(str(exc))
     config = {"name": name, "handler": handler, "memory_mb": memory, "cpu_millis": cpu,
               "timeout_s": timeout, "concurrency": concurrency, "min_instances": min_instances,
-              "max_instances": max_instances, "keep_alive_s": keep_alive, "env": _parse_env(env or [])}
+              "max_instances": max_instances, "keep_alive_s": keep_alive, "env": _parse_env(env or []),
+              "secret_env": _parse_env(secret_env or [], "--secret-env")}
     c = client()
     with err.status(f"deploying {name}…"):
         result = call(c.deploy, code, config)

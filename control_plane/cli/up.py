@@ -20,8 +20,9 @@ from rich.markup import escape
 
 from control_plane.api import build_asgi
 from control_plane.cli.client import Client, ClientError
-from control_plane.core import FileConfig, Settings
+from control_plane.core import FileConfig, Settings, private_dir
 from control_plane.functions import zip_folder
+from control_plane.identity import SecretKeyError
 from control_plane.platform import Platform
 from node_agent.image import ImageBuildError, ensure_runtime_image
 from node_agent.runtime import ContainerRuntimeError, DockerRuntime
@@ -100,7 +101,7 @@ async def run(settings: Settings, file: FileConfig, *, deploy_example: bool, kee
                                                                        thread_name_prefix="cumulus"))
     try:
         plat = Platform(settings, file=file)
-    except ProviderError as exc:
+    except (ProviderError, SecretKeyError) as exc:
         raise UpError(str(exc)) from exc
     (settings.data_dir / "endpoint").write_text(settings.url + "\n")
     config = uvicorn.Config(build_asgi(plat), host=settings.host, port=settings.port, log_level="warning",
@@ -161,7 +162,7 @@ async def run(settings: Settings, file: FileConfig, *, deploy_example: bool, kee
 def up(settings: Settings, file: FileConfig | None = None, *, deploy_example: bool = True,
        keep_nodes: bool = False) -> None:
     """Entry point of `cumulus up`."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     logging.basicConfig(level=logging.INFO, filename=settings.data_dir / "control-plane.log",
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     prepare(settings)

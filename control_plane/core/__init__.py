@@ -5,6 +5,7 @@ from control_plane.core.clock import Clock, ManualClock, SystemClock
 from control_plane.core.config import ConfigError, FileConfig, load_config
 from control_plane.core.errors import (
     OUTCOME_STATUS,
+    BuildUnavailable,
     ConflictError,
     CumulusError,
     Forbidden,
@@ -22,7 +23,14 @@ from control_plane.core.errors import (
     Unauthorized,
 )
 from control_plane.core.ids import new_id, request_id
-from control_plane.core.settings import DEFAULT_PORT, MAX_PAYLOAD_BYTES, Settings, default_data_dir, version
+from control_plane.core.settings import (
+    DEFAULT_PORT,
+    MAX_PAYLOAD_BYTES,
+    Settings,
+    default_data_dir,
+    private_dir,
+    version,
+)
 from control_plane.core.tasks import Background
 
 __all__ = [
@@ -30,6 +38,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "OUTCOME_STATUS",
     "Background",
+    "BuildUnavailable",
     "Clock",
     "ConfigError",
     "ConflictError",
@@ -54,6 +63,7 @@ __all__ = [
     "default_data_dir",
     "load_config",
     "new_id",
+    "private_dir",
     "request_id",
     "version",
 ]

@@ -59,6 +59,12 @@ class RequirementsFailed(CumulusError):
     status, type = 422, "RequirementsInstallFailed"
 
 
+class BuildUnavailable(CumulusError):
+    """The build sandbox cannot run (its Docker engine or the runtime image is missing)."""
+
+    status, type = 503, "BuildUnavailable"
+
+
 class PayloadTooLarge(CumulusError):
     status, type = 413, "PayloadTooLarge"
 

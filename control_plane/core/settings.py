@@ -18,6 +18,15 @@ def default_data_dir() -> Path:
     return Path(env) if env else Path.home() / ".cumulus"
 
 
+def private_dir(path: Path) -> Path:
+    """`path` as a directory; made readable by its owner only when it is made here."""
+    if not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)
+        path.chmod(0o700)
+    return path
+
+
 def default_docker_host() -> str:
     """`$DOCKER_HOST`, else the engine that `make up` starts, else Docker's default socket."""
     env = os.environ.get("DOCKER_HOST")
@@ -68,6 +77,17 @@ class Settings(BaseSettings):
     lease_ttl_s: float = 10.0  # a dead leader is replaced after at most this long
     control_plane_id: str = ""  # default: made once and kept in the data directory
     nodes_dir: Path | None = None  # the local/qemu providers' node folders (default <data>/nodes)
+    # The key that seals secrets in the database: given (e.g. from a KMS or secret store), or in a
+    # file (default <data>/secret.key, made on first start). Control planes on one database share it.
+    secret_key: str = ""
+    secret_key_file: Path | None = None
+    # The build sandbox that installs requirements (one throw-away container per step).
+    build_memory_mib: int = Field(default=2048, ge=256)
+    build_cpu_millis: int = Field(default=2000, ge=250)
+    build_disk_mib: int = Field(default=1024, ge=64)  # its tmpfs: inputs, temporary files, output
+    build_output_mib: int = Field(default=512, ge=16)  # the installed requirements at most
+    build_timeout_s: float = Field(default=600.0, gt=0)
+    build_concurrency: int = Field(default=2, ge=1)  # builds at once; more wait
 
     @property
     def db_url(self) -> str:

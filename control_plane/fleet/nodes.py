@@ -28,6 +28,7 @@ class Node:
     state: NodeState
     last_heartbeat: float
     instances: list[InstanceReport] = field(default_factory=list)
+    unknown: list[InstanceReport] = field(default_factory=list)  # reported, but placed by no control plane
     since: float = 0.0  # when it entered its state (clock time)
     request_id: str = ""  # the provision request it joined under, when it joined with a token
 
@@ -45,6 +46,8 @@ class Fleet:
         self.retired: set[str] = set()  # removed on purpose: late heartbeats must not revive them
         self.joined: dict[str, str] = {}  # node id -> provision request id, from join tokens
         self.on_ready: Callable[[], None] | None = None  # new capacity: wake waiting calls
+        # Whether a control plane of this cluster placed an instance id on a node (None: any id).
+        self.placed_on: Callable[[str, str], bool] | None = None
 
     def load(self) -> None:
         """Start from the stored nodes, NotReady until each one's agent reports again."""
@@ -73,7 +76,11 @@ class Fleet:
         node.url = beat.url
         node.capacity = Resources(beat.cpu_millis, beat.memory_mib)
         node.last_heartbeat = now
-        node.instances = beat.instances
+        if self.placed_on is None:
+            node.instances, node.unknown = beat.instances, []
+        else:  # a node cannot claim instances no control plane placed on it (they are stopped)
+            node.instances = [i for i in beat.instances if self.placed_on(i.instance_id, node.id)]
+            node.unknown = [i for i in beat.instances if not self.placed_on(i.instance_id, node.id)]
         if node.state in (NodeState.NOT_READY, NodeState.LOST, NodeState.PROVISIONING):
             node.state = NodeState.READY
             node.since = now

@@ -58,13 +58,13 @@ def qemu_software(agent_package: AgentPackage, cache_dir: Path) -> GuestSoftware
                          agent_requirements=agent_package.requirements("agent"), debian_mirror=mirror)
 
 
-def build_provider(settings: Settings, file: FileConfig, *, node_token: str, bootstrap_for: BootstrapFor,
+def build_provider(settings: Settings, file: FileConfig, *, bootstrap_for: BootstrapFor,
                    agent_package: AgentPackage) -> NodeProvider:
     """The provider `settings.provider`, configured from the `[provider.NAME]` section of `file`."""
     if settings.provider == "local":
-        return LocalProvider(settings.node_root, settings.cluster, AgentBootstrap(
-            control_plane_url=settings.url, token=node_token, docker_host=settings.docker_host,
-            image=settings.image, heartbeat_interval_s=settings.heartbeat_interval_s))
+        return LocalProvider(settings.node_root, settings.cluster, bootstrap_for, AgentBootstrap(
+            docker_host=settings.docker_host, image=settings.image,
+            heartbeat_interval_s=settings.heartbeat_interval_s))
     cls = provider_class(settings.provider)
     kwargs = dict(file.providers.get(settings.provider, {}))
     if settings.provider == "qemu":  # VMs live in node folders, like local agents

@@ -1,10 +1,20 @@
 """Functions and their versions: schemas (Base / Create / Public), code artifacts, deploy.
 
-Coming here: aliases, container-image functions, runtimes.
+Requirements are installed in the build sandbox (`builder.py`, `sandbox.py`), never on the
+control plane. Coming here: aliases, container-image functions, runtimes.
 """
 
 from control_plane.functions.artifacts import MAX_UPLOAD_BYTES, build_artifact, remove_artifact, zip_folder
+from control_plane.functions.builder import Builder
 from control_plane.functions.deploy import FunctionService, parse_config, public_config
+from control_plane.functions.requirements import Requirements, parse_requirements
+from control_plane.functions.sandbox import (
+    BuildLimits,
+    BuildSandbox,
+    DockerBuildSandbox,
+    Interpreter,
+    StepResult,
+)
 from control_plane.functions.schemas import (
     DeployedVersion,
     DeployResult,
@@ -14,13 +24,21 @@ from control_plane.functions.schemas import (
 
 __all__ = [
     "MAX_UPLOAD_BYTES",
+    "BuildLimits",
+    "BuildSandbox",
+    "Builder",
     "DeployResult",
     "DeployedVersion",
+    "DockerBuildSandbox",
     "FunctionCreate",
     "FunctionPublic",
     "FunctionService",
+    "Interpreter",
+    "Requirements",
+    "StepResult",
     "build_artifact",
     "parse_config",
+    "parse_requirements",
     "public_config",
     "remove_artifact",
     "zip_folder",

@@ -1,7 +1,8 @@
 """Deploy-time code handling: check the uploaded zip, install requirements, store the artifact.
 
 The artifact is a deterministic zip of the user's code plus `.cumulus/deps/` (what
-`requirements.txt` installs), named by its SHA-256; node agents fetch it by digest.
+`requirements.txt` installs, in the build sandbox: `builder.py`), named by its SHA-256; node agents
+fetch it by digest.
 """
 
 from __future__ import annotations
@@ -10,19 +11,16 @@ import hashlib
 import io
 import os
 import stat
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from control_plane.core import InvalidCode, RequirementsFailed
+from control_plane.core import BuildUnavailable, InvalidCode
+from control_plane.functions.builder import DEPS_DIR, Builder
 
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 MAX_UNPACKED_BYTES = 256 * 1024 * 1024
 MAX_FILES = 20_000
-DEPS_DIR = ".cumulus/deps"
-PIP_TIMEOUT_S = 600
 
 
 def _check_members(zf: zipfile.ZipFile) -> None:
@@ -52,24 +50,6 @@ def _check_handler(root: Path, handler: str) -> None:
                           f"(expected {rel}.py at the top of the zip)")
 
 
-def _install_requirements(root: Path) -> None:
-    req = root / "requirements.txt"
-    if not req.is_file():
-        return
-    target = root / DEPS_DIR
-    target.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-           "--no-input", "--no-compile", "--target", str(target), "-r", str(req)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False,
-                              cwd=root)
-    except subprocess.TimeoutExpired as exc:
-        raise RequirementsFailed(f"installing requirements.txt took over {PIP_TIMEOUT_S}s") from exc
-    if proc.returncode != 0:
-        raise RequirementsFailed("installing requirements.txt failed: "
-                                 + (proc.stderr.strip() or proc.stdout.strip())[-3000:])
-
-
 def _deterministic_zip(root: Path) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
@@ -84,15 +64,20 @@ def _deterministic_zip(root: Path) -> bytes:
     return buf.getvalue()
 
 
-def build_artifact(upload: bytes, handler: str, artifacts_dir: Path) -> tuple[str, int]:
-    """Check and prepare uploaded code; returns (digest, size) of the stored artifact."""
+def build_artifact(upload: bytes, handler: str, artifacts_dir: Path,
+                   builder: Builder | None = None) -> tuple[str, int]:
+    """Check and prepare uploaded code (its requirements installed by `builder`, in the build
+    sandbox); returns (digest, size) of the stored artifact."""
     if len(upload) > MAX_UPLOAD_BYTES:
         raise InvalidCode(f"the zip is over {MAX_UPLOAD_BYTES // 2**20} MiB")
     try:
         zf = zipfile.ZipFile(io.BytesIO(upload))
     except zipfile.BadZipFile as exc:
         raise InvalidCode(f"the code is not a valid zip file: {exc}") from exc
-    with zf, tempfile.TemporaryDirectory(prefix="cumulus-deploy-") as tmp:
+    work = builder.work_dir if builder is not None else None
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+    with zf, tempfile.TemporaryDirectory(prefix="cumulus-deploy-", dir=work) as tmp:
         _check_members(zf)
         root = Path(tmp) / "code"
         try:
@@ -101,7 +86,12 @@ def build_artifact(upload: bytes, handler: str, artifacts_dir: Path) -> tuple[st
             raise InvalidCode(f"the zip could not be unpacked: {exc}") from exc
         root.mkdir(exist_ok=True)
         _check_handler(root, handler)
-        _install_requirements(root)
+        if (root / DEPS_DIR).exists():
+            raise InvalidCode(f"{DEPS_DIR} is where requirements are installed; the code may not hold it")
+        if (root / "requirements.txt").is_file():
+            if builder is None:
+                raise BuildUnavailable("this control plane has no build sandbox to install requirements.txt")
+            builder.install(root)
         data = _deterministic_zip(root)
     digest = hashlib.sha256(data).hexdigest()
     artifacts_dir.mkdir(parents=True, exist_ok=True)

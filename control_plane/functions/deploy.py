@@ -17,8 +17,12 @@ from pydantic import ValidationError
 
 from control_plane.core import InvalidConfig
 from control_plane.functions.artifacts import build_artifact, remove_artifact
+from control_plane.functions.builder import Builder
 from control_plane.functions.schemas import DeployedVersion, FunctionCreate
+from control_plane.identity import SecretBox
 from control_plane.store import Function, Store
+
+HIDDEN = "(hidden)"
 
 
 def parse_config(raw: str) -> FunctionCreate:
@@ -45,23 +49,29 @@ def parse_config(raw: str) -> FunctionCreate:
 
 
 class FunctionService:
-    """Functions, their versions and their code artifacts (synchronous: callers use a thread)."""
+    """Functions, their versions and their code artifacts (synchronous: callers use a thread). A
+    version's `secret_env` is sealed before it is stored and opened only to run it."""
 
-    def __init__(self, store: Store, artifacts_dir: Path) -> None:
+    def __init__(self, store: Store, artifacts_dir: Path, box: SecretBox,
+                 builder: Builder | None = None) -> None:
         self.store = store
         self.artifacts_dir = artifacts_dir
+        self.box = box
+        self.builder = builder
 
     def deploy(self, config: FunctionCreate, upload: bytes) -> DeployedVersion:
         """Build and store the code, then record a new version of `config.name`."""
-        digest, size = build_artifact(upload, config.handler, self.artifacts_dir)
+        digest, size = build_artifact(upload, config.handler, self.artifacts_dir, self.builder)
         self.store.put_artifact(digest, (self.artifacts_dir / f"{digest}.zip").read_bytes())
-        row = self.store.add_version(config.name, config.model_dump(mode="json"), digest, size)
-        return DeployedVersion.of(row)
+        stored = config.model_dump(mode="json")
+        stored["secret_env"] = {k: self.box.seal(v) for k, v in config.secret_env.items()}
+        row = self.store.add_version(config.name, stored, digest, size)
+        return DeployedVersion.of(row, self.box.open)
 
     def latest(self, name: str) -> tuple[Function, DeployedVersion]:
         """The function and its latest version (FunctionNotFound if unknown)."""
         fn, row = self.store.get_function(name)
-        return fn, DeployedVersion.of(row)
+        return fn, DeployedVersion.of(row, self.box.open)
 
     def latest_version(self, name: str) -> DeployedVersion:
         """The latest version of `name` (FunctionNotFound if unknown)."""
@@ -69,7 +79,7 @@ class FunctionService:
 
     def all(self) -> list[tuple[Function, DeployedVersion]]:
         """Every function with its latest version, by name."""
-        return [(fn, DeployedVersion.of(row)) for fn, row in self.store.list_functions()]
+        return [(fn, DeployedVersion.of(row, self.box.open)) for fn, row in self.store.list_functions()]
 
     def delete(self, name: str) -> None:
         """Delete a function, its versions, logs and the code no other version uses."""
@@ -96,6 +106,11 @@ class FunctionService:
         return self.store.functions_marker()
 
 
-def public_config(version: DeployedVersion) -> dict[str, Any]:
-    """A version's settings as the API shows them."""
-    return version.config.model_dump(mode="json")
+def public_config(version: DeployedVersion, *, reveal_env: bool) -> dict[str, Any]:
+    """A version's settings as the API shows them: `secret_env` by name only, `env` with its values
+    to a principal that may read them."""
+    shown = version.config.model_dump(mode="json")
+    shown["secret_env"] = sorted(version.config.secret_env)
+    if not reveal_env:
+        shown["env"] = {k: HIDDEN for k in version.config.env}
+    return shown

@@ -4,6 +4,7 @@ API shows (`FunctionPublic`, `DeployResult`), and what the gateway routes to (`D
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +36,11 @@ class FunctionCreate(FunctionBase):
     keep_alive_s: float = Field(default=600.0, ge=0, le=86400, description="idle time before stop")
     env: dict[str, str] = Field(default_factory=dict, description="environment variables of every instance; "
                                 f"names [A-Za-z_][A-Za-z0-9_]*, at most 128 characters, no NUL in "
-                                f"values, {MAX_ENV_BYTES // 1024} KiB in all")
+                                f"values, {MAX_ENV_BYTES // 1024} KiB in all (with secret_env)")
+    secret_env: dict[str, str] = Field(default_factory=dict, description="environment variables sealed "
+                                       "in the database and never shown again (only their names)")
 
-    @field_validator("env")
+    @field_validator("env", "secret_env")
     @classmethod
     def _env_keys(cls, env: dict[str, str]) -> dict[str, str]:
         size = 0
@@ -59,7 +62,17 @@ class FunctionCreate(FunctionBase):
         if self.min_instances > self.max_instances:
             raise ValueError(f"min_instances ({self.min_instances}) exceeds max_instances "
                              f"({self.max_instances})")
+        both = set(self.env) & set(self.secret_env)
+        if both:
+            raise ValueError(f"{', '.join(sorted(both))} in both env and secret_env")
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in self.environment().items())
+        if size > MAX_ENV_BYTES:
+            raise ValueError(f"the environment takes {size} bytes; the limit is {MAX_ENV_BYTES}")
         return self
+
+    def environment(self) -> dict[str, str]:
+        """What an instance's environment holds of the function's own (secrets opened)."""
+        return {**self.env, **self.secret_env}
 
     def effective_cpu_millis(self) -> int:
         """The CPU quota: as set, or one core per GiB of memory, at least a quarter core."""
@@ -100,8 +113,10 @@ class DeployedVersion:
     created_at: float = 0.0
 
     @classmethod
-    def of(cls, row: FunctionVersion) -> DeployedVersion:
-        """The version a stored row describes."""
+    def of(cls, row: FunctionVersion, open_secret: Callable[[str], str]) -> DeployedVersion:
+        """The version a stored row describes, its sealed environment opened."""
+        config = dict(row.config)
+        config["secret_env"] = {k: open_secret(v) for k, v in config.get("secret_env", {}).items()}
         return cls(function=row.function, version=row.version, code_digest=row.code_digest,
-                   code_size=row.code_size, config=FunctionCreate.model_validate(row.config),
+                   code_size=row.code_size, config=FunctionCreate.model_validate(config),
                    created_at=row.created_at)

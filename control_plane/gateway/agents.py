@@ -7,7 +7,7 @@ request per call, the event and the answer as raw bytes (nothing parsed on the w
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -109,17 +109,23 @@ def _message(body: bytes) -> str:
 
 
 class HttpAgentClient:
-    """`AgentClient` over the agents' HTTP API, authenticated with the cluster's node secret."""
+    """`AgentClient` over the agents' HTTP API, presenting to each agent the key of its node."""
 
-    def __init__(self, node_token: str) -> None:
-        self._auth = {"Authorization": f"Bearer {node_token}"}
+    def __init__(self, agent_key: Callable[[str], str]) -> None:
+        self._agent_key = agent_key
+        self._headers: dict[str, dict[str, str]] = {}  # node id -> its Authorization header
         self._session: aiohttp.ClientSession | None = None
+
+    def _auth(self, inst: Instance, **more: str) -> dict[str, str]:
+        auth = self._headers.get(inst.node_id)
+        if auth is None:
+            auth = self._headers[inst.node_id] = {"Authorization": f"Bearer {self._agent_key(inst.node_id)}"}
+        return {**auth, **more} if more else auth
 
     async def open(self) -> None:
         """One kept-alive connection pool to every agent."""
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=300, ttl_dns_cache=None)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                              headers=self._auth)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
 
     async def close(self) -> None:
         """Close the pool."""
@@ -137,7 +143,7 @@ class HttpAgentClient:
         try:
             async with self.session.put(f"{inst.node_url}/v1/instances/{inst.id}",
                                         data=request.model_dump_json(),
-                                        headers={"Content-Type": "application/json"},
+                                        headers=self._auth(inst, **{"Content-Type": "application/json"}),
                                         timeout=aiohttp.ClientTimeout(total=START_TIMEOUT_S)) as resp:
                 body = await resp.read()
                 return StartAnswer(200) if resp.status == 200 else StartAnswer(resp.status, _message(body))
@@ -151,6 +157,7 @@ class HttpAgentClient:
         what = f"stopping {inst.id} on node {inst.node_id}"
         try:
             async with self.session.delete(f"{inst.node_url}/v1/instances/{inst.id}",
+                                           headers=self._auth(inst),
                                            timeout=aiohttp.ClientTimeout(total=STOP_TIMEOUT_S)) as resp:
                 await resp.read()
                 if resp.status >= 500:
@@ -163,7 +170,8 @@ class HttpAgentClient:
     async def invoke(self, inst: Instance, body: bytes, *, request_id: str,
                      timeout_s: float) -> tuple[Mapping[str, str], bytes]:
         """POST the event to the agent's proxy route for the instance."""
-        headers = {p.REQUEST_ID_HEADER: request_id, p.TIMEOUT_HEADER: str(int(timeout_s * 1000))}
+        headers = self._auth(inst, **{p.REQUEST_ID_HEADER: request_id,
+                                      p.TIMEOUT_HEADER: str(int(timeout_s * 1000))})
         timeout = aiohttp.ClientTimeout(total=timeout_s + INVOKE_GRACE_S)
         try:
             async with self.session.post(inst.invoke_url, data=body, headers=headers,

@@ -23,6 +23,7 @@ from control_plane.core import (
     NoCapacity,
     NodeUnavailable,
     Throttled,
+    new_id,
     request_id,
 )
 from control_plane.fleet import Fleet
@@ -46,13 +47,16 @@ class Gateway(InstanceLifecycle):
 
     def __init__(self, store: GatewayStore, fleet: Fleet, clock: Clock, *, agents: AgentClient,
                  records: InvocationSink, queue_timeout_s: float, provision_wait_s: float = 600.0,
-                 owner: str = "") -> None:
+                 owner: str = "", instance_id: Callable[[str, str], str] | None = None) -> None:
         self.store = store
         self.owner = owner  # this control plane's id, on every instance it starts
         self.fleet = fleet
         self.clock = clock
         self.agents = agents
         self.records = records
+        # New instance ids, per (function, node): minted with the cluster's key, so that nodes
+        # cannot report instances of their own making (`identity.NodeKeys.instance_id`).
+        self.instance_id = instance_id or (lambda function, node_id: new_id(function))
         self.queue_timeout_s = queue_timeout_s
         self.provision_wait_s = provision_wait_s
         self.can_grow: Callable[[], bool] = lambda: False  # set by the fleet autoscaler

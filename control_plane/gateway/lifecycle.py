@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from control_plane.core import Clock, CumulusError, InstanceStartFailed, NoCapacity, new_id
+from control_plane.core import Clock, CumulusError, InstanceStartFailed, NoCapacity
 from control_plane.fleet import Fleet
 from control_plane.functions import FunctionCreate
 from control_plane.gateway.agents import AgentCallFailed, AgentClient
@@ -35,6 +35,7 @@ class InstanceLifecycle:
     owner: str
     occupancy: Occupancy
     stops: StopTracker
+    instance_id: Callable[[str, str], str]  # a new id for (function, node)
     spawn: Callable[[Coroutine[Any, Any, None]], None]
 
     @staticmethod
@@ -54,7 +55,7 @@ class InstanceLifecycle:
             return None
         pool.unplaced = 0
         node = self.fleet.nodes[decision.assignments[0].node_id]
-        inst = Instance(id=new_id(config.name), function=config.name,
+        inst = Instance(id=self.instance_id(config.name, node.id), function=config.name,
                         version=pool.version.version, node_id=node.id, node_url=node.url,
                         concurrency=config.concurrency, resources=res)
         pool.instances[inst.id] = inst
@@ -67,8 +68,8 @@ class InstanceLifecycle:
                               code_digest=pool.version.code_digest,
                               code_url=f"/v1/internal/artifacts/{pool.version.code_digest}",
                               memory_mib=config.memory_mb, cpu_millis=inst.resources.cpu_millis,
-                              timeout_s=config.timeout_s, concurrency=config.concurrency, env=config.env,
-                              owner=self.owner)
+                              timeout_s=config.timeout_s, concurrency=config.concurrency,
+                              env=config.environment(), owner=self.owner)
         error: CumulusError | None = None
         full = False
         try:

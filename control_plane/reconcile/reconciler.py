@@ -108,6 +108,14 @@ class Reconciler:
         for node in self.fleet.nodes.values():
             if node.state is not NodeState.READY:
                 continue
+            for rep in node.unknown:  # no control plane of the cluster placed it there: it goes
+                settling = self.gateway.stops.settling(rep.instance_id)
+                if self.is_leader and rep.state == "ready" and not settling:
+                    log.warning("event=unplaced_instance_removed instance=%s node=%s", rep.instance_id,
+                                node.id)
+                    self.gateway.stop_in_background(Instance(
+                        id=rep.instance_id, function=rep.function, version=rep.version, node_id=node.id,
+                        node_url=node.url, concurrency=rep.concurrency, resources=Resources.ZERO))
             for rep in node.instances:
                 if rep.instance_id in known or self.gateway.stops.settling(rep.instance_id):
                     continue

@@ -19,6 +19,7 @@ from control_plane.store.tables import (
     InstanceIntent,
     InvocationLog,
     JoinToken,
+    NodeCredential,
     NodeRecord,
     ProviderIntent,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "InvocationLog",
     "JoinToken",
     "LeaseLost",
+    "NodeCredential",
     "NodeRecord",
     "ProviderIntent",
     "Store",

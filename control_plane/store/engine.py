@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,12 +74,28 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _private_sqlite_file(engine: Engine) -> None:
+    """Make a SQLite database file that does not exist yet readable by its owner only.
+
+    SQLite gives its `-wal` and `-shm` files the database file's mode, so they follow."""
+    name = engine.url.database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return
+    path = Path(name)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
 def create_db_engine(url: str) -> Engine:
-    """An engine for `url`: SQLite in WAL mode (the embedded default) or PostgreSQL (HA)."""
+    """An engine for `url`: SQLite in WAL mode (the embedded default) or PostgreSQL (HA).
+
+    A SQLite file made here is 0600: it holds hashed tokens and sealed secrets."""
     is_sqlite = url.startswith("sqlite")
     engine = create_engine(url, connect_args={"check_same_thread": False} if is_sqlite else {},
                            pool_pre_ping=True)
     if is_sqlite:
+        _private_sqlite_file(engine)
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from sqlmodel import col, delete, select
 
 from control_plane.core import ConflictError, Unauthorized
-from control_plane.store.tables import JoinToken, NodeRecord
+from control_plane.store.tables import JoinToken, NodeCredential, NodeRecord
 from control_plane.store.tokens import hash_token
 from control_plane.store.unit import Repository
 
@@ -49,13 +49,14 @@ class NodeRepository(Repository):
                 s.add(node)
 
     def delete_node(self, node_id: str) -> None:
-        """Forget a node: it leaves a tombstone, purged after a day."""
+        """Forget a node: it leaves a tombstone, purged after a day, and loses its credential."""
         with self.session() as s:
             node = s.get(NodeRecord, node_id)
             if node is not None:
                 node.state = REMOVED
                 node.last_heartbeat = time.time()
                 s.add(node)
+            s.execute(delete(NodeCredential).where(col(NodeCredential.node_id) == node_id))
             s.execute(delete(NodeRecord).where(col(NodeRecord.state) == REMOVED,
                                                col(NodeRecord.last_heartbeat) < time.time() - 86400))
 
@@ -74,8 +75,9 @@ class NodeRepository(Repository):
                             node_type=node_type, expires_at=time.time() + ttl_s))
         return token
 
-    def redeem_join_token(self, token: str, node_id: str) -> JoinToken:
-        """Use a join token once; Unauthorized if unknown, used or expired."""
+    def redeem_join_token(self, token: str, node_id: str, *, secret_hash: str, url: str) -> JoinToken:
+        """Use a join token once, giving node `node_id` its credential (a node that joins again gets
+        a new one); Unauthorized if the token is unknown, used or expired."""
         with self.session() as s:
             row = s.get(JoinToken, hash_token(token))
             if row is None or row.used_at is not None or row.expires_at < time.time():
@@ -83,4 +85,10 @@ class NodeRepository(Repository):
             row.used_at = time.time()
             row.node_id = node_id
             s.add(row)
+            s.merge(NodeCredential(node_id=node_id, secret_hash=secret_hash, url=url))
             return row
+
+    def node_credential(self, node_id: str) -> NodeCredential | None:
+        """A joined node's credential, if it has one."""
+        with self.session() as s:
+            return s.get(NodeCredential, node_id)

@@ -79,6 +79,15 @@ class JoinToken(SQLModel, table=True):
     node_id: str | None = None
 
 
+class NodeCredential(SQLModel, table=True):
+    """A joined node's secret (its SHA-256 only) and the URL it joined with: the node's identity."""
+
+    node_id: str = Field(primary_key=True)
+    secret_hash: str
+    url: str
+    joined_at: float = Field(default_factory=time.time)
+
+
 class ProviderIntent(SQLModel, table=True):
     """A provider call written down before it is made, so a control plane that crashes mid-call
     finishes it on restart (provider calls are idempotent by request id)."""
@@ -130,7 +139,7 @@ class ControlPlaneMember(SQLModel, table=True):
 
 
 class ClusterSecret(SQLModel, table=True):
-    """A secret every control plane of the cluster shares (e.g. the node agents' token)."""
+    """A secret every control plane of the cluster shares, sealed (e.g. the seed of the node keys)."""
 
     name: str = Field(primary_key=True)
     value: str

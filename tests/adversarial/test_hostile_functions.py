@@ -174,11 +174,14 @@ def test_a_function_sees_no_socket_secret_or_route_of_the_platform(platform: Run
     status, seen, _ = _call(platform, "look")
     assert status == 200 and isinstance(seen, dict)
     assert seen["uid"] == 65534 and seen["docker"] == [] and seen["sockets"] == ["fn.sock"]
-    node_token = (platform.data_dir / "node.token").read_text().strip() \
-        if (platform.data_dir / "node.token").exists() else ""
+    # What would let it act as the platform: the admin token, the secret key, each node's own secrets.
+    secrets = [platform.token, (platform.data_dir / "secret.key").read_text().strip()]
+    for saved in (platform.data_dir / "nodes").glob("*/data/identity.json"):
+        identity = json.loads(saved.read_text())
+        secrets += [identity["node_secret"], identity["agent_key"]]
+    assert len(secrets) >= 4  # at least one node joined
     environments = json.dumps(seen["env"]) + seen["env1"]
-    for secret in (platform.token, node_token):
-        assert not secret or secret not in environments
+    assert not [s for s in secrets if s in environments]
     assert not [k for k in seen["env"] if "TOKEN" in k or "SECRET" in k]
     # No route anywhere, so no metadata address either: only the loopback interface exists.
     assert seen["routes"] == [] and seen["interfaces"] == ["lo"]

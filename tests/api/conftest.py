@@ -68,10 +68,10 @@ class _FastPathOrFastAPI:
             await self.asgi(scope, receive, send)
 
 
-def serve(data_dir: Path) -> Iterator[Api]:
+def serve(data_dir: Path, **overrides: Any) -> Iterator[Api]:
     """A platform on a fresh SQLite database in `data_dir`, with no provider and no node."""
-    settings = Settings(data_dir=data_dir, provider="local", min_nodes=0, max_nodes=0,
-                        reconcile_interval_s=0.2, queue_timeout_s=1)
+    settings = Settings(**{"data_dir": data_dir, "provider": "local", "min_nodes": 0, "max_nodes": 0,
+                           "reconcile_interval_s": 0.2, "queue_timeout_s": 1, **overrides})
     platform = Platform(settings, use_provider=False)
     asgi = build_asgi(platform)
     assert isinstance(asgi, InvokeFastPath)

@@ -4,9 +4,10 @@ before anything runs; only admins change functions (a reader through a dependenc
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-from conftest import OK, Api, error
+from conftest import OK, Api, error, serve
 
 from control_plane.api import current_user
 from control_plane.identity import Principal
@@ -96,3 +97,24 @@ def test_only_admins_deploy_or_delete(api: Api) -> None:
     finally:
         api.app.dependency_overrides.clear()
     assert api.client.get("/v1/functions/kept", headers=api.headers).json()["version"] == 1
+
+
+def test_requirements_are_checked_before_anything_is_fetched_or_built(api: Api) -> None:
+    refused = "RequirementsInstallFailed"
+    err = error(api.deploy("reqs", {**OK, "requirements.txt": "-r /etc/passwd\n"}), 422, refused)
+    assert "line 1" in err["message"] and "/etc/passwd" not in err["message"]
+    assert "root:" not in err["message"]
+    err = error(api.deploy("reqs", {**OK, "requirements.txt": "evil @ file:///etc\n"}), 422, refused)
+    assert "/etc" not in err["message"]
+    err = error(api.deploy("reqs", {**OK, ".cumulus/deps/x.py": "x = 1\n"}), 400, "InvalidCode")
+    assert ".cumulus/deps" in err["message"]
+    error(api.client.get("/v1/functions/reqs", headers=api.headers), 404, "FunctionNotFound")
+
+
+def test_a_deploy_with_requirements_and_no_build_engine_is_503_and_creates_nothing(tmp_path: Path) -> None:
+    for gone in serve(tmp_path, docker_host=f"unix://{tmp_path}/no-engine.sock"):
+        err = error(gone.deploy("needsdeps", {**OK, "requirements.txt": "tinylib==1.0\n"}), 503,
+                    "BuildUnavailable")
+        assert "does not answer" in err["message"]
+        error(gone.client.get("/v1/functions/needsdeps", headers=gone.headers), 404, "FunctionNotFound")
+        assert gone.deploy("nodeps").status_code == 201  # code without requirements needs no build

@@ -219,10 +219,14 @@ class TestLibcloudProvider(NodeProviderContract):
 # -- local: node agent processes on this host ----------------------------------------------------
 
 def local_provider(root: Path, cluster: str) -> LocalProvider:
-    """A `LocalProvider` whose agents point at a control plane nobody serves (heartbeats just fail)."""
-    bootstrap = AgentBootstrap(control_plane_url=f"http://127.0.0.1:{_UNREACHABLE_PORT}", token="contract",
-                               docker_host=DOCKER_HOST, image="cumulus/python:3.11", heartbeat_interval_s=5.0)
-    return LocalProvider(root, cluster, bootstrap)
+    """A `LocalProvider` whose agents point at a control plane nobody serves (they keep trying to
+    join, alive)."""
+    def join(request_id: str) -> NodeBootstrap:
+        return NodeBootstrap(control_plane_url=f"http://127.0.0.1:{_UNREACHABLE_PORT}",
+                             join_token=f"j-{request_id}")
+
+    bootstrap = AgentBootstrap(docker_host=DOCKER_HOST, image="cumulus/python:3.11", heartbeat_interval_s=5.0)
+    return LocalProvider(root, cluster, join, bootstrap)
 
 
 _UNREACHABLE_PORT = 9  # discard: nothing listens on loopback

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.docker
 
 def _agent(data_dir: Path) -> NodeAgent:
     return NodeAgent(node_id="recovery-node", runtime=DockerRuntime(DOCKER_HOST), data_dir=data_dir,
-                     image=DEFAULT_RECIPE.tag, token="t")
+                     image=DEFAULT_RECIPE.tag, agent_key="t", credential="recovery-node:t")
 
 
 def test_restarted_agent_adopts_running_instances(tmp_path: Path, docker_engine: None) -> None:

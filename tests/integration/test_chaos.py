@@ -187,7 +187,7 @@ def test_control_plane_sigkills_lose_nothing_and_leak_nothing(chaos_dir: Path) -
             assert resp.status_code == 200 and resp.json() == {"n": name}, resp.text
 
         # The provider's nodes equal the store's: no leak, no duplicate.
-        provider = LocalProvider(chaos_dir / "nodes", "cumulus", bootstrap=None)  # type: ignore[arg-type]
+        provider = LocalProvider(chaos_dir / "nodes", "cumulus", bootstrap_for=None)  # type: ignore[arg-type]
 
         last: dict[str, object] = {}
 

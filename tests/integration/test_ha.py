@@ -35,7 +35,10 @@ ECHO = {"main.py": "def handler(event, context):\n"
 @pytest.fixture
 def cluster(docker_engine: None, postgres_db: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     nodes = tmp_path / "nodes"
+    from cryptography.fernet import Fernet
+
     yield {"CUMULUS_DB": postgres_db, "CUMULUS_NODES_DIR": str(nodes), "CUMULUS_LEASE_TTL_S": str(TTL_S),
+           "CUMULUS_SECRET_KEY": Fernet.generate_key().decode(),  # every control plane of a cluster has it
            "CUMULUS_NODE_CPU_MILLIS": "2000", "CUMULUS_NODE_MEMORY_MIB": "1024",
            "CUMULUS_WATERMARK_WINDOW_S": "3", "CUMULUS_SCALE_DOWN_COOLDOWN_S": "600",
            "CUMULUS_ORPHAN_GRACE_S": "10"}
@@ -160,7 +163,7 @@ def test_leader_sigkill_the_other_control_plane_takes_over(cluster: dict[str, st
             assert resp.status_code == 200, resp.text
 
         # No leak, no duplicate: the provider's nodes are the store's.
-        provider = LocalProvider(Path(cluster["CUMULUS_NODES_DIR"]), "cumulus", bootstrap=None)  # type: ignore[arg-type]
+        provider = LocalProvider(Path(cluster["CUMULUS_NODES_DIR"]), "cumulus", bootstrap_for=None)  # type: ignore[arg-type]
         last: dict[str, object] = {}
 
         def converged() -> bool:

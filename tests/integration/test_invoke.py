@@ -113,26 +113,6 @@ def test_delete_stops_instances_and_forgets_the_function(platform: RunningPlatfo
     assert gone.status_code == 404 and gone.json()["error"]["type"] == "FunctionNotFound"
 
 
-def test_requirements_are_installed_at_deploy(platform: RunningPlatform, tmp_path: object) -> None:
-    wheel = _tiny_wheel()
-    files: dict[str, str | bytes] = {
-        "main.py": "import tinylib\n\ndef handler(event, context):\n    return tinylib.answer()\n",
-        "requirements.txt": "./wheels/tinylib-1.0-py3-none-any.whl\n",
-        "wheels/tinylib-1.0-py3-none-any.whl": wheel,
-    }
-    platform.deploy_ok("withdeps", files)
-    resp = platform.invoke("withdeps", {})
-    assert resp.status_code == 200, resp.text
-    assert resp.json() == 42
-
-
-def test_bad_requirements_are_a_clear_error(platform: RunningPlatform) -> None:
-    resp = platform.deploy("baddeps", {"main.py": "def handler(e, c):\n    return 1\n",
-                                       "requirements.txt": "no-such-package-cumulus==9.9\n"})
-    assert resp.status_code == 422
-    assert resp.json()["error"]["type"] == "RequirementsInstallFailed"
-
-
 def test_logs_hold_each_invocations_output_newest_last(platform: RunningPlatform) -> None:
     platform.deploy_ok("chatty", ECHO)
     for i in range(3):
@@ -176,29 +156,3 @@ def test_nodes_report_capacity_and_use(platform: RunningPlatform) -> None:
     node = nodes[0]
     assert node["state"] == "ready" and node["provider"] == "local"
     assert node["capacity"]["memory_mib"] > 0 and node["capacity"]["cpu_millis"] > 0
-
-
-def _tiny_wheel() -> bytes:
-    """A real wheel of a one-module package, built by hand (no index, no build backend needed)."""
-    import base64
-    import hashlib
-    import io
-    import zipfile
-
-    files = {
-        "tinylib.py": b"def answer():\n    return 42\n",
-        "tinylib-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinylib\nVersion: 1.0\n",
-        "tinylib-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                        b"Tag: py3-none-any\n",
-    }
-    record = []
-    for name, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{name},sha256={digest},{len(data)}")
-    record.append("tinylib-1.0.dist-info/RECORD,,")
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-        zf.writestr("tinylib-1.0.dist-info/RECORD", "\n".join(record) + "\n")
-    return buf.getvalue()

@@ -105,3 +105,14 @@ def test_the_flags_win_over_the_variables_and_the_data_directory(tmp_path: Path,
     target = f"http://127.0.0.1:{closing_server}"
     assert target in _run("ls", env={**env, "CUMULUS_URL": target}).stderr
     assert target in _run("--url", target, "ls", env={**env, "CUMULUS_URL": "http://127.0.0.1:1"}).stderr
+
+
+def test_a_malformed_secret_env_is_not_repeated(tmp_path: Path) -> None:
+    (tmp_path / "main.py").write_text("def handler(event, context):\n    return 1\n")
+    result = _run("--url", "http://127.0.0.1:1", "--token", "t", "deploy", str(tmp_path), "--name", "x",
+                  "--secret-env", "hunter2-no-key")
+    assert result.exit_code == 1 and "--secret-env expects KEY=VALUE" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    result = _run("--url", "http://127.0.0.1:1", "--token", "t", "deploy", str(tmp_path), "--name", "x",
+                  "--env", "NOSEP")
+    assert result.exit_code == 1 and "--env expects KEY=VALUE, got 'NOSEP'" in result.stderr

@@ -28,7 +28,7 @@ def test_empty_database_gets_the_models_schema(db_url: str) -> None:
     with store.engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(ctx, SQLModel.metadata) == []
-        assert ctx.get_current_revision() == "0007"
+        assert ctx.get_current_revision() == "0008"
     Store(db_url)  # a second start is a no-op
 
 
@@ -46,7 +46,7 @@ def test_upgrade_from_the_previous_revision_keeps_data(db_url: str) -> None:
     fn, ver = store.get_function("kept")
     assert (fn.latest_version, ver.code_digest) == (1, "d")
     token = store.issue_join_token("req", "local", "small", ttl_s=60)  # a table of revision 0002
-    assert store.redeem_join_token(token, "node-1").request_id == "req"
+    assert store.redeem_join_token(token, "node-1", secret_hash="h", url="u").request_id == "req"
 
 
 PENDING = [{"function": "f", "resources": {"cpu_millis": 250, "memory_mib": 256}, "count": 2}]
@@ -104,5 +104,5 @@ def test_a_migration_that_fails_halfway_changes_nothing_and_a_later_start_finish
         conn.execute(text("UPDATE functionversion SET config_json = '{}' WHERE function = 'broken'"))
     migrate(engine)
     with engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0007"
+        assert MigrationContext.configure(conn).get_current_revision() == "0008"
     engine.dispose()

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from helpers import unit_gateway
+from helpers import unit_functions, unit_gateway
 
 from control_plane.cluster import Leadership
 from control_plane.core import ManualClock
 from control_plane.fleet import Fleet
-from control_plane.functions import FunctionService
 from control_plane.reconcile import Reconciler
 from control_plane.store import Store
 from control_plane.telemetry import EventLog, Telemetry
@@ -25,7 +24,7 @@ def _member(store: Store, name: str, data: Path) -> tuple[Reconciler, Fleet, Eve
     gateway = unit_gateway(store, fleet, clock, data, owner=name)
     telemetry = Telemetry(store, log_retention=10)
     leadership = Leadership(store, name, f"http://{name}", ttl_s=30.0)
-    rec = Reconciler(gateway, fleet, store, FunctionService(store, data / "artifacts"), clock,
+    rec = Reconciler(gateway, fleet, store, unit_functions(store, data), clock,
                      autoscaler=None, telemetry=telemetry, leadership=leadership)
     return rec, fleet, telemetry.events, leadership
 

@@ -9,17 +9,23 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from control_plane.api.deps import NodeAgent, ServicesDep
-from control_plane.core import NotFound
+from control_plane.api.deps import CurrentNode, NodeAgent, ServicesDep
+from control_plane.core import Forbidden, NotFound
 from control_plane.fleet import AGENT_PACKAGE_ROUTE
 from node_agent.protocol import Heartbeat, HeartbeatReply, JoinRequest, JoinResult
 
 router = APIRouter(include_in_schema=False)
 
 
-@router.post("/v1/internal/heartbeat", dependencies=[NodeAgent])
-async def heartbeat(beat: Heartbeat, svc: ServicesDep) -> HeartbeatReply:
-    """A node agent reports in; it learns where every live control plane is."""
+@router.post("/v1/internal/heartbeat")
+async def heartbeat(beat: Heartbeat, svc: ServicesDep, node: CurrentNode) -> HeartbeatReply:
+    """A node agent reports in, for its own node only and from the URL it joined with (a node moves
+    by joining again); it learns where every live control plane is."""
+    if beat.node_id != node.node_id:
+        raise Forbidden(f"node {node.node_id} may not report for node {beat.node_id[:128]}")
+    if beat.url != node.url:
+        raise Forbidden(f"node {node.node_id} joined from {node.url}, not {beat.url[:256]}: a node "
+                        "moves only by joining again")
     await svc.fleet.heartbeat(beat)
     return HeartbeatReply(control_planes=svc.control_plane_urls())
 

@@ -11,19 +11,21 @@ from control_plane.api.deps import CurrentUser, Services, ServicesDep, function_
 from control_plane.api.openapi import bearer, errors
 from control_plane.core import Forbidden
 from control_plane.functions import DeployedVersion, DeployResult, FunctionPublic, parse_config, public_config
+from control_plane.identity import Principal
 from control_plane.store import Function
 from control_plane.telemetry import InvocationPublic
 
 router = APIRouter(prefix="/v1/functions", tags=["functions"])
 
 
-def _public(svc: Services, fn: Function, ver: DeployedVersion) -> FunctionPublic:
+def _public(svc: Services, fn: Function, ver: DeployedVersion, user: Principal) -> FunctionPublic:
     pool = svc.gateway.pools.get(fn.name)
     live = pool.live() if pool else []
     ready = sum(1 for i in live if i.is_ready)
     in_flight = sum(i.in_flight for i in pool.all_instances()) if pool else 0
     return FunctionPublic(name=fn.name, version=ver.version, url=function_url(svc, fn.name),
-                          config=public_config(ver), code_digest=ver.code_digest, code_size=ver.code_size,
+                          config=public_config(ver, reveal_env=user.is_admin), code_digest=ver.code_digest,
+                          code_size=ver.code_size,
                           created_at=fn.created_at, updated_at=fn.updated_at, instances=ready,
                           starting=len(live) - ready, in_flight=in_flight)
 
@@ -45,14 +47,14 @@ async def deploy(svc: ServicesDep, user: CurrentUser,
 async def list_functions(svc: ServicesDep, user: CurrentUser) -> list[FunctionPublic]:
     """Every function with its latest version."""
     rows = await run_in_threadpool(svc.functions.all)
-    return [_public(svc, fn, ver) for fn, ver in rows]
+    return [_public(svc, fn, ver, user) for fn, ver in rows]
 
 
 @router.get("/{name}", response_model=FunctionPublic, responses=errors(401, 404))
 async def get_function(name: str, svc: ServicesDep, user: CurrentUser) -> FunctionPublic:
     """One function."""
     fn, ver = await run_in_threadpool(svc.functions.latest, name)
-    return _public(svc, fn, ver)
+    return _public(svc, fn, ver, user)
 
 
 @router.delete("/{name}", status_code=204, responses=errors(401, 403, 404))
