@@ -47,7 +47,8 @@ WHY = {
     500: "the function failed (HandlerError, FunctionInitError, ResultNotSerializable) or, "
          "type InternalError, the platform did",
     502: "the function's instance died, ran out of memory or answered too much; or its node failed",
-    503: "no node has room (NoCapacity), or an instance could not start",
+    503: "no node has room (NoCapacity), an instance could not start, or (deploys with "
+         "requirements) the build sandbox has no engine (BuildUnavailable)",
     504: "the function ran past its timeout",
 }
 

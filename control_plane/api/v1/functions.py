@@ -30,7 +30,8 @@ def _public(svc: Services, fn: Function, ver: DeployedVersion, user: Principal) 
                           starting=len(live) - ready, in_flight=in_flight)
 
 
-@router.post("", status_code=201, response_model=DeployResult, responses=errors(400, 401, 403, 409, 413, 422))
+@router.post("", status_code=201, response_model=DeployResult,
+             responses=errors(400, 401, 403, 409, 413, 422, 503))
 async def deploy(svc: ServicesDep, user: CurrentUser,
                  code: Annotated[UploadFile, File(description="the function's code as a zip")],
                  config: Annotated[str, Form(description="FunctionCreate as JSON")]) -> DeployResult:
