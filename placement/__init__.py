@@ -20,11 +20,15 @@ from placement.fleet_state import (
     UtilizationSample,
 )
 from placement.keepalive import (
+    AdaptiveKeepAlive,
     FixedKeepAlive,
     HybridHistogramPolicy,
     IdleTimeHistogram,
     KeepAliveWindow,
+    WindowCost,
     keep_alive,
+    record_idle,
+    window_cost,
 )
 from placement.nodes import NodeState, NodeView
 from placement.placing import (
@@ -38,6 +42,7 @@ from placement.placing import (
 from placement.resources import Resources
 
 __all__ = [
+    "AdaptiveKeepAlive",
     "AddNodes",
     "Assignment",
     "DrainNode",
@@ -64,8 +69,11 @@ __all__ = [
     "Strategy",
     "Unplaced",
     "UtilizationSample",
+    "WindowCost",
     "keep_alive",
     "place",
+    "record_idle",
     "scale_fleet",
     "scale_function",
+    "window_cost",
 ]

@@ -1,6 +1,6 @@
 """Keep-alive and pre-warm policies: how long an idle function stays loaded, and when to load it again.
 
-Two policies:
+Three policies:
 
 - `FixedKeepAlive`: keep the function loaded for a fixed time after its last invocation (10 minutes,
   like AWS Lambda and OpenWhisk).
@@ -14,6 +14,9 @@ Two policies:
   pre-warm. When most idle times fall beyond the range, a time-series forecast of the next idle time is
   used instead: the paper uses ARIMA; here, a mean of the recent out-of-range idle times, with the same
   15% window around it.
+- `AdaptiveKeepAlive`: the hybrid policy held to a fixed keep-alive's budget: of the windows its
+  histogram suggests, the one with the fewest cold starts over the function's own idle times whose
+  idle time stays within `budget` times the fixed keep-alive's (see `window_cost`).
 
 A `KeepAliveWindow` is relative to the end of the last invocation: unloaded for `prewarm_s`, then
 loaded for `keep_alive_s`. `prewarm_s == 0` means "stay loaded".
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Union
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +79,7 @@ class HybridHistogramPolicy:
         return max(1, math.ceil(self.range_s / self.bin_s))
 
 
-KeepAlivePolicy = FixedKeepAlive | HybridHistogramPolicy
+KeepAlivePolicy = Union["FixedKeepAlive", "HybridHistogramPolicy", "AdaptiveKeepAlive"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +139,8 @@ def keep_alive(policy: KeepAlivePolicy, history: IdleTimeHistogram | None = None
         return KeepAliveWindow(
             0.0, policy.keep_alive_s, f"fixed keep-alive of {policy.keep_alive_s / 60:g} min"
         )
+    if isinstance(policy, AdaptiveKeepAlive):
+        return _adaptive(policy, history or IdleTimeHistogram())
     h = history or IdleTimeHistogram()
     total = h.total
     if total >= policy.min_samples and total > 0 and h.out_of_bounds / total > policy.oob_fraction_threshold:
@@ -172,3 +178,114 @@ def keep_alive(policy: KeepAlivePolicy, history: IdleTimeHistogram | None = None
         f"idle-time histogram ({total} samples, CV {cv:.1f}): pre-warm at {prewarm / 60:.1f} min, "
         f"keep alive {keep / 60:.1f} min",
     )
+
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCost:
+    """What a keep-alive window would have cost over a function's recorded idle times."""
+
+    cold: int  # idle periods that would have ended in a cold start
+    idle_s: float  # loaded-but-idle seconds (per instance; times memory is the wasted memory-time)
+
+
+class _Replayed:
+    """A histogram's idle times ready to price windows in O(1) each (prefix sums over its bins);
+    an idle time counts at its bin's start, one beyond the range at the recent ones' mean."""
+
+    def __init__(self, h: IdleTimeHistogram, policy: HybridHistogramPolicy) -> None:
+        self.bin_s = policy.bin_s
+        self.counts = [0]
+        self.seconds = [0.0]
+        for i, c in enumerate(h.counts):
+            self.counts.append(self.counts[-1] + c)
+            self.seconds.append(self.seconds[-1] + c * i * policy.bin_s)
+        self.oob = h.out_of_bounds
+        self.oob_at = sum(h.recent_oob_s) / len(h.recent_oob_s) if h.recent_oob_s else policy.range_s
+
+    def cost(self, window: KeepAliveWindow) -> WindowCost:
+        start, end = window.prewarm_s, window.loaded_until_s
+        n = len(self.counts) - 1
+        a = min(n, max(0, math.ceil(start / self.bin_s - 1e-9)))
+        b = min(n, max(a, math.ceil(end / self.bin_s - 1e-9)))
+        total = self.counts[n]
+        warm = self.counts[b] - self.counts[a]
+        after = total - self.counts[b]
+        cold = self.counts[a] + after
+        idle = self.seconds[b] - self.seconds[a] - start * warm + after * (end - start)
+        if self.oob:
+            if start <= self.oob_at < end:
+                idle += self.oob * (self.oob_at - start)
+            else:
+                cold += self.oob
+                idle += self.oob * (end - start) if self.oob_at >= end else 0.0
+        return WindowCost(cold, idle)
+
+
+def window_cost(window: KeepAliveWindow, h: IdleTimeHistogram, policy: HybridHistogramPolicy) -> WindowCost:
+    """Replay `window` over the idle times of `h`: a call inside the window is warm and paid for
+    the time loaded before it; one outside it is cold (and paid for the whole window when after it)."""
+    return _Replayed(h, policy).cost(window)
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptiveKeepAlive:
+    """The hybrid histogram policy held to a budget: of the windows its histogram suggests (pre-warm
+    at a head percentile, unload after a tail percentile, or the paper's own window), the one that
+    would have had the fewest cold starts over the function's own idle times *without more idle
+    memory-time than a fixed keep-alive of `baseline_s`* — which is always a candidate, and what
+    applies until `min_samples` idle times are known."""
+
+    baseline_s: float = 600.0
+    histogram: HybridHistogramPolicy = HybridHistogramPolicy()
+    min_samples: int = 3
+    budget: float = 1.75  # idle time allowed, as a multiple of the baseline's on the same idle times
+    saving: float = 0.3  # a window as cold as the baseline must save this share of its idle time
+    heads: tuple[float, ...] = (0.0, 1.0, 5.0, 10.0, 25.0)  # percentiles; 0: no pre-warm
+    tails: tuple[float, ...] = (50.0, 75.0, 90.0, 95.0, 99.0, 100.0)
+    name: str = "adaptive"
+
+
+def _adaptive(policy: AdaptiveKeepAlive, h: IdleTimeHistogram) -> KeepAliveWindow:
+    hp = policy.histogram
+    baseline = KeepAliveWindow(0.0, policy.baseline_s, f"fixed keep-alive of {policy.baseline_s / 60:g} min")
+    if h.total < policy.min_samples:
+        return KeepAliveWindow(0.0, policy.baseline_s, f"learning ({h.total} idle times): "
+                                                         f"keep alive {policy.baseline_s / 60:g} min")
+    candidates = [baseline, keep_alive(hp, h)]
+    if sum(h.counts):
+        ends = [(h.percentile_bin(p) + 1) * hp.bin_s * (1 + hp.margin) for p in policy.tails]
+        for head in policy.heads:
+            start = h.percentile_bin(head) * hp.bin_s * (1 - hp.margin) if head > 0 else 0.0
+            if start < hp.bin_s:
+                start = 0.0
+            candidates += [KeepAliveWindow(start, end - start) for end in ends if end > start]
+    replayed = _Replayed(h, hp)
+    budget = replayed.cost(baseline).idle_s * policy.budget + 1e-6
+    best, best_cost = baseline, replayed.cost(baseline)
+    base_cost = best_cost
+    for window in candidates[1:]:
+        cost = replayed.cost(window)
+        if cost.idle_s > budget or (cost.cold, cost.idle_s) >= (best_cost.cold, best_cost.idle_s):
+            continue
+        if cost.cold >= base_cost.cold and cost.idle_s > base_cost.idle_s * (1 - policy.saving):
+            continue  # no fewer cold starts than the baseline, and not enough idle time saved
+        best, best_cost = window, cost
+    if best is baseline:
+        return KeepAliveWindow(0.0, policy.baseline_s, f"{baseline.reason}: no histogram window does "
+                               f"better on {h.total} idle times")
+    return KeepAliveWindow(best.prewarm_s, best.keep_alive_s,
+                           f"idle-time histogram ({h.total} idle times): pre-warm at "
+                           f"{best.prewarm_s / 60:.1f} min, keep alive {best.keep_alive_s / 60:.1f} min "
+                           f"({best_cost.cold} cold of {h.total} would-be calls, within a "
+                           f"{policy.baseline_s / 60:g}-min keep-alive's idle time)")
+
+
+def record_idle(history: IdleTimeHistogram, idle_s: float, policy: KeepAlivePolicy) -> IdleTimeHistogram:
+    """`history` with one more idle period of `idle_s` (the time from the end of a function's last
+    call, with none running, to its next call); a fixed keep-alive keeps no history."""
+    if isinstance(policy, AdaptiveKeepAlive):
+        return history.record(idle_s, policy.histogram)
+    if isinstance(policy, HybridHistogramPolicy):
+        return history.record(idle_s, policy)
+    return history

@@ -33,11 +33,11 @@ from placement.fleet_state import (
     UtilizationSample,
 )
 from placement.keepalive import (
-    HybridHistogramPolicy,
     IdleTimeHistogram,
     KeepAlivePolicy,
     KeepAliveWindow,
     keep_alive,
+    record_idle,
 )
 from placement.nodes import NodeState, NodeView
 from placement.placing import PlacementRequest, place
@@ -335,14 +335,15 @@ def simulate(trace: Trace, config: SimulationConfig, *, name: str | None = None)
             if measure:
                 inv_by_app[f.app] = inv_by_app.get(f.app, 0) + k
             minute_inv += k
-            if isinstance(policy, HybridHistogramPolicy):
-                # One idle time per invocation: the gap since the last active minute for the first,
-                # and (at minute resolution) zero for the others within this minute.
-                if fn in last_active:
-                    history[fn] = history[fn].record((m - last_active[fn] - 1) * 60.0, policy)
-                history[fn] = history[fn].record(0.0, policy, times=k - 1)
+            # One idle time per idle period: from the end of the last minute the function was busy
+            # to this minute's first new invocation (0 when it was busy the minute before). Calls
+            # that arrive while it is busy, or a long call still running, end no idle time.
+            if k > 0 and fn in last_active and last_active[fn] < m:
+                history[fn] = record_idle(history[fn], (m - last_active[fn] - 1) * 60.0, policy)
+                window.pop(fn, None)  # the history changed: decide again
             last_active[fn] = m
-            window[fn] = keep_alive(policy, history[fn])
+            if fn not in window:
+                window[fn] = keep_alive(policy, history[fn])
         pending = run.start(wanted)
         run.capacity_waits += sum(pending.values())
         cold_total += minute_cold if measure else 0
@@ -387,4 +388,62 @@ def simulate(trace: Trace, config: SimulationConfig, *, name: str | None = None)
         timeline=tuple(timeline),
         wasted_gb_s_by_app={app: w / 1024.0 for app, w in waste_by_app.items()},
         cold_starts_by_app=dict(cold_by_app),
+    )
+
+
+def oracle(trace: Trace, config: SimulationConfig) -> SimulationResult:
+    """The floor every policy is read against: each minute, exactly the instances its load needs
+    are alive (started ahead, so no cold start; none kept while not needed), packed perfectly onto
+    the fewest nodes of the first node type (at least the fleet's minimum)."""
+    node = config.node_types[0].capacity
+    target = config.scaling.target_concurrency
+    profiles = {f.function: load_profile(f.invocations, f.duration_ms) for f in trace.functions}
+    waste_by_app: dict[str, float] = {}
+    inv_by_app: dict[str, int] = {}
+    wasted_mib_s = node_minutes = cost_minutes = 0.0
+    peak_nodes = 0
+    timeline: list[MinuteSample] = []
+    hourly = config.node_types[0].hourly_cost
+    for m in range(trace.minutes):
+        measure = m >= config.warmup_minutes
+        cpu = mem = 0
+        instances = minute_inv = 0
+        minute_waste = 0.0
+        for f in trace.functions:
+            minute_inv += f.invocations[m]
+            if measure:
+                inv_by_app[f.app] = inv_by_app.get(f.app, 0) + f.invocations[m]
+            load = profiles[f.function].get(m)
+            if load is None:
+                continue
+            peak, mean = load
+            need = min(config.scaling.max_instances, max(1, math.ceil(peak / target - 1e-9)))
+            instances += need
+            cpu += need * max(10, f.memory_mib * config.cpu_millis_per_gib // 1024)
+            mem += need * f.memory_mib
+            waste = (need * 60.0 - min(need * 60.0, mean * 60.0)) * f.memory_mib
+            minute_waste += waste
+            if measure:
+                waste_by_app[f.app] = waste_by_app.get(f.app, 0.0) + waste
+        nodes = max(config.fleet.min_nodes, math.ceil(max(cpu / node.cpu_millis, mem / node.memory_mib)))
+        if measure:
+            wasted_mib_s += minute_waste
+            node_minutes += nodes
+            cost_minutes += nodes * hourly
+            peak_nodes = max(peak_nodes, nodes)
+        timeline.append(MinuteSample(m, minute_inv, 0, instances, nodes, minute_waste / 1024.0))
+    return SimulationResult(
+        policy="oracle",
+        invocations=sum(inv_by_app.values()),
+        cold_starts=0,
+        cold_start_pct=0.0,
+        p75_app_cold_start_pct=0.0,
+        wasted_memory_gb_s=wasted_mib_s / 1024.0,
+        node_hours=node_minutes / 60.0,
+        node_cost=cost_minutes / 60.0,
+        peak_nodes=peak_nodes,
+        capacity_waits=0,
+        timeline=tuple(timeline),
+        wasted_gb_s_by_app={app: w / 1024.0 for app, w in waste_by_app.items()},
+        cold_starts_by_app={},
     )

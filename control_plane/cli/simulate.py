@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from placement.fleet_state import NodeType
-from placement.keepalive import FixedKeepAlive, HybridHistogramPolicy, KeepAlivePolicy
+from placement.keepalive import AdaptiveKeepAlive, FixedKeepAlive, HybridHistogramPolicy, KeepAlivePolicy
 from placement.resources import Resources
 from placement.simulator import (
     DEFAULT_NODE_TYPE,
@@ -26,15 +26,18 @@ from placement.simulator import (
     SIMULATED_SCALING,
     SimulationConfig,
     SimulationResult,
+    oracle,
     simulate,
 )
 from placement.trace import Trace, TraceFormatError, parse_trace
 
-DEFAULT_POLICIES = ("fixed", "histogram")
+DEFAULT_POLICIES = ("fixed", "adaptive", "histogram")
 
 
 def parse_policy(spec: str) -> KeepAlivePolicy:
-    """`fixed`, `fixed:MINUTES`, `histogram` or `histogram:RANGE_HOURS` as a keep-alive policy."""
+    """`fixed[:MINUTES]`, `adaptive[:BASELINE_MINUTES]` or `histogram[:RANGE_HOURS]` as a keep-alive
+    policy (`histogram` is the paper's policy as published; `adaptive` holds it to a fixed keep-alive's
+    budget)."""
     name, _, arg = spec.strip().partition(":")
     try:
         value = float(arg) if arg else None
@@ -44,11 +47,16 @@ def parse_policy(spec: str) -> KeepAlivePolicy:
         raise typer.BadParameter(f"{spec!r}: the number must be positive")
     if name == "fixed":
         return FixedKeepAlive() if value is None else FixedKeepAlive(value * 60, name=f"fixed-{value:g}m")
+    if name == "adaptive":
+        if value is None:
+            return AdaptiveKeepAlive()
+        return AdaptiveKeepAlive(baseline_s=value * 60, name=f"adaptive-{value:g}m")
     if name == "histogram":
         if value is None:
             return HybridHistogramPolicy()
         return HybridHistogramPolicy(range_s=value * 3600, name=f"histogram-{value:g}h")
-    raise typer.BadParameter(f"{spec!r}: policy must be fixed[:minutes] or histogram[:range_hours]")
+    raise typer.BadParameter(f"{spec!r}: policy must be fixed[:minutes], adaptive[:minutes] "
+                             "or histogram[:range_hours]")
 
 
 def parse_node_type(spec: str) -> NodeType:
@@ -135,7 +143,8 @@ def register(app: typer.Typer) -> None:
         ],
         policy: Annotated[
             list[str] | None,
-            typer.Option("--policy", help="fixed[:minutes] or histogram[:range_hours]; repeat to compare."),
+            typer.Option("--policy", help="fixed[:minutes], adaptive[:minutes] or histogram[:range_hours]; "
+                                          "repeat to compare (an oracle row is always added)."),
         ] = None,
         node_type: Annotated[
             list[str] | None,
@@ -169,6 +178,8 @@ def register(app: typer.Typer) -> None:
             simulate(data, SimulationConfig(p, types, fleet, scaling, warmup_minutes=warmup_minutes))
             for p in policies
         ]
+        results.append(oracle(data, SimulationConfig(policies[0], types, fleet, scaling,
+                                                     warmup_minutes=warmup_minutes)))
         elapsed = time.perf_counter() - started
         if plot is not None:
             write_plot(results, plot)
@@ -183,6 +194,7 @@ def register(app: typer.Typer) -> None:
             f"node types {', '.join(t.name for t in types)}",
         )
         console.print(
-            f"replayed {len(results)} polic{'y' if len(results) == 1 else 'ies'} in {elapsed:.1f} s"
+            f"replayed {len(policies)} polic{'y' if len(policies) == 1 else 'ies'} and the oracle "
+            f"in {elapsed:.1f} s"
             + (f"; plot written to {plot}" if plot else "")
         )

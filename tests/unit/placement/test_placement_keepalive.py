@@ -1,11 +1,14 @@
 """Keep-alive policies: fixed and the hybrid histogram policy with its fallbacks."""
 
 from placement.keepalive import (
+    AdaptiveKeepAlive,
     FixedKeepAlive,
     HybridHistogramPolicy,
     IdleTimeHistogram,
     KeepAliveWindow,
     keep_alive,
+    record_idle,
+    window_cost,
 )
 
 H = HybridHistogramPolicy()
@@ -67,3 +70,29 @@ def test_record_many_and_percentiles() -> None:
 def test_window_semantics() -> None:
     w = KeepAliveWindow(60.0, 60.0)
     assert [w.loaded_at(t) for t in (0, 59, 60, 119, 120)] == [False, False, True, True, False]
+
+
+def test_window_cost_replays_the_idle_times() -> None:
+    h = hist(0, 5, 5, 30)
+    cost = window_cost(KeepAliveWindow(0.0, 600.0), h, H)  # warm at 0 and 5 min; cold at 30
+    assert cost.cold == 1 and cost.idle_s == 0 + 300 + 300 + 600
+    cost = window_cost(KeepAliveWindow(240.0, 120.0), h, H)  # pre-warm at 4 min, keep 2
+    assert cost.cold == 2 and cost.idle_s == 60 + 60 + 120
+
+
+def test_adaptive_learns_then_keeps_to_a_fixed_keep_alives_budget() -> None:
+    policy = AdaptiveKeepAlive()
+    learning = keep_alive(policy, hist(30, 30))
+    assert (learning.prewarm_s, learning.keep_alive_s) == (0.0, 600.0) and "learning" in learning.reason
+    periodic = keep_alive(policy, hist(*([30] * 20)))  # every 30 min: pre-warm instead of 20 cold starts
+    assert periodic.prewarm_s > 0 and periodic.loaded_at(30 * 60) and not periodic.loaded_at(10 * 60)
+    baseline = KeepAliveWindow(0.0, 600.0)
+    h = hist(*([30] * 20))
+    assert window_cost(periodic, h, H).idle_s <= policy.budget * window_cost(baseline, h, H).idle_s
+    busy = keep_alive(policy, hist(*([0] * 50)))  # back to back: no reason to change
+    assert busy.prewarm_s == 0.0 and busy.loaded_at(0)
+
+
+def test_record_idle_keeps_no_history_for_a_fixed_keep_alive() -> None:
+    assert record_idle(IdleTimeHistogram(), 60.0, FixedKeepAlive()) == IdleTimeHistogram()
+    assert record_idle(IdleTimeHistogram(), 60.0, AdaptiveKeepAlive()).total == 1
