@@ -252,7 +252,7 @@ def _adaptive(policy: AdaptiveKeepAlive, h: IdleTimeHistogram) -> KeepAliveWindo
     if h.total < policy.min_samples:
         return KeepAliveWindow(0.0, policy.baseline_s, f"learning ({h.total} idle times): "
                                                          f"keep alive {policy.baseline_s / 60:g} min")
-    candidates = [baseline, keep_alive(hp, h)]
+    candidates = [keep_alive(hp, h)]
     if sum(h.counts):
         ends = [(h.percentile_bin(p) + 1) * hp.bin_s * (1 + hp.margin) for p in policy.tails]
         for head in policy.heads:
@@ -261,10 +261,10 @@ def _adaptive(policy: AdaptiveKeepAlive, h: IdleTimeHistogram) -> KeepAliveWindo
                 start = 0.0
             candidates += [KeepAliveWindow(start, end - start) for end in ends if end > start]
     replayed = _Replayed(h, hp)
-    budget = replayed.cost(baseline).idle_s * policy.budget + 1e-6
-    best, best_cost = baseline, replayed.cost(baseline)
-    base_cost = best_cost
-    for window in candidates[1:]:
+    base_cost = replayed.cost(baseline)
+    budget = base_cost.idle_s * policy.budget + 1e-6
+    best, best_cost = baseline, base_cost
+    for window in candidates:
         cost = replayed.cost(window)
         if cost.idle_s > budget or (cost.cold, cost.idle_s) >= (best_cost.cold, best_cost.idle_s):
             continue
@@ -277,8 +277,8 @@ def _adaptive(policy: AdaptiveKeepAlive, h: IdleTimeHistogram) -> KeepAliveWindo
     return KeepAliveWindow(best.prewarm_s, best.keep_alive_s,
                            f"idle-time histogram ({h.total} idle times): pre-warm at "
                            f"{best.prewarm_s / 60:.1f} min, keep alive {best.keep_alive_s / 60:.1f} min "
-                           f"({best_cost.cold} cold of {h.total} would-be calls, within a "
-                           f"{policy.baseline_s / 60:g}-min keep-alive's idle time)")
+                           f"({best_cost.cold} cold of {h.total} would-be calls, within {policy.budget:g}x "
+                           f"a {policy.baseline_s / 60:g}-min keep-alive's idle time)")
 
 
 def record_idle(history: IdleTimeHistogram, idle_s: float, policy: KeepAlivePolicy) -> IdleTimeHistogram:
