@@ -17,7 +17,8 @@ from helpers import start_platform, wait_for
 
 from provisioners.qemu.vm import qemu_alive
 
-pytestmark = pytest.mark.vm
+# Three VM boots under software emulation (about 60-120 s each on 2 cores) plus the drain.
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(1200)]
 
 SLEEPY = {"main.py": "import socket, time\n\ndef handler(event, context):\n"
                      "    time.sleep(event.get('sleep', 0))\n    return {'host': socket.gethostname()}\n"}
