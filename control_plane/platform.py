@@ -91,7 +91,6 @@ class Platform:
                                queue_timeout_s=settings.queue_timeout_s,
                                provision_wait_s=settings.provision_wait_s, owner=self.id)
         self.invoke = InvokeEndpoint(self.gateway, self.auth.user)
-        self.fleet.on_ready = self.gateway.room_changed
         self.node_types = node_types(settings, file)
         # Built anew by each control plane process, so new nodes get the code this one runs.
         shutil.rmtree(data / "agent-package", ignore_errors=True)
@@ -117,7 +116,8 @@ class Platform:
                 scale_up_cooldown_s=settings.scale_up_cooldown_s,
                 scale_down_cooldown_s=settings.scale_down_cooldown_s,
                 failure_backoff_s=settings.failure_backoff_s),
-            join_deadline_s=settings.join_deadline_s, orphan_grace_s=settings.orphan_grace_s)
+            join_deadline_s=settings.join_deadline_s or provider.boot_deadline_s,
+            orphan_grace_s=settings.orphan_grace_s)
         if self.autoscaler is not None:
             self.gateway.can_grow = self.autoscaler.can_grow
             self.gateway.trouble = self.autoscaler.trouble
@@ -125,8 +125,14 @@ class Platform:
         self.reconciler = Reconciler(self.gateway, self.fleet, self.store, self.functions, self.clock,
                                      autoscaler=self.autoscaler, telemetry=self.telemetry,
                                      leadership=self.leadership)
+        self.fleet.on_ready = self._node_ready
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _node_ready(self) -> None:
+        """A node reported ready: adopt what it runs, then wake the calls waiting for room."""
+        self.reconciler.adopt()
+        self.gateway.room_changed()
 
     async def _elected(self) -> None:
         """This control plane now leads: finish the provider calls the last leader wrote down."""

@@ -92,6 +92,7 @@ class AwsProvider:
     """
 
     name = "aws"
+    boot_deadline_s = 600.0  # an EC2 instance boots and installs the agent from its user data
 
     def __init__(self, cluster: str, bootstrap_for: BootstrapFor, *, region: str,
                  endpoint_url: str | None = None, image_id: str, subnet_id: str | None = None,

@@ -96,10 +96,13 @@ class NodeProvider(Protocol):
     - `terminate` of a node that is missing or already gone is success.
     - Node ids are unique and never reused. Listings are eventually consistent.
     - Failures raise `ProviderError` or a subclass, never an SDK exception.
+    - A node created but not joined within `boot_deadline_s` will not join (its boot failed): the
+      fleet terminates and replaces it.
     """
 
     name: str
     cluster: str
+    boot_deadline_s: float
 
     def create(self, node_type: NodeType, count: int, *, request_id: str) -> list[ProviderNode]:
         """Create `count` nodes of `node_type` (or return those already created for `request_id`)."""

@@ -135,6 +135,7 @@ class LibcloudProvider:
     """
 
     name = "libcloud"
+    boot_deadline_s = 600.0  # a cloud VM boots and installs the agent from its user data
 
     def __init__(self, cluster: str, bootstrap_for: BootstrapFor, *, driver: str,
                  driver_args: Sequence[Any] = (), driver_kwargs: Mapping[str, Any] | None = None,

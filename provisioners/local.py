@@ -66,6 +66,7 @@ class LocalProvider:
     """`NodeProvider` whose nodes are agent processes on this host."""
 
     name = "local"
+    boot_deadline_s = 60.0  # an agent process joins in seconds, or has failed
 
     def __init__(self, root: Path, cluster: str, bootstrap_for: BootstrapFor,
                  bootstrap: AgentBootstrap | None = None) -> None:

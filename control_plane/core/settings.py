@@ -64,7 +64,9 @@ class Settings(BaseSettings):
     queue_timeout_s: float = 30.0
     log_retention: int = 1000
     join_token_ttl_s: float = 1800.0
-    join_deadline_s: float = 600.0  # a provisioned node that has not joined by then is terminated
+    # A provisioned node that has not joined by then is terminated (None: the provider's boot
+    # deadline, from seconds for local agents to minutes for cloud and QEMU VMs).
+    join_deadline_s: float | None = None
     orphan_grace_s: float = 300.0  # a cluster-tagged machine unknown for this long is terminated
     provision_wait_s: float = 600.0  # how long a call waits for a node being added
     high_watermark: float = 0.8

@@ -48,6 +48,7 @@ log = logging.getLogger("cumulus.autoscaler")
 
 T = TypeVar("T")
 
+GONE_GRACE_S = 10.0  # a created machine missing from the listings this long is gone (listings lag)
 FAILING_AFTER = 2  # failed provider calls in a row (each after its back-off) before calls stop waiting
 
 
@@ -61,6 +62,7 @@ class Provision:
     provider_ids: list[str] = field(default_factory=list)
     calling: bool = True
     created_at: float | None = None  # when the provider call returned
+    recovered: bool = False  # asked by an earlier run of the control plane (its intent replayed)
 
 
 class FleetAutoscaler:
@@ -141,7 +143,7 @@ class FleetAutoscaler:
                 self.tasks.spawn(self._terminate(ids, request_id=intent.request_id))
             elif intent.node_type in self.node_types:
                 prov = Provision(intent.request_id, intent.node_type, self.clock.now(), ids,
-                                 calling=intent.state == "open")
+                                 calling=intent.state == "open", recovered=True)
                 self.provisions[intent.request_id] = prov
                 self.events.record("intent_replayed", f"provision of {intent.node_type} "
                                    f"(request {intent.request_id[:8]}, {intent.state})")
@@ -215,6 +217,19 @@ class FleetAutoscaler:
                                    f"{prov.node_type} ready {ready.since - prov.started_at:.2f}s after the "
                                    f"decision: provider call {created - prov.started_at:.2f}s, boot and join "
                                    f"{ready.since - created:.2f}s", node_id=ready.id)
+            elif prov.provider_ids and found is None and not any(i in by_id for i in prov.provider_ids) \
+                    and now - (prov.created_at or prov.started_at) > GONE_GRACE_S:
+                # Its machine is gone before its agent joined (the agent died, the VM was
+                # reclaimed): it never will; replace it now rather than at the deadline.
+                del self.provisions[req]
+                why = (f"{', '.join(prov.provider_ids)} ({prov.node_type}) is gone before it joined"
+                       f"{' (asked before the restart)' if prov.recovered else ''}: replacing it")
+                if prov.recovered:  # not a failure of this run's provisioning: no back-off
+                    self.events.record("provision_failed", why)
+                else:
+                    self._fail(prov.node_type, why)
+                await self._update_intent(req, "failed", prov.provider_ids)
+                self.tasks.spawn(self._terminate(prov.provider_ids, request_id=f"gone-{req}"))
             elif now - prov.started_at > self.join_deadline_s:
                 del self.provisions[req]
                 self._fail(prov.node_type, f"{prov.provider_ids or req} did not join within "

@@ -45,20 +45,26 @@ class Fleet:
         self.nodes: dict[str, Node] = {}
         self.retired: set[str] = set()  # removed on purpose: late heartbeats must not revive them
         self.joined: dict[str, str] = {}  # node id -> provision request id, from join tokens
+        # Stored nodes not heard from since this control plane started: what they run and how much
+        # room they have is not known yet.
+        self.unheard: set[str] = set()
         self.on_ready: Callable[[], None] | None = None  # new capacity: wake waiting calls
         # Whether a control plane of this cluster placed an instance id on a node (None: any id).
         self.placed_on: Callable[[str, str], bool] | None = None
 
     def load(self) -> None:
-        """Start from the stored nodes, NotReady until each one's agent reports again."""
+        """Start from the stored nodes, NotReady until each one's agent reports again, each with the
+        provision request it joined under (how its provider machine is found)."""
         now = self.clock.now()
+        self.joined.update(self.store.joined_requests())
         for rec in self.store.list_nodes(removed=True):
             if rec.state == REMOVED:
                 self.retired.add(rec.id)
                 continue
             self.nodes[rec.id] = Node(rec.id, rec.url, rec.provider, rec.node_type,
                                       Resources(rec.cpu_millis, rec.memory_mib), NodeState.NOT_READY, now,
-                                      since=now)
+                                      since=now, request_id=self.joined.get(rec.id, ""))
+            self.unheard.add(rec.id)
 
     async def heartbeat(self, beat: Heartbeat) -> Node | None:
         """Record a heartbeat; a new or returning node becomes Ready (and is persisted). A node
@@ -69,10 +75,13 @@ class Fleet:
         node = self.nodes.get(beat.node_id)
         changed = node is None or node.state is not NodeState.READY or node.url != beat.url
         if node is None:
+            if beat.node_id not in self.joined:  # joined through another control plane (HA)
+                self.joined.update(await asyncio.to_thread(self.store.joined_requests, beat.node_id))
             node = Node(beat.node_id, beat.url, beat.provider, beat.node_type,
                         Resources(beat.cpu_millis, beat.memory_mib), NodeState.READY, now, since=now,
                         request_id=self.joined.get(beat.node_id, ""))
             self.nodes[beat.node_id] = node
+        self.unheard.discard(beat.node_id)
         node.url = beat.url
         node.capacity = Resources(beat.cpu_millis, beat.memory_mib)
         node.last_heartbeat = now
@@ -113,6 +122,7 @@ class Fleet:
                 node.since = now
                 log.warning("event=node_lost node=%s silent_s=%.1f", node.id, age)
                 await asyncio.to_thread(self.store.set_node_state, node.id, node.state.value)
+                self.unheard.discard(node.id)
                 lost.append(node)
         return lost
 
@@ -133,6 +143,7 @@ class Fleet:
     def forget_local(self, node_id: str) -> None:
         """Drop a node another control plane removed (its tombstone is already stored)."""
         self.retired.add(node_id)
+        self.unheard.discard(node_id)
         self.nodes.pop(node_id, None)
 
     def views(self, allocated: Mapping[str, Resources]) -> list[NodeView]:

@@ -36,7 +36,7 @@ from control_plane.gateway.ports import GatewayStore, InvocationSink
 from control_plane.gateway.stops import StopTracker
 from control_plane.telemetry import InvocationRecord
 from node_agent import protocol as p
-from placement import PlacementRequest, Resources
+from placement import NodeState, PlacementRequest, Resources
 from placement.routing import choose_instance, instances_to_start
 
 log = logging.getLogger("cumulus.gateway")
@@ -125,7 +125,10 @@ class Gateway(InstanceLifecycle):
             pool.cond.notify_all()
 
     def pending(self) -> list[PlacementRequest]:
-        """Instances that calls are waiting for and no node has room for."""
+        """Instances that calls are waiting for and no node has room for (none while a stored node
+        has not reported since the start: it may hold them, or have room for them)."""
+        if self.fleet.unheard:
+            return []
         return [PlacementRequest(function=name, resources=self._resources(pool.config), count=pool.unplaced)
                 for name, pool in self.pools.items()
                 if pool.unplaced and (pool.waiting or len(pool.live()) < pool.config.min_instances)]
@@ -191,6 +194,11 @@ class Gateway(InstanceLifecycle):
                             # A node is being added (or will be): wait for it, boot included.
                             deadline = max(deadline, entered + self.provision_wait_s)
                             growing = True
+                        elif self._silent_nodes():
+                            # A known node has not reported yet (right after a restart): wait for
+                            # it, until it reports or is declared lost (which wakes this call).
+                            deadline = max(deadline, entered + self.fleet.lost_after_s)
+                            growing = True
                         elif not started and starting == 0:
                             pool.unplaced = 0
                             raise self._no_room(pool)
@@ -199,7 +207,7 @@ class Gateway(InstanceLifecycle):
                     if remaining <= 0:
                         if growing and not live:  # it waited for a node, not for a busy slot
                             pool.unplaced = 0
-                            why = f"no node became ready within {self.provision_wait_s:g}s"
+                            why = f"no node became ready within {deadline - entered:g}s"
                             raise self._no_room(pool, why)
                         raise Throttled(f"{pool.config.name} is at its limit of "
                                         f"{pool.config.max_instances} instance(s) x "
@@ -211,6 +219,11 @@ class Gateway(InstanceLifecycle):
                         continue
             finally:
                 pool.waiting -= 1
+
+    def _silent_nodes(self) -> bool:
+        """Whether a known node is NotReady: silent for a few beats, or not yet heard from since
+        this control plane started, and not yet lost."""
+        return any(n.state is NodeState.NOT_READY for n in self.fleet.nodes.values())
 
     def _no_room(self, pool: FunctionPool, why: str = "") -> NoCapacity:
         """NoCapacity for a call no node has room for, with the provider's trouble if it has any."""

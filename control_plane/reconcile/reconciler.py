@@ -103,6 +103,14 @@ class Reconciler:
                 self.events.record("node_lost", f"{node.id} missed heartbeats for "
                                    f"{self.fleet.lost_after_s:.0f}s", node_id=node.id)
             self.gateway.forget_node(node.id)
+            self.gateway.room_changed()  # calls waiting for it to report learn that it will not
+        self.adopt()
+
+    def adopt(self) -> None:
+        """Take in the instances nodes report: adopt this control plane's own (after a restart),
+        leave other live control planes' alone, stop what nobody placed or whose owner died. Also
+        run the moment a node reports ready, so that a call waiting for that node (right after a
+        restart) finds the warm instance it had instead of starting another."""
         known = {i.id for pool in self.gateway.pools.values() for i in pool.all_instances()}
         live_owners = self.leadership.live_ids() if self.leadership is not None else {self.gateway.owner}
         for node in self.fleet.nodes.values():
@@ -187,7 +195,9 @@ class Reconciler:
             if idle is not None and idle.in_flight == 0:
                 log.info("event=instance_reclaimed instance=%s reason=%r", inst_id, reclaim.reason)
                 self.gateway.retire(pool, idle)
-        deficit = min_instances - len(pool.live())
+        # Until every stored node has reported since the start, their instances are not adopted
+        # yet: starting more now would run the function twice over.
+        deficit = 0 if self.fleet.unheard else min_instances - len(pool.live())
         for i in range(max(0, deficit)):
             if self.gateway.start_instance(pool) is None:
                 pool.unplaced = deficit - i  # what min_instances still needs: pending demand

@@ -88,6 +88,16 @@ class NodeRepository(Repository):
             s.merge(NodeCredential(node_id=node_id, secret_hash=secret_hash, url=url))
             return row
 
+    def joined_requests(self, node_id: str | None = None) -> dict[str, str]:
+        """Node id -> the provision request it joined under, from the redeemed join tokens (one
+        node's if `node_id`): the link between a node and its provider machine, kept across
+        restarts and leader changes (a cloud node's id is not its provider's id)."""
+        with self.session() as s:
+            query = select(JoinToken).where(col(JoinToken.node_id).is_not(None))
+            if node_id is not None:
+                query = query.where(JoinToken.node_id == node_id)
+            return {str(row.node_id): row.request_id for row in s.exec(query)}
+
     def node_credential(self, node_id: str) -> NodeCredential | None:
         """A joined node's credential, if it has one."""
         with self.session() as s:

@@ -56,6 +56,7 @@ class QemuProvider:
     """`NodeProvider` whose nodes are QEMU VMs booted from a cached image (see the module docstring)."""
 
     name = "qemu"
+    boot_deadline_s = 900.0  # software emulation: a boot plus the agent installed over SSH
 
     def __init__(self, cluster: str, bootstrap_for: BootstrapFor, *, root: Path, software: GuestSoftware,
                  cache_dir: Path, shapes: Mapping[str, VmShape] | None = None,

@@ -51,6 +51,7 @@ class FakeProvider:
     """`NodeProvider` over a `FakeCloud`: instant, consistent, recording every call."""
 
     name = "fake"
+    boot_deadline_s = 120.0
 
     def __init__(self, cluster: str, *, cloud: FakeCloud | None = None,
                  clock: Callable[[], float] = time.time, initial_state: str = "running") -> None:

@@ -130,16 +130,22 @@ def test_control_plane_sigkills_lose_nothing_and_leak_nothing(chaos_dir: Path) -
         # but not yet counted in its allocation.
         restarted = time.monotonic()
         settled: list[bool] = []
+        seen_state: dict[str, object] = {}
 
         def adopted() -> bool:
             nodes = plat.get("/v1/nodes")
+            functions = plat.get("/v1/functions")
             beat = all(n["last_heartbeat_s"] < time.monotonic() - restarted for n in nodes)
             on_nodes = sum(n["instances"] for n in nodes)
-            in_pools = sum(f["instances"] + f["starting"] for f in plat.get("/v1/functions"))
+            in_pools = sum(f["instances"] + f["starting"] for f in functions)
+            seen_state.update(nodes={n["id"]: (n["state"], n["instances"], n["last_heartbeat_s"])
+                                     for n in nodes},
+                              functions={f["name"]: (f["instances"], f["starting"]) for f in functions})
             settled.append(beat and on_nodes == in_pools)
             return settled[-2:] == [True, True]
 
-        wait_for(adopted, 30, interval=0.5, what="the running instances adopted after the restart")
+        wait_for(adopted, 30, interval=0.5,
+                 what=lambda: f"the running instances adopted after the restart ({seen_state})")
         nodes = plat.get("/v1/nodes")
         wide = sum(n["capacity"]["memory_mib"] - n["allocated"]["memory_mib"] for n in nodes) // 256 + 2
         acknowledged["wide"] = plat.deploy_ok("wide", ECHO, memory_mb=256, min_instances=wide,

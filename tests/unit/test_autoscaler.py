@@ -258,3 +258,99 @@ def test_a_listing_that_keeps_failing_is_trouble(tmp_path: Path, monkeypatch: py
         assert scaler.trouble() == "listing fake nodes failed: connection refused" and not scaler.can_grow()
 
     asyncio.run(scenario())
+
+
+async def _join(scaler: FleetAutoscaler, request_id: str, node_id: str) -> None:
+    """What a cloud node does: redeem its provision's join token under an id of its own (not the
+    provider's), then beat."""
+    from node_agent.protocol import Heartbeat
+
+    token = scaler.store.issue_join_token(request_id, "fake", "small", ttl_s=60)
+    scaler.store.redeem_join_token(token, node_id, secret_hash="h", url="http://127.0.0.1:9")
+    scaler.fleet.joined[node_id] = request_id
+    await scaler.fleet.heartbeat(Heartbeat(node_id=node_id, url="http://127.0.0.1:9", cpu_millis=1000,
+                                           memory_mib=1024, provider="fake", node_type="small"))
+
+
+def test_a_restart_keeps_a_joined_node_whose_id_is_not_its_machines(tmp_path: Path) -> None:
+    scaler, provider, _, _ = _loop(tmp_path)
+
+    async def first_life() -> None:
+        await scaler.tick()
+        await _settle(scaler)
+        (req,) = scaler.provisions
+        await _join(scaler, req, "node-abc")
+        await scaler.tick()
+        assert not scaler.provisions  # joined
+
+    asyncio.run(first_life())
+    (machine,) = provider.created_ids
+
+    again, _, clock, events = _loop(tmp_path)
+    again.provider = provider  # the same cloud
+
+    async def second_life() -> None:
+        again.fleet.load()  # the node is NotReady until it beats: it must not be dropped for it
+        await again.recover()
+        for _ in range(5):  # past the orphan grace, listing after listing
+            await again.tick()
+            await _settle(again)
+            clock.advance(30)
+        assert "node-abc" in again.fleet.nodes and again.provider_id("node-abc") == machine
+        assert not provider.terminate_calls, [e.reason for e in events.recent]
+        assert not {"node_gone", "orphan_terminated"} & {e.kind for e in events.recent}
+        assert len(provider.create_calls) == 1
+
+    asyncio.run(second_life())
+
+
+def test_a_machine_gone_before_it_joined_is_replaced_without_waiting_for_the_deadline(tmp_path: Path) -> None:
+    scaler, provider, clock, events = _loop(tmp_path)
+
+    async def scenario() -> None:
+        await scaler.tick()
+        await _settle(scaler)
+        (first,) = provider.created_ids
+        provider.set_state(first, "terminated")  # its boot failed: it is no longer listed
+        clock.advance(11)
+        await scaler.tick()
+        await _settle(scaler)
+        gone = [e.reason for e in events.recent if e.kind == "provision_failed"]
+        assert len(gone) == 1 and "gone before it joined" in gone[0]
+        assert not scaler.provisions and scaler.failures["small"].consecutive == 1
+        clock.advance(31)  # after the back-off of a failure of this run, a new node
+        await scaler.tick()
+        await _settle(scaler)
+        assert len(provider.create_calls) == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_machine_of_an_earlier_run_that_never_joined_is_replaced_at_once(tmp_path: Path) -> None:
+    # `make up` on a data directory whose local agent died before it joined: the new run does not
+    # wait for the old machine, nor back off for a failure that was not its own.
+    scaler, provider, _, _ = _loop(tmp_path)
+
+    async def first_life() -> None:
+        await scaler.tick()
+        await _settle(scaler)
+
+    asyncio.run(first_life())
+    (dead,) = provider.created_ids
+    provider.set_state(dead, "terminated")
+
+    again, _, clock, events = _loop(tmp_path)
+    again.provider = provider
+
+    async def second_life() -> None:
+        await again.recover()
+        await _settle(again)
+        clock.advance(11)
+        await again.tick()
+        await _settle(again)
+        assert any("gone before it joined (asked before the restart)" in e.reason for e in events.recent)
+        assert "small" not in again.failures
+        assert len(provider.create_calls) == 2 and len(set(provider.created_ids)) == 2  # replaced
+        assert [list(c.ids) for c in provider.terminate_calls] == [[dead]]  # and cleaned up
+
+    asyncio.run(second_life())

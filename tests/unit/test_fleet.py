@@ -48,3 +48,35 @@ def test_stored_nodes_start_not_ready_until_they_report(tmp_path: Path) -> None:
     assert second.nodes["n2"].state is NodeState.NOT_READY
     views = second.views({"n2": Resources(500, 1024)})
     assert views[0].free == Resources(1500, 3072)
+
+
+def test_a_restart_keeps_each_nodes_provision_link_and_waits_for_its_report(tmp_path: Path) -> None:
+    # A cloud node joins under an id of its own: the link to its provider machine (the provision
+    # request) survives the restart, from the redeemed join token.
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    token = store.issue_join_token("req-1", "aws", "small", ttl_s=60)
+    store.redeem_join_token(token, "n1", secret_hash="h", url="http://127.0.0.1:1")
+    first = Fleet(store, ManualClock(), heartbeat_interval_s=1, lost_after_s=10)
+    first.joined["n1"] = "req-1"
+
+    async def run(fleet: Fleet) -> None:
+        await fleet.heartbeat(_beat("n1"))
+        await fleet.heartbeat(_beat("n2"))  # joined with no token (a test node)
+
+    asyncio.run(run(first))
+    assert first.nodes["n1"].request_id == "req-1"
+
+    clock = ManualClock()
+    again = Fleet(store, clock, heartbeat_interval_s=1, lost_after_s=10)
+    again.load()
+    assert again.nodes["n1"].request_id == "req-1" and again.nodes["n2"].request_id == ""
+    assert again.unheard == {"n1", "n2"}
+
+    async def later() -> None:
+        await again.heartbeat(_beat("n1"))
+        assert again.unheard == {"n2"}
+        clock.advance(11)
+        await again.check()  # n2 is lost: nothing to wait for any more
+        assert again.unheard == set()
+
+    asyncio.run(later())

@@ -27,6 +27,7 @@ from control_plane.store import Store
 from control_plane.telemetry import InvocationBuffer
 from node_agent import protocol as p
 from node_agent.protocol import Heartbeat
+from placement import NodeState
 
 
 @dataclass
@@ -281,6 +282,44 @@ def test_a_call_that_waited_for_a_node_in_vain_is_no_capacity_not_throttled(tmp_
         rig.clock.advance(11)  # the node never came
         rig.gateway.room_changed()  # the waiter looks at the clock again (in production: its timer)
         with pytest.raises(NoCapacity, match="no node became ready within 10s"):
+            await asyncio.wait_for(call, 5)
+
+    asyncio.run(scenario())
+
+
+def test_a_call_waits_for_a_known_node_that_has_not_reported_yet(tmp_path: Path) -> None:
+    # Right after a restart every stored node is NotReady until its agent beats again: a call
+    # waits for it (as for a booting node) instead of failing with NoCapacity.
+    async def scenario() -> None:
+        rig = await _rig(tmp_path)
+        fleet = rig.gateway.fleet
+        fleet.nodes["n0"].state = NodeState.NOT_READY
+        rig.agents.ready.set()
+        pool = await rig.gateway.pool("f")
+        call = asyncio.create_task(rig.gateway.acquire(pool))
+        await until(lambda: pool.waiting == 1)
+        assert not call.done() and not rig.agents.started
+        await fleet.heartbeat(Heartbeat(node_id="n0", url="http://127.0.0.1:9000", cpu_millis=4000,
+                                        memory_mib=4096))
+        rig.gateway.room_changed()  # what the fleet's on_ready does
+        inst, cold = await asyncio.wait_for(call, 5)
+        assert cold and inst.node_id == "n0"
+
+    asyncio.run(scenario())
+
+
+def test_a_call_waiting_for_a_silent_node_fails_once_it_is_lost(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await _rig(tmp_path)
+        fleet = rig.gateway.fleet
+        fleet.nodes["n0"].state = NodeState.NOT_READY
+        pool = await rig.gateway.pool("f")
+        call = asyncio.create_task(rig.gateway.acquire(pool))
+        await until(lambda: pool.waiting == 1)
+        rig.clock.advance(11)
+        assert [n.id for n in await fleet.check()] == ["n0"]
+        rig.gateway.room_changed()  # what the reconciler does on a loss
+        with pytest.raises(NoCapacity):
             await asyncio.wait_for(call, 5)
 
     asyncio.run(scenario())
