@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from provisioners.base import (
+    PROGRAMMING_ERRORS,
     TAG_CLUSTER,
     TAG_NODE_TYPE,
     TAG_REQUEST,
@@ -28,6 +29,7 @@ from provisioners.base import (
     ProviderError,
     ProviderNode,
     QuotaError,
+    ThrottledError,
 )
 from provisioners.cloudinit import render_user_data
 
@@ -46,6 +48,7 @@ CAPACITY_CODES = frozenset({"InsufficientInstanceCapacity", "InsufficientHostCap
                             "InsufficientReservedInstanceCapacity", "InsufficientCapacity",
                             "InsufficientFreeAddressesInSubnet"})
 THROTTLE_CODES = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
+TRANSIENT_CODES = THROTTLE_CODES | {"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable"}
 MISSING_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
 _TERMINATE_BATCH = 500
 
@@ -62,14 +65,19 @@ def map_error(exc: BaseException, *, request_id: str, action: str) -> ProviderEr
     """The typed provider error for an exception raised by boto3 during `action`.
 
     Capacity shortages become `InsufficientCapacityError`; account limits (`*LimitExceeded`,
-    except API throttling) become `QuotaError`; everything else is a `ProviderError`. All carry
-    `request_id`.
+    except API throttling) become `QuotaError`; throttling and EC2's transient server errors become
+    `ThrottledError`; everything else is a `ProviderError`. All carry `request_id`. A programming
+    error (`PROGRAMMING_ERRORS`) is re-raised as it is.
     """
+    if isinstance(exc, PROGRAMMING_ERRORS):
+        raise exc
     code = error_code(exc)
     message = f"ec2 {action} failed: {code or type(exc).__name__}: {exc}"
     if code in CAPACITY_CODES:
         return InsufficientCapacityError(message, request_id=request_id)
-    if code.endswith("LimitExceeded") and code not in THROTTLE_CODES:
+    if code in TRANSIENT_CODES:
+        return ThrottledError(message, request_id=request_id)
+    if code.endswith("LimitExceeded"):
         return QuotaError(message, request_id=request_id)
     return ProviderError(message, request_id=request_id)
 

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from placement import NodeType
 
 __all__ = [
+    "PROGRAMMING_ERRORS",
     "TAG_CLUSTER",
     "TAG_NODE_TYPE",
     "TAG_REQUEST",
@@ -20,6 +21,7 @@ __all__ = [
     "ProviderError",
     "ProviderNode",
     "QuotaError",
+    "ThrottledError",
     "is_insufficient_capacity",
 ]
 
@@ -80,6 +82,17 @@ class QuotaError(ProviderError):
     """An account limit stops the provider from creating more nodes."""
 
 
+class ThrottledError(ProviderError):
+    """The provider refused the call for now (its API's rate limit, a transient server error): the
+    same call may succeed after a back-off."""
+
+
+PROGRAMMING_ERRORS: tuple[type[Exception], ...] = (TypeError, KeyError, AttributeError, NameError,
+                                                   IndexError, AssertionError)
+"""Exceptions that are bugs, in an adapter or the SDK it drives: adapters let them through as they
+are (never as a `ProviderError`, which the fleet retries), so that they are seen and fixed."""
+
+
 def is_insufficient_capacity(err: BaseException) -> bool:
     """Whether `err` means "try another node type or later"."""
     return isinstance(err, InsufficientCapacityError)
@@ -95,7 +108,10 @@ class NodeProvider(Protocol):
       this cluster's nodes after a control-plane restart, and nothing of other clusters.
     - `terminate` of a node that is missing or already gone is success.
     - Node ids are unique and never reused. Listings are eventually consistent.
-    - Failures raise `ProviderError` or a subclass, never an SDK exception.
+    - Failures raise `ProviderError` or a subclass, never an SDK exception: `InsufficientCapacityError`
+      (no capacity for this node type now: try another), `QuotaError` (an account limit: stop
+      adding), `ThrottledError` (rate limited or transient: retry after a back-off). Programming
+      errors (`PROGRAMMING_ERRORS`) propagate unchanged.
     - A node created but not joined within `boot_deadline_s` will not join (its boot failed): the
       fleet terminates and replaces it.
     """

@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from provisioners.base import (
+    PROGRAMMING_ERRORS,
     TAG_CLUSTER,
     TAG_NODE_TYPE,
     TAG_REQUEST,
@@ -38,6 +39,7 @@ from provisioners.base import (
     ProviderError,
     ProviderNode,
     QuotaError,
+    ThrottledError,
 )
 from provisioners.cloudinit import render_user_data
 from provisioners.ssh import SshSettings, run_script
@@ -49,6 +51,9 @@ NAME_PREFIX = "cumulus"
 _NAME_SAFE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _CAPACITY_MARKERS = ("InsufficientInstanceCapacity", "InsufficientCapacity", "InsufficientHostCapacity",
                      "ZONE_RESOURCE_POOL_EXHAUSTED", "No valid host was found")
+# Rate limits and transient server errors, as EC2, OpenStack and GCE drivers word them.
+_TRANSIENT_MARKERS = ("RequestLimitExceeded", "Throttling", "RateLimitExceeded", "rateLimitExceeded",
+                      "ServiceUnavailable", "InternalError", "503 Service Unavailable", "429 Too Many")
 _QUOTA_MARKERS = ("LimitExceeded", "QuotaExceeded", "QUOTA_EXCEEDED", "quota exceeded", "Quota exceeded")
 _MISSING_MARKERS = ("NotFound", "not found", "does not exist", "404")
 
@@ -81,11 +86,15 @@ def capabilities_of(create_node: Any) -> DriverCapabilities:
 
 def map_error(exc: BaseException, *, request_id: str, action: str) -> ProviderError:
     """The typed provider error for an exception raised by a libcloud driver during `action`."""
+    if isinstance(exc, PROGRAMMING_ERRORS):  # a bug in the adapter or the driver: seen as it is
+        raise exc
     text = f"{type(exc).__name__}: {exc}"
     message = f"libcloud {action} failed: {text}"
+    if type(exc).__name__ == "RateLimitReachedError" or any(m in text for m in _TRANSIENT_MARKERS):
+        return ThrottledError(message, request_id=request_id)
     if any(m in text for m in _CAPACITY_MARKERS):
         return InsufficientCapacityError(message, request_id=request_id)
-    if any(m in text for m in _QUOTA_MARKERS) and "RequestLimitExceeded" not in text:
+    if any(m in text for m in _QUOTA_MARKERS):
         return QuotaError(message, request_id=request_id)
     return ProviderError(message, request_id=request_id)
 

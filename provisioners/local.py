@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioners.base import BootstrapFor, NodeType, ProviderError, ProviderNode
+from provisioners.base import PROGRAMMING_ERRORS, BootstrapFor, NodeType, ProviderError, ProviderNode
 from provisioners.net import free_port
 
 
@@ -130,6 +130,8 @@ class LocalProvider:
                 join = self.bootstrap_for(request_id)
             except Exception as exc:
                 shutil.rmtree(node_dir, ignore_errors=True)
+                if isinstance(exc, PROGRAMMING_ERRORS):  # a bug: seen as it is, never retried
+                    raise
                 raise ProviderError(f"no bootstrap for {request_id}: {exc}", request_id=request_id) from exc
             config = {"join_token": join.join_token, "provider_node_id": node_id,
                       "control_plane_url": join.control_plane_url, "listen_host": "127.0.0.1",

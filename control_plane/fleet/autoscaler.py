@@ -9,6 +9,13 @@ Each tick, in two phases (mirror, then act):
    provision (in the background, one request id per node), drain (no new placements; instances stop
    once idle) or terminate.
 Provider calls run in threads and never block the event loop; a failing provider backs off.
+
+Typed provider errors decide what happens next: a throttled call (`ThrottledError`) is retried in
+place with exponential back-off and jitter (tenacity); a node type short of capacity
+(`InsufficientCapacityError`) backs off and the next type that fits is tried, saying so; an account
+quota (`QuotaError`) stops all additions on the provider, with one event, until a single probing
+create passes again; a programming error in an adapter (`PROGRAMMING_ERRORS`) is never retried: it
+is logged with its traceback and the fleet stops calling the provider until a restart.
 """
 
 from __future__ import annotations
@@ -16,11 +23,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from control_plane.cluster import Leadership
 from control_plane.core import Background, Clock
@@ -42,7 +52,14 @@ from placement import (
     UtilizationSample,
     scale_fleet,
 )
-from provisioners.base import NodeProvider, ProviderError, ProviderNode
+from provisioners.base import (
+    InsufficientCapacityError,
+    NodeProvider,
+    ProviderError,
+    ProviderNode,
+    QuotaError,
+    ThrottledError,
+)
 
 log = logging.getLogger("cumulus.autoscaler")
 
@@ -50,6 +67,17 @@ T = TypeVar("T")
 
 GONE_GRACE_S = 10.0  # a created machine missing from the listings this long is gone (listings lag)
 FAILING_AFTER = 2  # failed provider calls in a row (each after its back-off) before calls stop waiting
+
+
+@dataclass(eq=False)
+class QuotaBlock:
+    """The provider's account quota is exhausted: no additions until a probing create passes."""
+
+    reason: str
+    since: float
+    next_probe_at: float
+    probes: int = 0  # failed probes so far (the wait between them doubles)
+    probing: str = ""  # the request id of the probe in flight
 
 
 @dataclass(eq=False)
@@ -70,7 +98,8 @@ class FleetAutoscaler:
 
     def __init__(self, provider: NodeProvider, fleet: Fleet, workload: Workload, store: Store, clock: Clock,
                  events: EventLog, *, node_types: Mapping[str, NodeType], policy: FleetPolicy,
-                 join_deadline_s: float, orphan_grace_s: float) -> None:
+                 join_deadline_s: float, orphan_grace_s: float, retry_attempts: int = 5,
+                 retry_max_wait_s: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> None:
         self.provider = provider
         self.fleet = fleet
         self.workload = workload  # what runs on the nodes: the gateway's view
@@ -94,11 +123,38 @@ class FleetAutoscaler:
         self.tasks = Background()  # provider calls in flight
         self.leadership: Leadership | None = None  # HA: intents are fenced by its lease
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="provider")
+        self.quota: QuotaBlock | None = None
+        self.bug: str | None = None  # a programming error in the provider: no more calls to it
+        self._short: dict[str, str] = {}  # node types short of capacity -> the provider's words
+        # Throttled calls are retried on the provider thread: 1 s, 2 s, 4 s... (at most
+        # `retry_max_wait_s`), each with up to 1 s of jitter, `retry_attempts` calls in all.
+        self._retrying = Retrying(retry=retry_if_exception_type(ThrottledError),
+                                  wait=wait_exponential_jitter(initial=1, max=retry_max_wait_s, jitter=1),
+                                  stop=stop_after_attempt(retry_attempts), sleep=sleep, reraise=True,
+                                  before_sleep=self._throttled)
+
+    @staticmethod
+    def _throttled(state: object) -> None:
+        outcome = getattr(state, "outcome", None)
+        log.info("event=provider_throttled attempt=%s error=%s", getattr(state, "attempt_number", "?"),
+                 outcome.exception() if outcome is not None else "")
 
     async def _call(self, fn: Callable[[], T]) -> T:
         """Run a provider call on the provider's own threads: a slow provider (a terminate may
-        wait 20 s per machine) never starves the database calls of the rest of the control plane."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        wait 20 s per machine) never starves the database calls of the rest of the control plane.
+        A throttled call is retried there, with back-off and jitter."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: self._retrying(fn))
+
+    def _provider_bug(self, what: str, exc: BaseException) -> None:
+        """A programming error in the provider: say so once, loudly, and stop calling it (retrying
+        a bug only repeats it); the message names the error, the log has the traceback."""
+        log.error("event=provider_bug provider=%s call=%s", self.provider.name, what, exc_info=exc)
+        if self.bug is None:
+            self.bug = (f"the {self.provider.name} provider failed with a bug during {what}: "
+                        f"{type(exc).__name__}: {exc} (see the control plane's log); "
+                        "no more provider calls until a restart")
+            self.events.record("provider_bug", self.bug)
+            self.workload.room_changed()  # waiting calls learn that no node is coming
 
     @property
     def fence(self) -> Fence | None:
@@ -153,6 +209,10 @@ class FleetAutoscaler:
     def trouble(self) -> str | None:
         """Why the fleet cannot grow now, or None: the provider's last error, once its listing or
         the provisioning of every node type failed `FAILING_AFTER` times in a row."""
+        if self.bug is not None:
+            return self.bug
+        if self.quota is not None:
+            return f"{self.quota.reason}; not adding nodes until the quota allows it"
         if self._list_failures >= FAILING_AFTER:
             return self._last_errors.get("", "the provider's listing keeps failing")
         failing = [self._last_errors.get(t, "") for t in self.node_types
@@ -173,7 +233,7 @@ class FleetAutoscaler:
     async def mirror(self) -> list[ProviderNode] | None:
         """Reconcile our view with the provider's listing; None when the provider failed."""
         now = self.clock.now()
-        if now < self._next_list_at:
+        if now < self._next_list_at or self.bug is not None:
             return None
         try:
             listed = await self._call(self.provider.list_instances)
@@ -185,6 +245,9 @@ class FleetAutoscaler:
             self.events.record("provider_error", f"{self._last_errors['']}; retrying in {delay:.0f}s")
             if self._list_failures == FAILING_AFTER:
                 self.workload.room_changed()  # waiting calls learn that no node is coming
+            return None
+        except Exception as exc:
+            self._provider_bug("list_instances", exc)
             return None
         self._list_failures = 0
         by_id = {n.id: n for n in listed}
@@ -211,6 +274,7 @@ class FleetAutoscaler:
             if ready is not None:
                 del self.provisions[req]
                 self.failures.pop(prov.node_type, None)
+                self._short.pop(prov.node_type, None)
                 await self._update_intent(req, "done", prov.provider_ids)
                 created = prov.created_at if prov.created_at is not None else prov.started_at
                 self.events.record("node_ready", f"{ready.id} ({', '.join(prov.provider_ids)}) of type "
@@ -283,8 +347,11 @@ class FleetAutoscaler:
             return
         try:
             await self._call(functools.partial(self.provider.terminate, ids, request_id=request_id))
-        except Exception as exc:  # ProviderError, or a provider bug: the intent stays open, replayed
+        except ProviderError as exc:  # the intent stays open: replayed
             self.events.record("provider_error", f"terminating {ids} failed: {exc}")
+            return
+        except Exception as exc:  # a bug: the intent stays open too, replayed after the fix
+            self._provider_bug("terminate", exc)
             return
         await self._update_intent(request_id, "done", ids)
 
@@ -325,14 +392,25 @@ class FleetAutoscaler:
 
     async def tick(self) -> None:
         """Mirror, decide, act."""
-        if await self.mirror() is None and self._list_failures:
+        if await self.mirror() is None and (self._list_failures or self.bug is not None):
             return
         now = self.clock.now()
         decision = scale_fleet(self.state(), list(self.node_types.values()), self.policy, now)
         for add in decision.add:
+            count, reason = add.count, add.reason
+            if self.quota is not None:  # only a probe, once its time has come
+                if self.quota.probing or now < self.quota.next_probe_at:
+                    continue
+                count, reason = 1, f"{reason}; probing whether the quota allows it again"
+            short = {t: why for t, why in self._short.items() if t != add.node_type}
+            if short:
+                reason += "; " + "; ".join(f"{t} has no capacity ({why}), trying {add.node_type} instead"
+                                           for t, why in sorted(short.items()))
             self.last_up = now
-            for _ in range(add.count):
-                self._provision(add.node_type, add.reason)
+            for _ in range(count):
+                req = self._provision(add.node_type, reason)
+                if self.quota is not None:
+                    self.quota.probing = req
         for drain in decision.drain:
             self.last_down = now
             self.events.record("node_drain", drain.reason, node_id=drain.node_id)
@@ -348,12 +426,37 @@ class FleetAutoscaler:
             self.tasks.spawn(self._terminate(ids, request_id=request_id, recorded=True))
             await self.fleet.forget(rm.node_id)
 
-    def _provision(self, node_type: str, reason: str) -> None:
+    def _provision(self, node_type: str, reason: str) -> str:
         request_id = new_request_id()
         prov = Provision(request_id, node_type, self.clock.now())
         self.provisions[request_id] = prov
         self.events.record("node_add", f"{reason} (request {request_id[:8]})")
         self.tasks.spawn(self._create(prov))
+        return request_id
+
+    def _quota_hit(self, req: str, exc: QuotaError) -> None:
+        """The account quota stops additions: one event when it starts, none per failed probe."""
+        now = self.clock.now()
+        if self.quota is None:
+            wait = self.policy.failure_backoff_s
+            self.quota = QuotaBlock(f"{self.provider.name} quota exceeded: {exc}", now, now + wait)
+            self.events.record("quota_exceeded", f"{self.quota.reason}; not adding nodes on "
+                               f"{self.provider.name} until a create passes again (next try in {wait:.0f}s)")
+            self.workload.room_changed()  # waiting calls learn that no node is coming
+            return
+        if self.quota.probing == req:
+            self.quota.probes += 1
+            wait = min(self.policy.max_failure_backoff_s,
+                       self.policy.failure_backoff_s * 2.0 ** self.quota.probes)
+            self.quota.next_probe_at = now + wait
+            self.quota.probing = ""
+            log.info("event=quota_still_exceeded provider=%s next_probe_s=%.0f", self.provider.name, wait)
+
+    def _quota_passed(self, req: str) -> None:
+        if self.quota is not None and self.quota.probing == req:
+            self.events.record("quota_cleared", f"{self.provider.name} accepted a create again after "
+                               f"{self.clock.now() - self.quota.since:.0f}s: adding nodes as needed")
+            self.quota = None
 
     async def _create(self, prov: Provision) -> None:
         """Write the intent, call the provider, record what it made."""
@@ -370,14 +473,26 @@ class FleetAutoscaler:
             nodes = await self._call(functools.partial(self.provider.create, node_type, 1, request_id=req))
             prov.provider_ids.extend(n.id for n in nodes if n.id not in prov.provider_ids)
             prov.created_at = self.clock.now()
+            self._quota_passed(req)
             if not await self._update_intent(req, "created", prov.provider_ids):
                 return  # the new leader replays the intent: create is idempotent by request id
             self.events.record("node_created", f"{', '.join(prov.provider_ids)} created by "
                                f"{self.provider.name} in {prov.created_at - prov.started_at:.2f}s",
                                node_id=",".join(prov.provider_ids))
-        except Exception as exc:  # ProviderError, or preparing the bootstrap failed
+        except QuotaError as exc:  # the whole provider, not this node type
             self.provisions.pop(req, None)
-            self._fail(prov.node_type, f"provisioning {prov.node_type} failed: {exc}")
+            self._quota_hit(req, exc)
+            await self._update_intent(req, "failed")
+        except ProviderError as exc:
+            self.provisions.pop(req, None)
+            if isinstance(exc, InsufficientCapacityError):
+                self._short[prov.node_type] = str(exc)[:200]
+            kind = "has no capacity" if isinstance(exc, InsufficientCapacityError) else "failed"
+            self._fail(prov.node_type, f"provisioning {prov.node_type} {kind}: {exc}")
+            await self._update_intent(req, "failed")
+        except Exception as exc:  # a bug in the provider (or in preparing the bootstrap)
+            self.provisions.pop(req, None)
+            self._provider_bug("create", exc)
             await self._update_intent(req, "failed")
         finally:
             prov.calling = False

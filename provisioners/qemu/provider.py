@@ -29,7 +29,7 @@ from typing import Any
 
 from placement import Resources
 from provisioners import ssh
-from provisioners.base import BootstrapFor, NodeType, ProviderError, ProviderNode
+from provisioners.base import PROGRAMMING_ERRORS, BootstrapFor, NodeType, ProviderError, ProviderNode
 from provisioners.qemu import bootstrap as boot
 from provisioners.qemu.image import VmImage, ensure_vm_image
 from provisioners.qemu.software import GuestSoftware
@@ -219,7 +219,8 @@ class QemuProvider:
         except _Cancelled:
             log.info("event=node_launch_cancelled node=%s", node_id)
         except Exception as exc:
-            log.warning("event=node_launch_failed node=%s error=%s", node_id, exc)
+            log.warning("event=node_launch_failed node=%s error=%s", node_id, exc,
+                        exc_info=isinstance(exc, PROGRAMMING_ERRORS))  # a bug: with its traceback
             with self._lock:
                 rec = self._record(node_id)
                 if rec is None or node_id in self._cancelled:

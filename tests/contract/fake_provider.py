@@ -1,7 +1,8 @@
 """A recording fake `NodeProvider` (Karpenter style) for unit tests of the logic around the seam.
 
 It passes the same contract suite as the real providers. Tests inspect `create_calls` and
-`terminate_calls`, and make the next create fail with `next_create_error`:
+`terminate_calls`, and make the next create fail with `next_create_error` (or the next few with
+`create_errors`, any exception), or every listing with `list_error`:
 
     cloud = FakeCloud()
     provider = FakeProvider("c1", cloud=cloud, clock=clock.now)
@@ -62,11 +63,15 @@ class FakeProvider:
         self.create_calls: list[CreateCall] = []
         self.terminate_calls: list[TerminateCall] = []
         self.next_create_error: ProviderError | None = None
+        self.create_errors: list[Exception] = []  # raised by the next creates, one each, in order
+        self.list_error: Exception | None = None  # raised by every listing while set
         self.next_terminate_error: ProviderError | None = None
 
     def create(self, node_type: NodeType, count: int, *, request_id: str) -> list[ProviderNode]:
         """Record the call; raise `next_create_error` once if set; else create the missing nodes."""
         self.create_calls.append(CreateCall(node_type.name, count, request_id))
+        if self.create_errors:
+            raise self.create_errors.pop(0)
         if self.next_create_error is not None:
             err, self.next_create_error = self.next_create_error, None
             raise err
@@ -93,6 +98,8 @@ class FakeProvider:
 
     def list_instances(self) -> list[ProviderNode]:
         """This cluster's nodes that are not terminated."""
+        if self.list_error is not None:
+            raise self.list_error
         return [n for n in self.cloud.nodes.values() if n.cluster == self.cluster and n.state != "terminated"]
 
     def set_state(self, node_id: str, state: str) -> None:

@@ -20,7 +20,7 @@ from control_plane.store import Store
 from control_plane.telemetry import EventLog
 from placement import PlacementRequest, Resources
 from placement.fleet import FleetPolicy
-from provisioners.base import NodeType, ProviderError, QuotaError
+from provisioners.base import InsufficientCapacityError, NodeType, ProviderError, QuotaError, ThrottledError
 
 
 def _loop(tmp_path: Path) -> tuple[FleetAutoscaler, FakeProvider, ManualClock, EventLog]:
@@ -42,24 +42,138 @@ async def _settle(scaler: FleetAutoscaler) -> None:
     await asyncio.wait_for(scaler.tasks.wait(), 10)
 
 
-def test_quota_error_backs_off_and_is_reported(tmp_path: Path) -> None:
+def test_a_quota_stops_additions_with_one_event_until_a_probe_passes(tmp_path: Path) -> None:
     scaler, provider, clock, events = _loop(tmp_path)
+
+    def quota_events() -> list[str]:
+        return [e.reason for e in events.recent if e.kind == "quota_exceeded"]
 
     async def scenario() -> None:
         provider.next_create_error = QuotaError("vCPU limit", request_id="x")
         await scaler.tick()
         await _settle(scaler)
         assert len(provider.create_calls) == 1
-        assert any(e.kind == "provision_failed" and "vCPU limit" in e.reason for e in events.recent)
+        (reason,) = quota_events()
+        assert "vCPU limit" in reason and "until a create passes again" in reason
+        assert "quota" in (scaler.trouble() or "") and not scaler.can_grow()  # waiting calls are told
         for _ in range(20):  # a hot loop would call create every tick
             clock.advance(1)
             await scaler.tick()
             await _settle(scaler)
         assert len(provider.create_calls) == 1
+        provider.next_create_error = QuotaError("vCPU limit", request_id="y")
+        clock.advance(15)  # 30 s after it started: one probe, which fails too
+        await scaler.tick()
+        await _settle(scaler)
+        assert len(provider.create_calls) == 2 and len(quota_events()) == 1  # no event per probe
+        for _ in range(5):
+            clock.advance(10)
+            await scaler.tick()
+            await _settle(scaler)
+        assert len(provider.create_calls) == 2  # the wait between probes doubled (60 s)
         clock.advance(15)
         await scaler.tick()
         await _settle(scaler)
-        assert len(provider.create_calls) == 2  # after the back-off, it tries again
+        assert len(provider.create_calls) == 3  # the next probe passes
+        assert scaler.quota is None and scaler.trouble() is None
+        assert [e.kind for e in events.recent].count("quota_cleared") == 1
+        assert "probing whether the quota allows it again" in [e.reason for e in events.recent
+                                                                if e.kind == "node_add"][-1]
+
+    asyncio.run(scenario())
+
+
+def test_a_node_type_short_of_capacity_makes_way_for_the_next_that_fits(tmp_path: Path) -> None:
+    scaler, provider, _, events = _loop(tmp_path)
+    scaler.node_types["large"] = NodeType("large", Resources(2000, 2048), 0.02, 30)
+
+    async def scenario() -> None:
+        provider.next_create_error = InsufficientCapacityError("InsufficientInstanceCapacity: no t3.small",
+                                                               request_id="x")
+        await scaler.tick()
+        await _settle(scaler)
+        await scaler.tick()  # at once, not after a back-off: the next type that fits
+        await _settle(scaler)
+        assert [c.node_type for c in provider.create_calls] == ["small", "large"]
+        failed = [e.reason for e in events.recent if e.kind == "provision_failed"]
+        assert failed == ["provisioning small has no capacity: InsufficientInstanceCapacity: no t3.small"]
+        added = [e.reason for e in events.recent if e.kind == "node_add"][-1]
+        assert "small has no capacity (InsufficientInstanceCapacity: no t3.small), trying large instead" \
+            in added
+
+    asyncio.run(scenario())
+
+
+def test_throttled_calls_are_retried_with_growing_jittered_waits(tmp_path: Path) -> None:
+    scaler, provider, _, events = _loop(tmp_path)
+    waits: list[float] = []
+    scaler._retrying = scaler._retrying.copy(sleep=waits.append)  # no real sleeping
+
+    async def scenario() -> None:
+        provider.create_errors = [ThrottledError("RequestLimitExceeded"), ThrottledError("Throttling"),
+                                  ThrottledError("RequestLimitExceeded")]
+        await scaler.tick()
+        await _settle(scaler)
+        assert len(provider.create_calls) == 4 and len(provider.created_ids) == 1  # the 4th passed
+        assert len(waits) == 3 and 1 <= waits[0] <= 2 and 2 <= waits[1] <= 3 and 4 <= waits[2] <= 5
+        assert not [e for e in events.recent if e.kind == "provision_failed"]
+
+    asyncio.run(scenario())
+
+
+def test_throttling_that_does_not_stop_fails_the_provision_after_the_attempts(tmp_path: Path) -> None:
+    scaler, provider, _, events = _loop(tmp_path)
+    scaler._retrying = scaler._retrying.copy(sleep=lambda _: None)
+
+    async def scenario() -> None:
+        provider.create_errors = [ThrottledError("RequestLimitExceeded")] * 9
+        await scaler.tick()
+        await _settle(scaler)
+        assert len(provider.create_calls) == 5  # the attempts, then a failure like any other
+        assert any("RequestLimitExceeded" in e.reason for e in events.recent if e.kind == "provision_failed")
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("bug", [TypeError("create() got an unexpected keyword argument 'count'"),
+                                 KeyError("InstanceId")])
+def test_a_programming_error_in_the_provider_is_not_retried(tmp_path: Path, bug: Exception) -> None:
+    scaler, provider, clock, events = _loop(tmp_path)
+    scaler._retrying = scaler._retrying.copy(sleep=lambda _: None)
+
+    async def scenario() -> None:
+        provider.create_errors = [bug]
+        await scaler.tick()
+        await _settle(scaler)
+        for _ in range(5):
+            clock.advance(60)
+            await scaler.tick()
+            await _settle(scaler)
+        assert len(provider.create_calls) == 1  # neither retried in place nor by later ticks
+        (reason,) = [e.reason for e in events.recent if e.kind == "provider_bug"]
+        assert type(bug).__name__ in reason and "during create" in reason
+        assert not [e for e in events.recent if e.kind == "provision_failed"]
+        assert scaler.trouble() == reason and not scaler.can_grow()
+
+    asyncio.run(scenario())
+
+
+def test_a_programming_error_in_a_listing_stops_the_loop_not_retried(tmp_path: Path) -> None:
+    scaler, provider, clock, events = _loop(tmp_path)
+    listings: list[int] = []
+
+    def buggy() -> list[object]:
+        listings.append(1)
+        raise AttributeError("'NoneType' object has no attribute 'id'")
+
+    provider.list_instances = buggy  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        for _ in range(5):
+            await scaler.tick()
+            clock.advance(10)
+        assert len(listings) == 1 and not provider.create_calls
+        assert [e.kind for e in events.recent].count("provider_bug") == 1
 
     asyncio.run(scenario())
 
@@ -227,16 +341,16 @@ def test_a_provider_that_keeps_failing_is_trouble_and_wakes_waiting_calls(tmp_pa
 
     async def scenario() -> None:
         assert scaler.trouble() is None and scaler.can_grow()
-        provider.next_create_error = QuotaError("vCPU limit", request_id="x")
+        provider.next_create_error = ProviderError("API down", request_id="x")
         await scaler.tick()
         await _settle(scaler)
         assert scaler.trouble() is None and scaler.can_grow()  # one failure: it will try again
         clock.advance(31)  # past the back-off
-        provider.next_create_error = QuotaError("vCPU limit again", request_id="y")
+        provider.next_create_error = ProviderError("API down again", request_id="y")
         await scaler.tick()
         await _settle(scaler)
         assert len(provider.create_calls) == 2
-        assert scaler.trouble() == "provisioning small failed: vCPU limit again"
+        assert scaler.trouble() == "provisioning small failed: API down again"
         assert not scaler.can_grow() and woken  # calls waiting for room were told
 
     asyncio.run(scenario())

@@ -21,6 +21,7 @@ from provisioners.base import (
     NodeType,
     ProviderError,
     QuotaError,
+    ThrottledError,
 )
 
 SMALL = NodeType(name="small", capacity=Resources(1000, 512))
@@ -56,7 +57,9 @@ def provider(ec2: Any) -> AwsProvider:
     ("InstanceLimitExceeded", QuotaError),
     ("VcpuLimitExceeded", QuotaError),
     ("VolumeLimitExceeded", QuotaError),
-    ("RequestLimitExceeded", ProviderError),  # API throttling, not an account quota
+    ("RequestLimitExceeded", ThrottledError),  # API throttling, not an account quota
+    ("ServiceUnavailable", ThrottledError),
+    ("InternalError", ThrottledError),
     ("UnauthorizedOperation", ProviderError),
     ("InvalidAMIID.NotFound", ProviderError),
 ])
@@ -159,3 +162,13 @@ def test_ec2_actions_match_the_client_calls(ec2: Any) -> None:
     assert used <= set(EC2_ACTIONS), f"missing from EC2_ACTIONS: {used - set(EC2_ACTIONS)}"
     assert set(EC2_ACTIONS) - used == {"ec2:CreateTags"}
     assert len(EC2_ACTIONS) == len(set(EC2_ACTIONS))
+
+
+def test_a_programming_error_in_a_call_is_not_made_a_provider_error(ec2: Any) -> None:
+    class Broken:  # an SDK (or adapter) bug: the call itself raises TypeError
+        def get_paginator(self, name: str) -> Any:
+            raise TypeError("paginate() got an unexpected keyword argument 'Filter'")
+
+    with pytest.raises(TypeError):
+        AwsProvider("c1", bootstrap_for, region="us-east-1", image_id="ami-12345678",
+                    instance_types={"small": "t3.micro"}, client=Broken()).list_instances()

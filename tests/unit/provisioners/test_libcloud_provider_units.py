@@ -16,7 +16,14 @@ from libcloud.compute.types import NodeState
 from ssh_server import LoopbackSshServer
 
 from placement import Resources
-from provisioners.base import InsufficientCapacityError, NodeBootstrap, NodeType, ProviderError, QuotaError
+from provisioners.base import (
+    InsufficientCapacityError,
+    NodeBootstrap,
+    NodeType,
+    ProviderError,
+    QuotaError,
+    ThrottledError,
+)
 from provisioners.cloud_libcloud import (
     LibcloudProvider,
     _tags_of,
@@ -188,10 +195,24 @@ def test_tags_from_openstack_and_gce_metadata() -> None:
     ("No valid host was found. There are not enough hosts available.", InsufficientCapacityError),
     ("InstanceLimitExceeded: Your quota allows for 0 more running instance(s)", QuotaError),
     ("Quota exceeded for cores: Requested 8, but already used 20 of 20 cores", QuotaError),
-    ("RequestLimitExceeded: Request limit exceeded.", ProviderError),
+    ("RequestLimitExceeded: Request limit exceeded.", ThrottledError),  # API throttling, not a quota
+    ("503 Service Unavailable", ThrottledError),
     ("AuthFailure: bad signature", ProviderError),
 ])
 def test_libcloud_errors_are_typed(text: str, expected: type[ProviderError]) -> None:
     err = map_error(Exception(text), request_id="r-9", action="create_node")
     assert type(err) is expected
     assert err.request_id == "r-9"
+
+
+def test_libcloud_rate_limit_exception_is_throttling() -> None:
+    from libcloud.common.exceptions import RateLimitReachedError
+
+    err = map_error(RateLimitReachedError(headers={"retry-after": "3"}), request_id="r", action="list_nodes")
+    assert type(err) is ThrottledError
+
+
+@pytest.mark.parametrize("bug", [TypeError("unexpected keyword"), KeyError("id"), AttributeError("x")])
+def test_a_programming_error_is_not_made_a_provider_error(bug: Exception) -> None:
+    with pytest.raises(type(bug)):
+        map_error(bug, request_id="r", action="create_node")
