@@ -4,7 +4,8 @@ fleet scaling over a simulated fleet, minute by minute, and measures cold starts
 The model, per minute `m` of the trace:
 
 1. Nodes whose boot time has passed become ready.
-2. Before the minute's invocations are seen, each function gets the instances `scale_function` wants
+2. Before the minute's invocations are seen, each function gets the instances its `FunctionBrain`
+   (`placement.brain`, the same object the control plane's reconciler decides with) wants
    from what it saw up to `m - 1`: the concurrency of the last minute (Knative's 60 s stable window),
    or, with no load, the keep-alive policy's window (stay warm, pre-warm, or scale to zero).
 3. The minute's invocations need `ceil(n * mean duration / 60 s / target)` instances (Little's law,
@@ -20,9 +21,10 @@ Execution times are the trace's per-function mean; memory is the app's mean allo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from placement.autoscale import FunctionScaleState, ScalingPolicy, scale_function
+from placement.autoscale import ScalingPolicy
+from placement.brain import FunctionBrain
 from placement.fleet import scale_fleet
 from placement.fleet_state import (
     FleetNode,
@@ -33,11 +35,7 @@ from placement.fleet_state import (
     UtilizationSample,
 )
 from placement.keepalive import (
-    IdleTimeHistogram,
     KeepAlivePolicy,
-    KeepAliveWindow,
-    keep_alive,
-    record_idle,
 )
 from placement.nodes import NodeState, NodeView
 from placement.placing import PlacementRequest, place
@@ -271,9 +269,8 @@ def simulate(trace: Trace, config: SimulationConfig, *, name: str | None = None)
         n.state = NodeState.READY
     policy = config.keep_alive
     fns = trace.functions
-    scale = {f.function: FunctionScaleState(f.function) for f in fns}
-    history = {f.function: IdleTimeHistogram() for f in fns}
-    window: dict[str, KeepAliveWindow] = {}
+    # The same decision objects the control plane's reconciler uses, one per function.
+    brains = {f.function: FunctionBrain(f.function, config.scaling, policy) for f in fns}
     last_active: dict[str, int] = {}
     cold_by_app: dict[str, int] = {}
     waste_by_app: dict[str, float] = {}
@@ -298,14 +295,13 @@ def simulate(trace: Trace, config: SimulationConfig, *, name: str | None = None)
         for f in fns:
             fn = f.function
             have = run.count(fn)
-            st = scale[fn]
+            brain = brains[fn]
             # Functions with nothing loaded and past their keep-alive window need no decision.
             if fn not in last_active or (
-                have == 0 and m - last_active[fn] - 1 > window[fn].loaded_until_s / 60 + 1
+                have == 0 and m - last_active[fn] - 1 > brain.window().loaded_until_s / 60 + 1
             ):
                 continue
-            d = scale_function(replace(st, ready_instances=have), config.scaling, now, window[fn])
-            scale[fn] = d.state
+            d = brain.decide(now, have)
             if d.desired < have:
                 run.stop(fn, have - d.desired)
             elif d.desired > have:
@@ -339,11 +335,8 @@ def simulate(trace: Trace, config: SimulationConfig, *, name: str | None = None)
             # to this minute's first new invocation (0 when it was busy the minute before). Calls
             # that arrive while it is busy, or a long call still running, end no idle time.
             if k > 0 and fn in last_active and last_active[fn] < m:
-                history[fn] = record_idle(history[fn], (m - last_active[fn] - 1) * 60.0, policy)
-                window.pop(fn, None)  # the history changed: decide again
+                brains[fn].idle_ended((m - last_active[fn] - 1) * 60.0)
             last_active[fn] = m
-            if fn not in window:
-                window[fn] = keep_alive(policy, history[fn])
         pending = run.start(wanted)
         run.capacity_waits += sum(pending.values())
         cold_total += minute_cold if measure else 0
@@ -360,9 +353,8 @@ def simulate(trace: Trace, config: SimulationConfig, *, name: str | None = None)
                     waste_by_app[f.app] = waste_by_app.get(f.app, 0.0) + waste
             conc = peak
             if have or conc:
-                st = scale[f.function].with_sample(now + 30.0, conc)
                 # The minute's last request ends with the minute: keep-alive counts from there.
-                scale[f.function] = replace(st, last_request_at=now + 60.0) if conc else st
+                brains[f.function].observe(now + 30.0, conc, last_request_at=now + 60.0 if conc else None)
         # 5. The fleet.
         run.fleet_step(now + 60.0, pending, busy)
         count = len(run.nodes)

@@ -131,6 +131,14 @@ def _parse_env(pairs: list[str], flag: str = "--env") -> dict[str, str]:
     return env
 
 
+def _keep_alive(value: str) -> dict[str, object]:
+    """`--keep-alive` as deploy settings: plain seconds stay `keep_alive_s` (as before)."""
+    try:
+        return {"keep_alive_s": float(value)}
+    except ValueError:
+        return {"keep_alive": value}  # fixed:SECONDS or adaptive; the control plane checks it
+
+
 @app.command()
 def deploy(path: Annotated[Path, typer.Argument(help="a folder or a .zip with the function's code")],
            name: Annotated[str, typer.Option(help="function name")],
@@ -141,7 +149,9 @@ def deploy(path: Annotated[Path, typer.Argument(help="a folder or a .zip with th
            concurrency: Annotated[int, typer.Option(help="in-flight calls per instance")] = 1,
            min_instances: Annotated[int, typer.Option("--min", help="instances kept warm")] = 0,
            max_instances: Annotated[int, typer.Option("--max", help="most instances")] = 10,
-           keep_alive: Annotated[float, typer.Option(help="idle seconds before an instance stops")] = 600,
+           keep_alive: Annotated[str, typer.Option(
+               help="keep-alive policy: SECONDS or fixed:SECONDS (the last instance stops after that "
+                    "idle time), or adaptive (windows learned from the function's idle times)")] = "600",
            env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None,
            secret_env: Annotated[list[str] | None, typer.Option(
                help="KEY=VALUE, repeatable: sealed in the database, never shown again")] = None) -> None:
@@ -157,7 +167,7 @@ def deploy(path: Annotated[Path, typer.Argument(help="a folder or a .zip with th
         fail(str(exc))
     config = {"name": name, "handler": handler, "memory_mb": memory, "cpu_millis": cpu,
               "timeout_s": timeout, "concurrency": concurrency, "min_instances": min_instances,
-              "max_instances": max_instances, "keep_alive_s": keep_alive, "env": _parse_env(env or []),
+              "max_instances": max_instances, **_keep_alive(keep_alive), "env": _parse_env(env or []),
               "secret_env": _parse_env(secret_env or [], "--secret-env")}
     c = client()
     with err.status(f"deploying {name}…"):

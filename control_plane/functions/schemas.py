@@ -11,6 +11,8 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from control_plane.store import FunctionBase, FunctionVersion
+from placement.brain import baseline_s, keep_alive_spec, parse_keep_alive
+from placement.keepalive import KeepAlivePolicy
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
@@ -33,7 +35,13 @@ class FunctionCreate(FunctionBase):
     concurrency: int = Field(default=1, ge=1, le=1000, description="in-flight requests per instance")
     min_instances: int = Field(default=0, ge=0, le=1000)
     max_instances: int = Field(default=10, ge=1, le=1000)
-    keep_alive_s: float = Field(default=600.0, ge=0, le=86400, description="idle time before stop")
+    keep_alive_s: float = Field(default=600.0, ge=0, le=86400, description="idle time before the last "
+                                "instance stops (the keep-alive policy `fixed:<keep_alive_s>`)")
+    keep_alive: str | None = Field(default=None, max_length=32, description="the keep-alive policy: "
+                                   "'fixed:<seconds>' (the last instance stops after that idle time) or "
+                                   "'adaptive' (pre-warm and keep-alive windows learned from the function's "
+                                   "idle times, held to a 10-minute keep-alive's budget); default "
+                                   "fixed:<keep_alive_s>")
     env: dict[str, str] = Field(default_factory=dict, description="environment variables of every instance; "
                                 f"names [A-Za-z_][A-Za-z0-9_]*, at most 128 characters, no NUL in "
                                 f"values, {MAX_ENV_BYTES // 1024} KiB in all (with secret_env)")
@@ -56,6 +64,20 @@ class FunctionCreate(FunctionBase):
         if size > MAX_ENV_BYTES:
             raise ValueError(f"the environment takes {size} bytes; the limit is {MAX_ENV_BYTES}")
         return env
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _keep_alive(cls, spec: str | None) -> str | None:
+        if spec is None:
+            return None
+        policy = parse_keep_alive(spec)
+        if baseline_s(policy) > 86400:
+            raise ValueError("a fixed keep-alive is at most 86400 seconds")
+        return keep_alive_spec(policy)
+
+    def keep_alive_policy(self) -> KeepAlivePolicy:
+        """The keep-alive policy the function's brain decides with (`placement.brain`)."""
+        return parse_keep_alive(self.keep_alive or f"fixed:{self.keep_alive_s:g}")
 
     @model_validator(mode="after")
     def _min_max(self) -> FunctionCreate:

@@ -164,9 +164,13 @@ class Gateway(InstanceLifecycle):
     async def acquire(self, pool: FunctionPool) -> tuple[Instance, bool]:
         """A slot on a warm instance, starting instances (up to max) and waiting when needed.
         Returns the instance and whether the call waited for a cold start."""
+        if pool.idle_since is not None:  # a call after an idle period: the brain learns its length
+            if len(pool.idle_periods) < 1000:
+                pool.idle_periods.append(self.clock.now() - pool.idle_since)
+            pool.idle_since = None
         inst = choose_instance(pool.instances.values())
         if inst is not None:
-            inst.in_flight += 1
+            self._took(pool, inst)
             return inst, False
         entered = self.clock.now()
         deadline = entered + self.queue_timeout_s
@@ -178,8 +182,9 @@ class Gateway(InstanceLifecycle):
                 while True:
                     inst = choose_instance(pool.instances.values())
                     if inst is not None:
-                        inst.in_flight += 1
+                        self._took(pool, inst)
                         return inst, cold
+                    pool.peak = max(pool.peak, pool.in_flight + pool.waiting)
                     live = pool.live()
                     starting = sum(1 for i in live if i.state is InstanceState.STARTING)
                     if pool.start_failures > seen_failures and starting == 0:
@@ -233,10 +238,20 @@ class Gateway(InstanceLifecycle):
             parts.append(f"the fleet cannot grow: {trouble}")
         return NoCapacity("; ".join(p for p in parts if p))
 
+    @staticmethod
+    def _took(pool: FunctionPool, inst: Instance) -> None:
+        inst.in_flight += 1
+        pool.in_flight += 1
+        if pool.in_flight > pool.peak:
+            pool.peak = pool.in_flight
+
     async def release(self, pool: FunctionPool, inst: Instance) -> None:
         """Give the slot back and wake one waiter."""
         inst.in_flight -= 1
+        pool.in_flight -= 1
         inst.last_used = self.clock.now()
+        if pool.in_flight == 0 and not pool.waiting:
+            pool.idle_since = inst.last_used
         if pool.waiting:
             async with pool.cond:
                 pool.cond.notify(1)

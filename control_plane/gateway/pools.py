@@ -59,6 +59,16 @@ class FunctionPool:
     unplaced: int = 0  # instances wanted at the last attempt that no node had room for
     start_failures: int = 0
     last_start_error: CumulusError | None = None
+    # What the function's brain (`placement.brain`, in the reconciler) learns from the calls:
+    in_flight: int = 0  # calls holding a slot now
+    peak: int = 0  # most calls in flight or waiting at once since the reconciler last looked
+    idle_since: float | None = None  # when the last call ended with none left running
+    idle_periods: list[float] = field(default_factory=list)  # idle times ended by a call, unread
+
+    def take_peak(self) -> int:
+        """The peak since the last look, and start the next one from what is in flight now."""
+        peak, self.peak = max(self.peak, self.in_flight + self.waiting), self.in_flight + self.waiting
+        return peak
 
     @property
     def config(self) -> FunctionCreate:

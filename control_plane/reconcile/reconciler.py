@@ -18,14 +18,34 @@ import logging
 from control_plane.cluster import Leadership
 from control_plane.core import Clock
 from control_plane.fleet import Fleet, FleetAutoscaler
-from control_plane.functions import FunctionService
+from control_plane.functions import FunctionCreate, FunctionService
 from control_plane.gateway import FunctionPool, Gateway, Instance, InstanceState
 from control_plane.store import REMOVED, Store
 from control_plane.telemetry import Telemetry
-from placement import NodeState, Resources
+from placement import NodeState, Resources, ScalingPolicy
+from placement.brain import FunctionBrain, baseline_s
 from placement.routing import idle_to_stop
 
 log = logging.getLogger("cumulus.reconciler")
+
+STABLE_WINDOW_S = 60.0  # Knative's stable window: instances for the average concurrency over it
+
+
+def scaling_policy(config: FunctionCreate, *, leader: bool) -> ScalingPolicy:
+    """A function's autoscaling, from its settings: `concurrency` calls per instance, its min and
+    max (the minimum is the leader's to keep), and a stable window of 60 s, or its keep-alive when
+    shorter (a function kept alive 5 s does not keep a burst's instances for a minute)."""
+    window = max(2.0, min(STABLE_WINDOW_S, baseline_s(config.keep_alive_policy())))
+    return ScalingPolicy(target_concurrency=float(config.concurrency),
+                         min_instances=config.min_instances if leader else 0,
+                         max_instances=config.max_instances, stable_window_s=window,
+                         panic_window_s=window / 10)
+
+
+def _settled(brain: FunctionBrain, now: float) -> bool:
+    """Whether a function with no instance and no call is past its keep-alive window for good."""
+    last = brain.state.last_request_at
+    return last is None or now - last > brain.window().loaded_until_s + brain.scaling.stable_window_s
 
 
 class Reconciler:
@@ -46,6 +66,7 @@ class Reconciler:
         self.autoscaler = autoscaler
         self.telemetry = telemetry
         self.events = telemetry.events
+        self.brains: dict[str, FunctionBrain] = {}  # by function
 
     @property
     def is_leader(self) -> bool:
@@ -179,7 +200,22 @@ class Reconciler:
         now = self.clock.now()
         for pool in list(self.gateway.pools.values()):
             await self._reconcile_pool(pool, now)
+        for name in [n for n in self.brains if n not in self.gateway.pools]:
+            del self.brains[name]  # the function was deleted
         await self.ensure_fleet()
+
+    def brain(self, pool: FunctionPool) -> FunctionBrain:
+        """The function's decision object (`placement.brain`, the one the simulator replays), set
+        up from its current settings."""
+        config = pool.config
+        scaling = scaling_policy(config, leader=self.is_leader)
+        policy = config.keep_alive_policy()
+        brain = self.brains.get(config.name)
+        if brain is None:
+            brain = self.brains[config.name] = FunctionBrain(config.name, scaling, policy)
+        elif brain.scaling != scaling or brain.policy != policy:
+            brain.reconfigure(scaling, policy)
+        return brain
 
     async def _reconcile_pool(self, pool: FunctionPool, now: float) -> None:
         for inst in list(pool.draining.values()):
@@ -187,17 +223,34 @@ class Reconciler:
                 log.info("event=instance_drained instance=%s reason=old_version", inst.id)
                 self.gateway.retire(pool, inst)
         live = pool.live()
-        min_instances = pool.config.min_instances if self.is_leader else 0
-        reclaim = idle_to_stop(live, now=now, keep_alive_s=pool.config.keep_alive_s,
-                               min_instances=min_instances)
-        for inst_id in reclaim.instance_ids:
-            idle = pool.instances.get(inst_id)
-            if idle is not None and idle.in_flight == 0:
-                log.info("event=instance_reclaimed instance=%s reason=%r", inst_id, reclaim.reason)
-                self.gateway.retire(pool, idle)
+        brain = self.brain(pool)
+        for idle_s in pool.idle_periods:
+            brain.idle_ended(idle_s)
+        pool.idle_periods.clear()
+        peak = pool.take_peak()
+        if peak:  # the latest call ends now, or ended when the function last went idle
+            last: float | None = now if pool.in_flight or pool.idle_since is None else pool.idle_since
+        elif brain.state.last_request_at is None:  # adopted after a restart: idle since adopted
+            last = max((i.last_used for i in live), default=None)
+        else:
+            last = None
+        if not live and not peak and not brain.scaling.min_instances and _settled(brain, now):
+            return  # unloaded for good until its next call: nothing to decide
+        brain.observe(now, peak, last_request_at=last)
+        decision = brain.decide(now, len(live))
+        if decision.desired < len(live):
+            reclaim = idle_to_stop(live, now=now, keep_alive_s=0.0, min_instances=decision.desired)
+            for inst_id in reclaim.instance_ids:
+                idle = pool.instances.get(inst_id)
+                if idle is not None and idle.in_flight == 0:
+                    log.info("event=instance_reclaimed instance=%s reason=%r", inst_id, decision.reason)
+                    self.gateway.retire(pool, idle)
         # Until every stored node has reported since the start, their instances are not adopted
         # yet: starting more now would run the function twice over.
-        deficit = 0 if self.fleet.unheard else min_instances - len(pool.live())
+        deficit = 0 if self.fleet.unheard else decision.desired - len(pool.live())
+        if deficit > 0:
+            log.info("event=instances_wanted function=%s count=%d reason=%r", pool.config.name, deficit,
+                     decision.reason)
         for i in range(max(0, deficit)):
             if self.gateway.start_instance(pool) is None:
                 pool.unplaced = deficit - i  # what min_instances still needs: pending demand
