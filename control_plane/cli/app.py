@@ -131,8 +131,10 @@ def _parse_env(pairs: list[str], flag: str = "--env") -> dict[str, str]:
     return env
 
 
-def _keep_alive(value: str) -> dict[str, object]:
+def _keep_alive(value: str | None) -> dict[str, object]:
     """`--keep-alive` as deploy settings: plain seconds stay `keep_alive_s` (as before)."""
+    if value is None:
+        return {}
     try:
         return {"keep_alive_s": float(value)}
     except ValueError:
@@ -149,9 +151,10 @@ def deploy(path: Annotated[Path, typer.Argument(help="a folder or a .zip with th
            concurrency: Annotated[int, typer.Option(help="in-flight calls per instance")] = 1,
            min_instances: Annotated[int, typer.Option("--min", help="instances kept warm")] = 0,
            max_instances: Annotated[int, typer.Option("--max", help="most instances")] = 10,
-           keep_alive: Annotated[str, typer.Option(
-               help="keep-alive policy: SECONDS or fixed:SECONDS (the last instance stops after that "
-                    "idle time), or adaptive (windows learned from the function's idle times)")] = "600",
+           keep_alive: Annotated[str | None, typer.Option(
+               help="keep-alive policy: adaptive (the default: windows learned from the function's idle "
+                    "times), or SECONDS / fixed:SECONDS (the last instance stops after that idle "
+                    "time)")] = None,
            env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None,
            secret_env: Annotated[list[str] | None, typer.Option(
                help="KEY=VALUE, repeatable: sealed in the database, never shown again")] = None) -> None:

@@ -19,6 +19,7 @@ HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
 MAX_HANDLER_LENGTH = 128
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 RESERVED_ENV_PREFIX = "CUMULUS_"
+DEFAULT_KEEP_ALIVE = "adaptive"
 MAX_ENV_BYTES = 32 * 1024  # all keys and values together, UTF-8 (Lambda allows 4 KiB)
 
 
@@ -41,7 +42,7 @@ class FunctionCreate(FunctionBase):
                                    "'fixed:<seconds>' (the last instance stops after that idle time) or "
                                    "'adaptive' (pre-warm and keep-alive windows learned from the function's "
                                    "idle times, held to a 10-minute keep-alive's budget); default "
-                                   "fixed:<keep_alive_s>")
+                                   "'adaptive', or 'fixed:<keep_alive_s>' when keep_alive_s is given")
     env: dict[str, str] = Field(default_factory=dict, description="environment variables of every instance; "
                                 f"names [A-Za-z_][A-Za-z0-9_]*, at most 128 characters, no NUL in "
                                 f"values, {MAX_ENV_BYTES // 1024} KiB in all (with secret_env)")
@@ -78,6 +79,16 @@ class FunctionCreate(FunctionBase):
     def keep_alive_policy(self) -> KeepAlivePolicy:
         """The keep-alive policy the function's brain decides with (`placement.brain`)."""
         return parse_keep_alive(self.keep_alive or f"fixed:{self.keep_alive_s:g}")
+
+    @model_validator(mode="after")
+    def _default_keep_alive(self) -> FunctionCreate:
+        # Resolved once, at the deploy, and stored with the version: the default policy is the one
+        # that beats a fixed 10-minute keep-alive on the trace samples (README); a function that
+        # names its keep_alive_s keeps that fixed time.
+        if self.keep_alive is None:
+            explicit = "keep_alive_s" in self.model_fields_set
+            self.keep_alive = f"fixed:{self.keep_alive_s:g}" if explicit else DEFAULT_KEEP_ALIVE
+        return self
 
     @model_validator(mode="after")
     def _min_max(self) -> FunctionCreate:

@@ -163,5 +163,5 @@ def test_an_idle_period_ends_only_at_a_new_call() -> None:
     # (not a 0 for the minute the first call was still running), so the policy pre-warms.
     inv = tuple(1 if m % 60 == 0 else 0 for m in range(600))
     trace = Trace((TraceFunction("f", "a", inv, 90_000.0, 1024),), 600)
-    r = simulate(trace, SimulationConfig(keep_alive=AdaptiveKeepAlive()))
+    r = simulate(trace, SimulationConfig(keep_alive=AdaptiveKeepAlive(min_samples=3)))
     assert r.cold_starts < 10 - 3  # after 3 idle times it is warm when called
