@@ -45,11 +45,13 @@ def choose_instance(instances: Iterable[T]) -> T | None:
 
 
 def instances_to_start(
-    *, waiting: int, starting: int, total: int, concurrency: int, max_instances: int
+    *, waiting: float, starting: int, total: int, concurrency: float, max_instances: int
 ) -> int:
     """How many new instances to start for `waiting` calls that found no free slot, counting the
-    slots of instances already starting, never going above `max_instances` in all."""
-    needed = math.ceil(waiting / max(concurrency, 1)) - starting
+    slots of instances already starting, never going above `max_instances` in all. The gateway
+    asks it for the calls queued now; the simulator for a minute's concurrency beyond its loaded
+    instances (a fraction of a call still needs an instance)."""
+    needed = math.ceil(waiting / max(concurrency, 1e-9) - 1e-9) - starting
     return max(0, min(needed, max_instances - total))
 
 

@@ -40,6 +40,7 @@ from placement.keepalive import (
 from placement.nodes import NodeState, NodeView
 from placement.placing import PlacementRequest, place
 from placement.resources import Resources
+from placement.routing import instances_to_start
 from placement.trace import Trace, load_profile
 
 DEFAULT_NODE_TYPE = NodeType("standard", Resources(4000, 16384), 0.192, 45.0)
@@ -319,12 +320,14 @@ def simulate(trace: Trace, config: SimulationConfig, *, name: str | None = None)
             peak, mean = load
             busy.add(fn)
             concurrency[fn] = (peak, mean)
-            need = min(config.scaling.max_instances, max(1, math.ceil(peak / target - 1e-9)))
             have = run.count(fn)
             k = f.invocations[m]
-            if need > have:
-                wanted[fn] = need - have
-                cold = min(k, need - have)
+            # The gateway's decision for calls that find no free slot (`placement.routing`).
+            new = instances_to_start(waiting=max(0.0, peak - have * target), starting=0, total=have,
+                                     concurrency=target, max_instances=config.scaling.max_instances)
+            if new:
+                wanted[fn] = new
+                cold = min(k, new)
                 if measure:
                     cold_by_app[f.app] = cold_by_app.get(f.app, 0) + cold
                 minute_cold += cold

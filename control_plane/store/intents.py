@@ -21,9 +21,12 @@ class IntentRepository(Repository):
 
     # -- instance intents ------------------------------------------------------------------------
     def open_instance_intent(self, intent: InstanceIntent) -> None:
-        """Write down a start or stop before asking the agent (a stop replaces a start)."""
+        """Write down a start or stop before asking the agent (a stop replaces a start). A delete
+        and an insert in one transaction, not a merge: a merge reads the row, then updates it, and
+        fails if the start's close deleted it in between (the start answered meanwhile)."""
         with self.session() as s:
-            s.merge(intent)
+            s.execute(delete(InstanceIntent).where(col(InstanceIntent.instance_id) == intent.instance_id))
+            s.add(intent)
 
     def close_instance_intent(self, instance_id: str, kind: str) -> None:
         """The agent answered: the intent of this kind is done (a newer one of another kind stays)."""

@@ -203,3 +203,18 @@ def test_the_product_loop_and_the_simulator_decide_through_the_same_policy_objec
 
     asyncio.run(product())
     assert ("sim", "AdaptiveKeepAlive") in seen and ("f", "AdaptiveKeepAlive") in seen
+
+
+def test_the_gateway_and_the_simulator_start_instances_for_unserved_calls_with_one_function() -> None:
+    import control_plane.gateway.gateway as gateway_module
+    import placement.routing
+    import placement.simulator as simulator_module
+
+    assert gateway_module.instances_to_start is placement.routing.instances_to_start
+    assert simulator_module.instances_to_start is placement.routing.instances_to_start
+    # A minute's 0.3 calls in flight with nothing loaded: one instance; 250 at a target of 100 with
+    # one loaded: two more; never above max.
+    start = placement.routing.instances_to_start
+    assert start(waiting=0.3, starting=0, total=0, concurrency=100.0, max_instances=10) == 1
+    assert start(waiting=150.0, starting=0, total=1, concurrency=100.0, max_instances=10) == 2
+    assert start(waiting=150.0, starting=0, total=1, concurrency=100.0, max_instances=2) == 1
