@@ -106,6 +106,8 @@ class InstanceLifecycle:
             elif inst.state is InstanceState.STARTING:
                 inst.state = InstanceState.READY
                 inst.last_used = self.clock.now()
+                if isinstance(pool.last_start_error, InstanceStartFailed):
+                    pool.last_start_error = None  # it starts again
                 pool.cond.notify(inst.concurrency)
             else:  # stopped while starting (function deleted or redeployed)
                 self.stop_in_background(inst)

@@ -16,7 +16,7 @@ import contextlib
 import logging
 
 from control_plane.cluster import Leadership
-from control_plane.core import Clock
+from control_plane.core import Clock, InstanceStartFailed
 from control_plane.fleet import Fleet, FleetAutoscaler
 from control_plane.functions import FunctionCreate, FunctionService
 from control_plane.gateway import FunctionPool, Gateway, Instance, InstanceState
@@ -247,14 +247,21 @@ class Reconciler:
                     self.gateway.retire(pool, idle)
         # Until every stored node has reported since the start, their instances are not adopted
         # yet: starting more now would run the function twice over.
-        deficit = 0 if self.fleet.unheard else decision.desired - len(pool.live())
-        if deficit > 0:
-            log.info("event=instances_wanted function=%s count=%d reason=%r", pool.config.name, deficit,
-                     decision.reason)
+        wanted = decision.desired
+        if isinstance(pool.last_start_error, InstanceStartFailed):
+            # Its last start failed: only `min_instances` are retried here (each tick); beyond that,
+            # the next call tries again, so a function that cannot start is not restarted in a loop.
+            wanted = min(wanted, brain.scaling.min_instances)
+        deficit = 0 if self.fleet.unheard else wanted - len(pool.live())
+        started = 0
         for i in range(max(0, deficit)):
             if self.gateway.start_instance(pool) is None:
-                pool.unplaced = deficit - i  # what min_instances still needs: pending demand
+                pool.unplaced = deficit - i  # pending demand, when it is for min_instances
                 break
+            started += 1
+        if started:
+            log.info("event=instances_started function=%s count=%d reason=%r", pool.config.name, started,
+                     decision.reason)
 
     async def ensure_fleet(self) -> None:
         """One tick of the fleet autoscaler (when a provider is configured)."""

@@ -1,6 +1,7 @@
 """The fleet on real VMs: `cumulus up --provider qemu --min-nodes 0 --max-nodes 2`. The first call of a
 function with no node boots a VM, whose agent is installed over SSH and joins; the call returns the
-right result (its cold start includes the boot). The VM then vanishes (QEMU SIGKILLed): it is dropped
+right result (its cold start includes the boot). A SIGKILLed, restarted control plane keeps the VM
+and its warm instance. The VM then vanishes (QEMU SIGKILLed): it is dropped
 and cleaned up, and the next call boots a new one. Sustained demand adds a second VM. When load
 stops, instances scale to zero, both VMs are drained and removed, and no QEMU process is left."""
 
@@ -51,6 +52,18 @@ def test_vms_boot_for_demand_and_go_away_when_idle(vm_image: object, tmp_path: P
         nodes = plat.get("/v1/nodes")
         assert len(nodes) == 1 and nodes[0]["provider"] == "qemu" and nodes[0]["state"] == "ready"
         seen |= set(_qemu_pids(plat.data_dir / "nodes"))
+
+        # The control plane is SIGKILLed and restarted: the VM and its warm instance are kept, and
+        # a call made as soon as it answers is served (not 503) by the same instance.
+        port = int(plat.url.rsplit(":", 1)[1])
+        plat.proc.send_signal(signal.SIGKILL)
+        plat.proc.wait(30)
+        plat = start_platform(tmp_path / "cp", extra_env=env, wait_for_node=False, port=port,
+                              args=("--provider", "qemu", "--min-nodes", "0", "--max-nodes", "2"))
+        warm = plat.invoke("onvm", {}, timeout=120)
+        assert warm.status_code == 200 and warm.headers["X-Cumulus-Cold-Start"] == "false", warm.text
+        assert [n["id"] for n in plat.get("/v1/nodes")] == [nodes[0]["id"]]
+        assert set(_qemu_pids(plat.data_dir / "nodes")) == seen  # the same VM, not a new one
 
         def kinds() -> list[str]:
             return [e["kind"] for e in plat.get("/v1/events?limit=1000")]
