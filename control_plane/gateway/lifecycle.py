@@ -14,7 +14,7 @@ from typing import Any
 from control_plane.core import Clock, CumulusError, InstanceStartFailed, NoCapacity
 from control_plane.fleet import Fleet
 from control_plane.functions import FunctionCreate
-from control_plane.gateway.agents import AgentCallFailed, AgentClient
+from control_plane.gateway.agents import AgentCallFailed, AgentClient, AgentUnreachable
 from control_plane.gateway.occupancy import Occupancy
 from control_plane.gateway.pools import FunctionPool, Instance, InstanceState
 from control_plane.gateway.ports import GatewayStore
@@ -71,13 +71,17 @@ class InstanceLifecycle:
                               timeout_s=config.timeout_s, concurrency=config.concurrency,
                               env=config.environment(), owner=self.owner)
         error: CumulusError | None = None
-        full = False
+        full = unreachable = False
         try:
             await self._intent(inst, "start")
             answer = await self.agents.start(inst, req)
             full = answer.full
             if not answer.ready:
                 error = InstanceStartFailed(f"starting {config.name}: {answer.message}")
+        except AgentUnreachable as exc:  # nothing was sent: not the function's fault, try elsewhere
+            unreachable = True
+            log.warning("event=node_unreachable node=%s instance=%s error=%s", inst.node_id, inst.id, exc)
+            self.spawn(self._intent_done(inst.id, "start"))
         except AgentCallFailed as exc:
             error = InstanceStartFailed(f"starting {config.name}: {exc}")
             self.stop_in_background(inst)  # the agent may have started it: roll back
@@ -86,11 +90,13 @@ class InstanceLifecycle:
         else:
             self.spawn(self._intent_done(inst.id, "start"))
         async with pool.cond:
-            if full:  # not the function's fault: place it again, elsewhere or once there is room
+            if full or unreachable:  # not the function's fault: place it again, elsewhere or later
                 pool.instances.pop(inst.id, None)
                 pool.draining.pop(inst.id, None)
+                # No placements there until the node reports again (a dead one never does).
                 self.occupancy.mark_full(inst.node_id, self.clock.now())
-                log.info("event=node_full node=%s instance=%s", inst.node_id, inst.id)
+                if full:
+                    log.info("event=node_full node=%s instance=%s", inst.node_id, inst.id)
                 pool.cond.notify_all()
             elif error is not None:
                 pool.instances.pop(inst.id, None)

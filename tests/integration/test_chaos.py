@@ -34,6 +34,13 @@ ENV = {"CUMULUS_NODE_CPU_MILLIS": "2000", "CUMULUS_NODE_MEMORY_MIB": "1024",
 ARGS = ("--min-nodes", "1", "--max-nodes", "4")
 
 
+def _error_type(resp: requests.Response) -> str:
+    try:
+        return str(resp.json()["error"]["type"])
+    except (ValueError, KeyError, TypeError):
+        return "?"
+
+
 @dataclass
 class Load:
     """Steady invocations in a thread, recording each call's outcome and duration."""
@@ -48,7 +55,7 @@ class Load:
             try:
                 resp = requests.post(f"{self.plat.url}/v1/functions/steady/invoke", data=b'{"s": 0.05}',
                                      headers=self.plat.headers, timeout=CLIENT_TIMEOUT_S)
-                outcome = "ok" if resp.status_code == 200 else f"http {resp.status_code}"
+                outcome = "ok" if resp.status_code == 200 else f"http {resp.status_code} {_error_type(resp)}"
             except requests.Timeout:
                 outcome = "hung"
             except requests.RequestException:

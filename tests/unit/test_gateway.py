@@ -27,7 +27,7 @@ from control_plane.store import Store
 from control_plane.telemetry import InvocationBuffer
 from node_agent import protocol as p
 from node_agent.protocol import Heartbeat
-from placement import NodeState
+from placement import NodeState, Resources
 
 
 @dataclass
@@ -321,5 +321,30 @@ def test_a_call_waiting_for_a_silent_node_fails_once_it_is_lost(tmp_path: Path) 
         rig.gateway.room_changed()  # what the reconciler does on a loss
         with pytest.raises(NoCapacity):
             await asyncio.wait_for(call, 5)
+
+    asyncio.run(scenario())
+
+
+def test_a_start_on_an_unreachable_node_is_placed_elsewhere_not_failed(tmp_path: Path) -> None:
+    # The node's agent died and it has not missed enough heartbeats to be NotReady: the start finds
+    # no connection (nothing was sent), so the call's instance goes to another node.
+    @dataclass
+    class DeadFirstNode(ScriptedAgents):
+        async def start(self, inst: Instance, request: p.InstanceStart) -> StartAnswer:
+            if inst.node_id == "n0":
+                self.started.append(inst.id)
+                raise AgentUnreachable("connection refused")
+            return await super().start(inst, request)
+
+    async def scenario() -> None:
+        rig = await _rig(tmp_path, nodes=2)
+        agents = DeadFirstNode()
+        agents.ready.set()
+        rig.gateway.agents = agents
+        rig.gateway.fleet.nodes["n0"].capacity = Resources(1000, 1024)  # best fit: n0 is tried first
+        pool = await rig.gateway.pool("f")
+        inst, cold = await asyncio.wait_for(rig.gateway.acquire(pool), 5)
+        assert inst.node_id == "n1" and cold and pool.start_failures == 0
+        assert len(agents.started) == 2
 
     asyncio.run(scenario())
