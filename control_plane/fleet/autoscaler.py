@@ -485,6 +485,9 @@ class FleetAutoscaler:
             await self._update_intent(req, "failed")
         except ProviderError as exc:
             self.provisions.pop(req, None)
+            if self.quota is not None and self.quota.probing == req:  # the probe told nothing
+                self.quota.probing = ""
+                self.quota.next_probe_at = self.clock.now() + self.policy.failure_backoff_s
             if isinstance(exc, InsufficientCapacityError):
                 self._short[prov.node_type] = str(exc)[:200]
             kind = "has no capacity" if isinstance(exc, InsufficientCapacityError) else "failed"

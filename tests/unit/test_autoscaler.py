@@ -83,6 +83,25 @@ def test_a_quota_stops_additions_with_one_event_until_a_probe_passes(tmp_path: P
     asyncio.run(scenario())
 
 
+def test_a_quota_probe_that_fails_otherwise_is_tried_again(tmp_path: Path) -> None:
+    scaler, provider, clock, _ = _loop(tmp_path)
+
+    async def scenario() -> None:
+        provider.create_errors = [QuotaError("vCPU limit"), ProviderError("API down")]
+        await scaler.tick()
+        await _settle(scaler)
+        clock.advance(31)
+        await scaler.tick()  # the probe: fails, but not for the quota
+        await _settle(scaler)
+        assert len(provider.create_calls) == 2 and scaler.quota is not None and not scaler.quota.probing
+        clock.advance(31)
+        await scaler.tick()  # a new probe, which passes
+        await _settle(scaler)
+        assert len(provider.create_calls) == 3 and scaler.quota is None
+
+    asyncio.run(scenario())
+
+
 def test_a_node_type_short_of_capacity_makes_way_for_the_next_that_fits(tmp_path: Path) -> None:
     scaler, provider, _, events = _loop(tmp_path)
     scaler.node_types["large"] = NodeType("large", Resources(2000, 2048), 0.02, 30)
