@@ -78,7 +78,7 @@ class FunctionCreate(FunctionBase):
 
     def keep_alive_policy(self) -> KeepAlivePolicy:
         """The keep-alive policy the function's brain decides with (`placement.brain`)."""
-        return parse_keep_alive(self.keep_alive or f"fixed:{self.keep_alive_s:g}")
+        return parse_keep_alive(self.keep_alive or DEFAULT_KEEP_ALIVE)  # set by the validator below
 
     @model_validator(mode="after")
     def _default_keep_alive(self) -> FunctionCreate:

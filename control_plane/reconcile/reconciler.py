@@ -67,6 +67,7 @@ class Reconciler:
         self.telemetry = telemetry
         self.events = telemetry.events
         self.brains: dict[str, FunctionBrain] = {}  # by function
+        self._brain_of: dict[str, tuple[int, bool]] = {}  # the version and leadership it was set up for
 
     @property
     def is_leader(self) -> bool:
@@ -202,18 +203,21 @@ class Reconciler:
             await self._reconcile_pool(pool, now)
         for name in [n for n in self.brains if n not in self.gateway.pools]:
             del self.brains[name]  # the function was deleted
+            self._brain_of.pop(name, None)
         await self.ensure_fleet()
 
     def brain(self, pool: FunctionPool) -> FunctionBrain:
         """The function's decision object (`placement.brain`, the one the simulator replays), set
         up from its current settings."""
-        config = pool.config
-        scaling = scaling_policy(config, leader=self.is_leader)
-        policy = config.keep_alive_policy()
+        config, leader, version = pool.config, self.is_leader, pool.version.version
         brain = self.brains.get(config.name)
+        if brain is not None and self._brain_of.get(config.name) == (version, leader):
+            return brain  # the same version and leadership as last tick: nothing to parse again
+        self._brain_of[config.name] = (version, leader)
+        scaling, policy = scaling_policy(config, leader=leader), config.keep_alive_policy()
         if brain is None:
             brain = self.brains[config.name] = FunctionBrain(config.name, scaling, policy)
-        elif brain.scaling != scaling or brain.policy != policy:
+        else:
             brain.reconfigure(scaling, policy)
         return brain
 

@@ -127,6 +127,25 @@ boot_s = 60
         proxy.close()
 
 
+def _one_node_config(config: Path, kind: str, cluster: str, moto_server: Any, ami: str,
+                     proxy_port: int) -> tuple[str, ...]:
+    """A fleet of exactly one "small" node on `kind`; the `cumulus up` arguments that read it."""
+    config.write_text(f"""
+[cumulus]
+provider = "{kind}"
+cluster = "{cluster}"
+min_nodes = 1
+max_nodes = 1
+
+[[node_types]]
+name = "small"
+cpu_millis = 2000
+memory_mib = 2048
+boot_s = 60
+""" + _provider_section(kind, moto_server, ami, proxy_port))
+    return ("--config", str(config))
+
+
 def _start_agent(ec2: Any, instance_id: str, plat: RunningPlatform,
                  tmp_path: Path) -> subprocess.Popen[bytes]:
     """The "VM" of an EC2 instance: its agent, run here with the config its user data writes."""
@@ -148,21 +167,8 @@ def test_restart_keeps_cloud_nodes_and_warm_instances(kind: str, docker_engine: 
     cluster, fn = f"restart-{kind}", f"warm{kind}"
     proxy = NamespaceProxy(moto_server.host, moto_server.port)
     config = tmp_path / "cumulus.toml"
-    config.write_text(f"""
-[cumulus]
-provider = "{kind}"
-cluster = "{cluster}"
-min_nodes = 1
-max_nodes = 1
-
-[[node_types]]
-name = "small"
-cpu_millis = 2000
-memory_mib = 2048
-boot_s = 60
-""" + _provider_section(kind, moto_server, moto_ami, proxy.port))
+    args = _one_node_config(config, kind, cluster, moto_server, moto_ami, proxy.port)
     env = {"CUMULUS_ORPHAN_GRACE_S": "2"}  # an unknown machine would be terminated at once
-    args = ("--config", str(config))
     plat = start_platform(tmp_path / "cp", args=args, extra_env=env, wait_for_node=False)
     agent: subprocess.Popen[bytes] | None = None
     try:
@@ -223,22 +229,9 @@ def test_leader_failover_keeps_cloud_nodes(kind: str, docker_engine: None, moto_
     cluster, fn = f"ha-{kind}", f"ha{kind}"
     proxy = NamespaceProxy(moto_server.host, moto_server.port)
     config = tmp_path / "cumulus.toml"
-    config.write_text(f"""
-[cumulus]
-provider = "{kind}"
-cluster = "{cluster}"
-min_nodes = 1
-max_nodes = 1
-
-[[node_types]]
-name = "small"
-cpu_millis = 2000
-memory_mib = 2048
-boot_s = 60
-""" + _provider_section(kind, moto_server, moto_ami, proxy.port))
+    args = _one_node_config(config, kind, cluster, moto_server, moto_ami, proxy.port)
     env = {"CUMULUS_DB": postgres_db, "CUMULUS_LEASE_TTL_S": "3", "CUMULUS_ORPHAN_GRACE_S": "2",
            "CUMULUS_SECRET_KEY": Fernet.generate_key().decode()}
-    args = ("--config", str(config))
     a = start_platform(tmp_path / "a", args=args, extra_env=env, wait_for_node=False)
     plats = [a]
     agent: subprocess.Popen[bytes] | None = None
