@@ -11,7 +11,15 @@ import time
 from pathlib import Path
 
 from control_plane.cluster import Leadership, member_id
-from control_plane.core import Clock, FileConfig, Settings, SystemClock, private_dir
+from control_plane.core import (
+    BuildUnavailable,
+    Clock,
+    FileConfig,
+    NotFound,
+    Settings,
+    SystemClock,
+    private_dir,
+)
 from control_plane.fleet import AgentPackage, Fleet, FleetAutoscaler, Joins, build_provider, node_types
 from control_plane.functions import Builder, BuildLimits, DeployedVersion, DockerBuildSandbox, FunctionService
 from control_plane.gateway import Gateway, HttpAgentClient, InvokeEndpoint
@@ -19,7 +27,7 @@ from control_plane.identity import NODE_KEY_SEED, Authenticator, NodeKeys, Secre
 from control_plane.reconcile import Reconciler
 from control_plane.store import InstanceIntent, Store
 from control_plane.telemetry import Telemetry
-from node_agent.image import DEFAULT_RECIPE
+from node_agent.image import DEFAULT_RUNTIME, RUNTIMES, ImageBuildError, runtime_rootfs
 from placement import FleetPolicy
 from provisioners.base import NodeProvider
 
@@ -77,11 +85,22 @@ class Platform:
         build_dir = data / "build"
         for stale in build_dir.glob("*-*"):  # what a crashed build left
             shutil.rmtree(stale, ignore_errors=True)
-        self.build_sandbox = DockerBuildSandbox(settings.docker_host, settings.image or DEFAULT_RECIPE.tag,
-                                                build_dir / "tools", limits=limits, owner=self.id)
-        builder = Builder(self.build_sandbox, build_dir, limits=limits,
-                          max_concurrent=settings.build_concurrency)
-        self.functions = FunctionService(self.store, data / "artifacts", self.box, builder)
+        # Each runtime's image: built from Debian's mirror (cached by recipe), or the operator's own
+        # for the default runtime; nodes whose engine lacks one fetch its rootfs from here.
+        self.runtime_images = {name: recipe.tag for name, recipe in RUNTIMES.items()}
+        if settings.image:
+            self.runtime_images[DEFAULT_RUNTIME] = settings.image
+        self.build_sandboxes = {name: DockerBuildSandbox(settings.docker_host, image, build_dir / "tools",
+                                                         limits=limits, owner=self.id,
+                                                         recipe=None if image == settings.image
+                                                         else RUNTIMES[name])
+                                for name, image in self.runtime_images.items()}
+        self.build_sandbox = self.build_sandboxes[DEFAULT_RUNTIME]
+        builder = Builder(self.build_sandboxes.__getitem__, build_dir, limits=limits,
+                          max_concurrent=settings.build_concurrency, cache_mib=settings.build_cache_mib)
+        self.functions = FunctionService(self.store, data / "artifacts", self.box, builder,
+                                         default_network=settings.default_network,
+                                         prepare_runtime=self._prepare_runtime)
         self.fleet = Fleet(self.store, self.clock, heartbeat_interval_s=settings.heartbeat_interval_s,
                            lost_after_s=settings.node_lost_after_s)
         self.fleet.placed_on = self.keys.placed_on
@@ -89,7 +108,8 @@ class Platform:
                                agents=HttpAgentClient(self.keys.agent_key),
                                records=self.telemetry.invocations, instance_id=self.keys.instance_id,
                                queue_timeout_s=settings.queue_timeout_s,
-                               provision_wait_s=settings.provision_wait_s, owner=self.id)
+                               provision_wait_s=settings.provision_wait_s, owner=self.id,
+                               runtime_images=self.runtime_images)
         self.invoke = InvokeEndpoint(self.gateway, self.auth.user)
         self.node_types = node_types(settings, file)
         # Built anew by each control plane process, so new nodes get the code this one runs.
@@ -180,6 +200,23 @@ class Platform:
         if self.autoscaler is not None:
             self.autoscaler.close()
         await self.gateway.close()
+
+    def _prepare_runtime(self, runtime: str) -> None:
+        """At a deploy: the runtime's rootfs is built (once per recipe), so nodes can fetch it."""
+        if self.runtime_images.get(runtime) == RUNTIMES[runtime].tag:
+            self.runtime_rootfs(runtime)
+
+    def runtime_rootfs(self, runtime: str) -> Path:
+        """The rootfs tarball of a runtime's image, for nodes whose engine lacks it (built from
+        Debian's mirror on first use, cached by recipe); NotFound for an unknown runtime or one the
+        operator runs from an image of their own (their nodes must hold it)."""
+        recipe = RUNTIMES.get(runtime)
+        if recipe is None or self.runtime_images.get(runtime) != recipe.tag:
+            raise NotFound(f"no runtime rootfs {runtime[:40]!r} here")
+        try:
+            return runtime_rootfs(recipe)
+        except ImageBuildError as exc:
+            raise BuildUnavailable(f"the {runtime} runtime image cannot be built: {exc}") from exc
 
     def control_plane_urls(self) -> list[str]:
         """Where the cluster's live control planes are (node agents report to each)."""

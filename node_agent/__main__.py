@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                           image=settings.image, agent_key=me.agent_key, credential=me.credential,
                           start_timeout_s=settings.start_timeout_s,
                           control_plane_url=settings.control_plane_url,
-                          capacity=(settings.cpu_millis, settings.memory_mib))
+                          capacity=(settings.cpu_millis, settings.memory_mib),
+                          egress_network=settings.egress_network, egress_deny=settings.egress_deny,
+                          agent_port=settings.listen_port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from node_agent import protocol as p
+from node_agent.egress import EgressPolicy, policy_for
 from node_agent.runtime import LABEL_NODE, LABEL_OWNER, ContainerInfo, ContainerRuntime, ContainerSpec
 from node_agent.shim_client import ShimAnswerTooLarge, ShimClient, ShimConnectionError
 
@@ -86,7 +87,8 @@ class NodeAgent:
 
     def __init__(self, *, node_id: str, runtime: ContainerRuntime, data_dir: Path, image: str,
                  agent_key: str, credential: str, start_timeout_s: float = 60.0, control_plane_url: str = "",
-                 capacity: tuple[int, int] | None = None) -> None:
+                 capacity: tuple[int, int] | None = None, egress_network: str = "cumulus-egress",
+                 egress_deny: Sequence[str] = (), agent_port: int = 0) -> None:
         self.node_id = node_id
         self.runtime = runtime
         self.data_dir = data_dir
@@ -101,6 +103,12 @@ class NodeAgent:
         self._code_locks: dict[str, asyncio.Lock] = {}
         self._http: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.egress_network = egress_network
+        self.egress_deny = tuple(egress_deny)
+        self.agent_port = agent_port
+        self._policy: tuple[float, tuple[str, ...], EgressPolicy] | None = None
+        self._network_ready = False
+        self._image_locks: dict[str, asyncio.Lock] = {}
         (data_dir / "code").mkdir(parents=True, exist_ok=True)
 
     async def open(self) -> None:
@@ -156,8 +164,7 @@ class NodeAgent:
             return target
         # A path is on a control plane, as this node reaches it: the configured one first, then
         # the others it learned of (HA: every control plane serves every artifact).
-        urls = [base + url for base in dict.fromkeys([self.control_plane_url, *self.control_planes])] \
-            if url.startswith("/") else [url]
+        urls = self._urls(url)
         lock = self._code_locks.setdefault(digest, asyncio.Lock())
         async with lock:
             if target.exists():
@@ -172,6 +179,46 @@ class NodeAgent:
             finally:
                 shutil.rmtree(tmpdir, ignore_errors=True)
         return target
+
+    def _urls(self, url: str) -> list[str]:
+        """Where a control-plane path is, as this node reaches it (every live control plane)."""
+        if not url.startswith("/"):
+            return [url]
+        return [base + url for base in dict.fromkeys([self.control_plane_url, *self.control_planes])]
+
+    async def ensure_image(self, reference: str, url: str) -> str:
+        """`reference` in this node's engine, its rootfs fetched from the control plane (`url`) and
+        imported on first use."""
+        if await asyncio.to_thread(self.runtime.has_image, reference):
+            return reference
+        if not url:
+            raise InstanceStartError(f"the image {reference} is not on this node")
+        lock = self._image_locks.setdefault(reference, asyncio.Lock())
+        async with lock:
+            if await asyncio.to_thread(self.runtime.has_image, reference):
+                return reference
+            folder = self.data_dir / "images"
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=folder) as tmp:
+                archive = Path(tmp) / "image.tar"
+                await self._download(self._urls(url), archive, reference)
+                await asyncio.to_thread(self.runtime.import_image, archive, reference, rootfs=True)
+            log.info("event=image_fetched image=%s", reference)
+        return reference
+
+    async def _egress(self) -> EgressPolicy:
+        """This node's egress policy (its addresses and control planes change rarely: kept 30 s)."""
+        planes = tuple(dict.fromkeys([self.control_plane_url, *self.control_planes]))
+        now = time.monotonic()
+        if self._policy is not None and self._policy[1] == planes and now - self._policy[0] < 30:
+            return self._policy[2]
+        if not self._network_ready:
+            await asyncio.to_thread(self.runtime.prepare_network, self.egress_network)
+            self._network_ready = True
+        policy = await asyncio.to_thread(policy_for, control_planes=planes, agent_port=self.agent_port,
+                                         extra=self.egress_deny)
+        self._policy = (now, planes, policy)
+        return policy
 
     async def _download(self, urls: list[str], archive: Path, digest: str) -> None:
         assert self._http is not None
@@ -188,7 +235,7 @@ class NodeAgent:
                     return
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 problems.append(f"{url}: {exc}")
-        raise InstanceStartError(f"fetching code {digest}: {'; '.join(problems)}")
+        raise InstanceStartError(f"fetching {digest}: {'; '.join(problems)}")
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self, instance_id: str, req: p.InstanceStart) -> Instance:
@@ -211,16 +258,20 @@ class NodeAgent:
         self.instances[instance_id] = inst
         try:
             code = await self.ensure_code(req.code_digest, req.code_url)
+            deps = await self.ensure_code(req.layer_digest, req.layer_url) if req.layer_digest else None
+            image = await self.ensure_image(req.image, req.image_url) if req.image else self.image
+            egress = await self._egress() if req.network == "egress" else None
             env = dict(req.env)
             env.update({"CUMULUS_HANDLER": req.handler, "CUMULUS_FUNCTION_NAME": req.function,
                         "CUMULUS_FUNCTION_VERSION": str(req.version),
                         "CUMULUS_MEMORY_MB": str(req.memory_mib),
                         "CUMULUS_CONCURRENCY": str(req.concurrency)})
             spec = ContainerSpec(instance_id=instance_id, node_id=self.node_id, function=req.function,
-                                 version=req.version, image=self.image, code_dir=code,
+                                 version=req.version, image=image, code_dir=code,
                                  shim_dir=SHIM_DIR, memory_mib=req.memory_mib,
                                  cpu_millis=req.cpu_millis, init_cpu_millis=INIT_CPU_MILLIS,
-                                 concurrency=req.concurrency, env=env, owner=req.owner)
+                                 concurrency=req.concurrency, env=env, owner=req.owner, deps_dir=deps,
+                                 network=self.egress_network if egress else "", egress=egress)
             info = await asyncio.to_thread(self.runtime.run, spec)
             inst.socket_path = self.runtime.socket_path(info)
             await self._wait_socket(inst)

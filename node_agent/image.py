@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,20 @@ class ImageBuildError(RuntimeError):
     """The runtime image could not be built or loaded."""
 
 
+# What manylinux wheels expect of the system beyond glibc (PEP 600's policy: libgcc_s, libstdc++;
+# and what the common wheels load without bundling: libgomp for OpenMP, zlib) and nothing else:
+# numpy, pandas, scipy, scikit-learn and Pillow bundle the rest in their `*.libs` folders.
+WHEEL_LIBRARIES = ("libgcc-s1", "libstdc++6", "libgomp1", "zlib1g")
+
+
 @dataclass(frozen=True)
 class ImageRecipe:
-    """What goes into the runtime image; its hash names the image and its cached rootfs."""
+    """What goes into a runtime image; its hash names the image and its cached rootfs."""
 
     suite: str = "bookworm"
+    python: str = "3.11"  # the suite's python3, which names the image
     variant: str = "essential"
-    packages: tuple[str, ...] = ("python3-minimal", "python3", "ca-certificates")
+    packages: tuple[str, ...] = ("python3-minimal", "python3", "ca-certificates", *WHEEL_LIBRARIES)
     excludes: tuple[str, ...] = ("/usr/share/man/*", "/usr/share/locale/*", "/usr/share/doc/*",
                                  "/usr/share/info/*")
 
@@ -47,10 +55,24 @@ class ImageRecipe:
     @property
     def tag(self) -> str:
         """The image reference, e.g. `cumulus/python:3.11-<hash>`."""
-        return f"{RUNTIME_REPOSITORY}:3.11-{self.digest()}"
+        return f"{RUNTIME_REPOSITORY}:{self.python}-{self.digest()}"
 
 
-DEFAULT_RECIPE = ImageRecipe()
+# The runtimes a function can choose (`runtime`), as Lambda names them: Debian's Python of a suite.
+RUNTIMES: dict[str, ImageRecipe] = {
+    "python3.11": ImageRecipe(suite="bookworm", python="3.11"),
+    "python3.13": ImageRecipe(suite="trixie", python="3.13"),
+}
+DEFAULT_RUNTIME = "python3.11"
+DEFAULT_RECIPE = RUNTIMES[DEFAULT_RUNTIME]
+
+
+def recipe_for(runtime: str) -> ImageRecipe:
+    """The recipe of a runtime name (ImageBuildError naming the known ones otherwise)."""
+    try:
+        return RUNTIMES[runtime]
+    except KeyError:
+        raise ImageBuildError(f"unknown runtime {runtime[:40]!r}; known: {', '.join(RUNTIMES)}") from None
 
 
 def default_cache_dir() -> Path:
@@ -101,13 +123,35 @@ def build_rootfs(recipe: ImageRecipe, dest: Path) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+_BUILD_LOCKS: dict[str, threading.Lock] = {}
+_BUILD_LOCKS_GUARD = threading.Lock()
+
+
 def runtime_rootfs(recipe: ImageRecipe = DEFAULT_RECIPE, cache_dir: Path | None = None) -> Path:
     """The recipe's rootfs tarball in the cache, built first if it is not there (the file a local
-    node imports into Docker, and a qemu VM image bakes in)."""
+    node imports into Docker, a qemu VM image bakes in, and the control plane serves to nodes that
+    lack a runtime). Threads asking for one recipe build it once."""
     cache = (cache_dir or default_cache_dir()) / "images" / f"rootfs-{recipe.digest()}.tar"
-    if not cache.exists():
-        build_rootfs(recipe, cache)
+    if cache.exists():
+        return cache
+    with _BUILD_LOCKS_GUARD:
+        lock = _BUILD_LOCKS.setdefault(recipe.digest(), threading.Lock())
+    with lock:
+        if not cache.exists():
+            build_rootfs(recipe, cache)
     return cache
+
+
+def import_rootfs(client: Any, tarball: Path, tag: str) -> None:
+    """`docker import` a rootfs tarball as `tag`."""
+    import docker.errors
+
+    repo, _, version = tag.partition(":")
+    try:
+        client.api.import_image_from_file(str(tarball), repository=repo, tag=version)
+    except docker.errors.DockerException as exc:
+        raise ImageBuildError(f"importing {tarball.name} as {tag} failed: {exc}") from exc
+    log.info("event=image_imported tag=%s", tag)
 
 
 def ensure_runtime_image(client: Any, recipe: ImageRecipe = DEFAULT_RECIPE,
@@ -124,10 +168,7 @@ def ensure_runtime_image(client: Any, recipe: ImageRecipe = DEFAULT_RECIPE,
         return tag
     except docker.errors.ImageNotFound:
         pass
-    cache = runtime_rootfs(recipe, cache_dir)
-    repo, _, version = tag.partition(":")
-    client.api.import_image_from_file(str(cache), repository=repo, tag=version)
-    log.info("event=image_imported tag=%s", tag)
+    import_rootfs(client, runtime_rootfs(recipe, cache_dir), tag)
     return tag
 
 

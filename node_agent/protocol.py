@@ -84,6 +84,11 @@ class InstanceStart(BaseModel):
     concurrency: int = 1
     env: dict[str, str] = Field(default_factory=dict)
     owner: str = ""  # the control plane that started it (HA: each manages its own instances)
+    image: str = ""  # the runtime image to run it from ("": the agent's own)
+    image_url: str = ""  # where to fetch that image's rootfs when the node's engine lacks it
+    layer_digest: str = ""  # the dependency layer to mount beside the code ("": none)
+    layer_url: str = ""
+    network: str = "none"  # "none" or "egress"
 
 
 class InstanceReport(BaseModel):

@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from node_agent import egress as eg
+from node_agent.egress import EgressPolicy
 from node_agent.shim import cumulus_wire as wire
+
+DEPS_MOUNT = "/opt/cumulus-deps"
 
 LABEL_PREFIX = "io.cumulus."
 LABEL_NODE = LABEL_PREFIX + "node"
@@ -45,6 +49,9 @@ class ContainerSpec:
     tmp_mib: int = 64
     socket_kib: int = 64  # the socket folder's own tmpfs: the socket, and nothing else of size
     owner: str = ""  # the control plane that asked for it
+    deps_dir: Path | None = None  # the dependency layer, mounted read-only at DEPS_MOUNT
+    network: str = ""  # the egress network to join ("": no network at all)
+    egress: EgressPolicy | None = None  # with a network: what the container may not reach
 
     @property
     def name(self) -> str:
@@ -125,6 +132,19 @@ class ContainerRuntime(Protocol):
         """Change the CPU quota of a running container; missing is success."""
         ...
 
+    def has_image(self, reference: str) -> bool:
+        """Whether the engine holds the image `reference`."""
+        ...
+
+    def import_image(self, archive: Path, reference: str, *, rootfs: bool) -> None:
+        """Load an image: a rootfs tarball imported as `reference` (`rootfs`), or a `docker save`
+        archive that must hold `reference`."""
+        ...
+
+    def prepare_network(self, name: str) -> None:
+        """Make sure the egress network `name` exists (see `node_agent.egress`)."""
+        ...
+
 
 def _info(attrs: Mapping[str, Any]) -> ContainerInfo:
     labels = attrs.get("Config", {}).get("Labels") or {}
@@ -170,6 +190,10 @@ class DockerRuntime:
             str(spec.code_dir): {"bind": "/var/task", "mode": "ro"},
             str(spec.shim_dir): {"bind": "/opt/cumulus", "mode": "ro"},
         }
+        if spec.deps_dir is not None:
+            binds[str(spec.deps_dir)] = {"bind": DEPS_MOUNT, "mode": "ro"}
+        if spec.network:  # its code waits until the node's rules are in its network namespace
+            env["CUMULUS_GATE"] = f"{wire.SOCKET_DIR}/{wire.GATE_NAME}"
         # Nothing of the host is writable: the socket lives in a tmpfs of its own (the host reaches
         # it through /proc/<pid>/root), /tmp in another; both are bounded.
         tmpfs = {"/tmp": f"rw,nosuid,nodev,size={spec.tmp_mib}m,mode=1777",
@@ -180,7 +204,7 @@ class DockerRuntime:
             # The low-level API: create + start, two engine calls (containers.run adds an inspect).
             host_config = api.create_host_config(
                 binds=binds,
-                network_mode="none",
+                network_mode=spec.network or "none",
                 read_only=True,
                 tmpfs=tmpfs,
                 init=True,  # a reaper as pid 1: zombies never eat the pids limit
@@ -211,7 +235,21 @@ class DockerRuntime:
             raise ContainerRuntimeError(f"could not start {spec.name}: {exc}") from exc
         if started is None:
             raise ContainerRuntimeError(f"{spec.name} vanished as it started")
+        if spec.network:
+            self._open_gate(spec, started)
         return started
+
+    def _open_gate(self, spec: ContainerSpec, info: ContainerInfo) -> None:
+        """Write the egress rules into the container's network namespace, then let its code run."""
+        try:
+            if not info.pid:
+                raise eg.EgressError("the container is not running")
+            eg.apply(info.pid, spec.egress or EgressPolicy())
+            gate = Path(f"/proc/{info.pid}/root{wire.SOCKET_DIR}/{wire.GATE_NAME}")
+            gate.write_text("ready\n")
+        except (eg.EgressError, OSError) as exc:
+            self.remove(spec.instance_id)
+            raise ContainerRuntimeError(f"could not set up the network of {spec.name}: {exc}") from exc
 
     def socket_path(self, info: ContainerInfo) -> Path:
         """The shim's socket inside the container's own tmpfs, through its root as the host sees it."""
@@ -272,6 +310,41 @@ class DockerRuntime:
             return
         except docker.errors.DockerException as exc:
             raise ContainerRuntimeError(f"update {instance_id}: {exc}") from exc
+
+    def has_image(self, reference: str) -> bool:
+        """Whether the engine holds `reference`."""
+        import docker.errors
+
+        try:
+            self.client.images.get(reference)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+        except docker.errors.DockerException as exc:
+            raise ContainerRuntimeError(f"inspect image {reference}: {exc}") from exc
+
+    def import_image(self, archive: Path, reference: str, *, rootfs: bool) -> None:
+        """`docker import` a rootfs, or `docker load` a saved image that must hold `reference`."""
+        import docker.errors
+
+        try:
+            if rootfs:
+                repo, _, tag = reference.rpartition(":")
+                self.client.api.import_image_from_file(str(archive), repository=repo, tag=tag)
+            else:
+                with archive.open("rb") as fh:
+                    self.client.images.load(fh)
+        except docker.errors.DockerException as exc:
+            raise ContainerRuntimeError(f"loading the image {reference}: {exc}") from exc
+        if not self.has_image(reference):
+            raise ContainerRuntimeError(f"the image archive does not hold {reference}")
+
+    def prepare_network(self, name: str) -> None:
+        """The node's egress bridge, made on first use."""
+        try:
+            eg.ensure_network(self.client, name)
+        except eg.EgressError as exc:
+            raise ContainerRuntimeError(str(exc)) from exc
 
     def memory_usage(self, instance_id: str) -> int | None:
         """Memory usage from the engine's one-shot stats (cache excluded)."""

@@ -42,6 +42,12 @@ class AgentSettings(BaseSettings):
     start_timeout_s: float = 60.0
     node_type: str = "local"
     provider: str = "local"
+    egress_network: str = Field(default="cumulus-egress", description="the Docker network of functions "
+                                "with egress (made on first use, inter-container traffic off; one the "
+                                "operator made is used as is)")
+    egress_deny: list[str] = Field(default_factory=list, description="more IPv4 networks functions with "
+                                   "egress may not reach (the metadata range, this node, its control "
+                                   "planes and agent ports always are)")
 
     def resolved_token(self) -> str:
         """The key of a node that does not join, from `token` or `token_file`."""

@@ -6,6 +6,7 @@ reach it through `request.app.state`, never by importing the platform (it stands
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Protocol
 
 from fastapi import Depends, Request, Security
@@ -40,6 +41,10 @@ class Services(Protocol):
 
     def control_plane_urls(self) -> list[str]:
         """Where the cluster's live control planes are."""
+        ...
+
+    def runtime_rootfs(self, runtime: str) -> Path:
+        """A runtime image's rootfs tarball, for nodes whose engine lacks it."""
         ...
 
     async def start(self) -> None:

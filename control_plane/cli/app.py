@@ -141,6 +141,45 @@ def _keep_alive(value: str | None) -> dict[str, object]:
         return {"keep_alive": value}  # fixed:SECONDS or adaptive; the control plane checks it
 
 
+def _deploy_showing_progress(c: Client, name: str, code: bytes, config: dict[str, Any]) -> dict[str, Any]:
+    """Deploy, showing the build's stages (read from the control plane while it builds) as they come."""
+    import secrets
+    import threading
+    import time
+
+    build_id = secrets.token_hex(12)
+    done = threading.Event()
+    started = time.monotonic()
+    shown = [0]
+    lock = threading.Lock()
+
+    def show_new(status: Any = None) -> None:
+        build = c.build(build_id)
+        stages = build["stages"] if build else []
+        with lock:
+            for stage in stages[shown[0]:]:
+                err.print(f"  {stage['message']}", highlight=False, markup=False)
+            shown[0] = max(shown[0], len(stages))
+        if status is not None:
+            last = f": {stages[-1]['message']}" if stages else ""
+            status.update(f"deploying {name} ({time.monotonic() - started:.0f} s){escape(last)}")
+
+    with err.status(f"deploying {name}…") as status:
+        def watch() -> None:
+            while not done.wait(0.5):
+                show_new(status)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            result: dict[str, Any] = call(c.deploy, code, config, build_id)
+        finally:
+            done.set()
+            watcher.join(timeout=6)
+    show_new()  # what the build did since the last look (all of it, for a quick one)
+    return result
+
+
 @app.command()
 def deploy(path: Annotated[Path, typer.Argument(help="a folder or a .zip with the function's code")],
            name: Annotated[str, typer.Option(help="function name")],
@@ -155,6 +194,10 @@ def deploy(path: Annotated[Path, typer.Argument(help="a folder or a .zip with th
                help="keep-alive policy: adaptive (the default: windows learned from the function's idle "
                     "times), or SECONDS / fixed:SECONDS (the last instance stops after that idle "
                     "time)")] = None,
+           runtime: Annotated[str | None, typer.Option(
+               help="python3.11 (the default, Debian bookworm) or python3.13 (Debian trixie)")] = None,
+           network: Annotated[str | None, typer.Option(
+               help="egress (outbound only) or none (no network); default: the cluster's")] = None,
            env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None,
            secret_env: Annotated[list[str] | None, typer.Option(
                help="KEY=VALUE, repeatable: sealed in the database, never shown again")] = None) -> None:
@@ -172,9 +215,11 @@ def deploy(path: Annotated[Path, typer.Argument(help="a folder or a .zip with th
               "timeout_s": timeout, "concurrency": concurrency, "min_instances": min_instances,
               "max_instances": max_instances, **_keep_alive(keep_alive), "env": _parse_env(env or []),
               "secret_env": _parse_env(secret_env or [], "--secret-env")}
-    c = client()
-    with err.status(f"deploying {name}…"):
-        result = call(c.deploy, code, config)
+    if runtime is not None:
+        config["runtime"] = runtime
+    if network is not None:
+        config["network"] = network
+    result = _deploy_showing_progress(client(), name, code, config)
     out.print(f"deployed [bold]{result['name']}[/] version {result['version']}")
     out.print(result["url"], highlight=False)
 

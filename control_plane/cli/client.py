@@ -130,11 +130,22 @@ class Client:
                                   "(is this a Cumulus control plane?)") from None
         return resp
 
-    def deploy(self, code_zip: bytes, config: dict[str, Any]) -> dict[str, Any]:
-        """Upload a new version."""
+    def deploy(self, code_zip: bytes, config: dict[str, Any], build_id: str = "") -> dict[str, Any]:
+        """Upload a new version (its build named `build_id`, whose stages `build` reads meanwhile)."""
         files = {"code": ("code.zip", code_zip, "application/zip")}
-        resp = self.request("POST", "/v1/functions", files=files, data={"config": json.dumps(config)})
+        headers = {"X-Cumulus-Build-Id": build_id} if build_id else {}
+        resp = self.request("POST", "/v1/functions", files=files, data={"config": json.dumps(config)},
+                            headers=headers)
         return resp.json()  # type: ignore[no-any-return]
+
+    def build(self, build_id: str) -> dict[str, Any] | None:
+        """A named build's stages so far; None when this control plane does not know it (yet)."""
+        try:
+            resp = requests.get(f"{self.url}/v1/builds/{build_id}", timeout=5,
+                                headers={"Authorization": f"Bearer {self.token}"})
+        except requests.RequestException:
+            return None
+        return resp.json() if resp.status_code == 200 else None
 
     def invoke(self, name: str, event: bytes) -> requests.Response:
         """Invoke a function; returns the raw response (result JSON and headers)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -90,6 +91,10 @@ class Settings(BaseSettings):
     build_output_mib: int = Field(default=512, ge=16)  # the installed requirements at most
     build_timeout_s: float = Field(default=600.0, gt=0)
     build_concurrency: int = Field(default=2, ge=1)  # builds at once; more wait
+    build_cache_mib: int = Field(default=4096, ge=0)  # dependency layers kept for reuse, by requirements
+    # A function's network when its deploy does not say: "egress" (outbound only, as on Lambda) or
+    # "none" (no network at all) for a cluster that allows functions no network by default.
+    default_network: Literal["none", "egress"] = "egress"
 
     @property
     def db_url(self) -> str:

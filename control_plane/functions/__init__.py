@@ -7,6 +7,7 @@ control plane. Coming here: aliases, container-image functions, runtimes.
 from control_plane.functions.artifacts import MAX_UPLOAD_BYTES, build_artifact, remove_artifact, zip_folder
 from control_plane.functions.builder import Builder
 from control_plane.functions.deploy import FunctionService, parse_config, public_config
+from control_plane.functions.progress import BUILD_ID, BuildProgress, BuildStatus
 from control_plane.functions.requirements import Requirements, parse_requirements
 from control_plane.functions.sandbox import (
     BuildLimits,
@@ -23,9 +24,12 @@ from control_plane.functions.schemas import (
 )
 
 __all__ = [
+    "BUILD_ID",
     "MAX_UPLOAD_BYTES",
     "BuildLimits",
+    "BuildProgress",
     "BuildSandbox",
+    "BuildStatus",
     "Builder",
     "DeployResult",
     "DeployedVersion",

@@ -1,22 +1,31 @@
 """Deploy-time code handling: check the uploaded zip, install requirements, store the artifact.
 
-The artifact is a deterministic zip of the user's code plus `.cumulus/deps/` (what
-`requirements.txt` installs, in the build sandbox: `builder.py`), named by its SHA-256; node agents
-fetch it by digest.
+The artifact is a deterministic zip of the user's code, named by its SHA-256; node agents fetch it
+by digest. What `requirements.txt` installs (in the build sandbox: `builder.py`) is a second
+artifact, the dependency layer, shared by every version with the same requirements and runtime; the
+code names it in `.cumulus/layers.json` (so the code's digest covers it), and a node mounts it
+read-only at `/opt/cumulus-deps` beside the code.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import shutil
 import stat
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 from control_plane.core import BuildUnavailable, InvalidCode
-from control_plane.functions.builder import DEPS_DIR, Builder
+from control_plane.functions.builder import Builder, Progress
+from node_agent.image import DEFAULT_RUNTIME
+
+LAYERS_FILE = ".cumulus/layers.json"  # {"deps": "<digest of the dependency layer>"}
 
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 MAX_UNPACKED_BYTES = 256 * 1024 * 1024
@@ -64,10 +73,41 @@ def _deterministic_zip(root: Path) -> bytes:
     return buf.getvalue()
 
 
-def build_artifact(upload: bytes, handler: str, artifacts_dir: Path,
-                   builder: Builder | None = None) -> tuple[str, int]:
+class Artifact(NamedTuple):
+    """A deployed version's stored code: its digest and size, and its dependency layer's digest."""
+
+    digest: str
+    size: int
+    layer: str | None = None
+
+
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _store_file(artifacts_dir: Path, digest: str, write: Callable[[Path], None]) -> None:
+    final = artifacts_dir / f"{digest}.zip"
+    if final.exists():
+        return
+    fd, part = tempfile.mkstemp(dir=artifacts_dir, suffix=".part")
+    os.close(fd)
+    write(Path(part))
+    os.replace(part, final)
+
+
+def _copy(source: Path, dest: Path) -> None:
+    shutil.copyfile(source, dest)
+
+
+def _write(dest: Path, data: bytes) -> None:
+    dest.write_bytes(data)
+
+
+def build_artifact(upload: bytes, handler: str, artifacts_dir: Path, builder: Builder | None = None, *,
+                   runtime: str = DEFAULT_RUNTIME, progress: Progress | None = None) -> Artifact:
     """Check and prepare uploaded code (its requirements installed by `builder`, in the build
-    sandbox); returns (digest, size) of the stored artifact."""
+    sandbox, for `runtime`); the code and its dependency layer are left in `artifacts_dir`."""
     if len(upload) > MAX_UPLOAD_BYTES:
         raise InvalidCode(f"the zip is over {MAX_UPLOAD_BYTES // 2**20} MiB")
     try:
@@ -86,22 +126,23 @@ def build_artifact(upload: bytes, handler: str, artifacts_dir: Path,
             raise InvalidCode(f"the zip could not be unpacked: {exc}") from exc
         root.mkdir(exist_ok=True)
         _check_handler(root, handler)
-        if (root / DEPS_DIR).exists():
-            raise InvalidCode(f"{DEPS_DIR} is where requirements are installed; the code may not hold it")
+        if (root / ".cumulus").exists():
+            raise InvalidCode(".cumulus is the platform's folder in an artifact; the code may not hold it")
+        layer_digest: str | None = None
+        artifacts_dir.mkdir(parents=True, exist_ok=True)
         if (root / "requirements.txt").is_file():
             if builder is None:
                 raise BuildUnavailable("this control plane has no build sandbox to install requirements.txt")
-            builder.install(root)
+            layer = builder.install(root, runtime, progress) if progress else builder.install(root, runtime)
+            if layer is not None:
+                layer_digest = _file_digest(layer)
+                _store_file(artifacts_dir, layer_digest, lambda part: _copy(layer, part))
+                (root / ".cumulus").mkdir()
+                (root / LAYERS_FILE).write_text(json.dumps({"deps": layer_digest}))
         data = _deterministic_zip(root)
     digest = hashlib.sha256(data).hexdigest()
-    artifacts_dir.mkdir(parents=True, exist_ok=True)
-    final = artifacts_dir / f"{digest}.zip"
-    if not final.exists():
-        fd, part = tempfile.mkstemp(dir=artifacts_dir, suffix=".part")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(part, final)
-    return digest, len(data)
+    _store_file(artifacts_dir, digest, lambda part: _write(part, data))
+    return Artifact(digest, len(data), layer_digest)
 
 
 def zip_folder(folder: Path) -> bytes:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -35,7 +36,7 @@ import tomllib
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -49,7 +50,7 @@ from control_plane.functions.sandbox import BuildLimits, BuildSandbox, Interpret
 
 log = logging.getLogger(__name__)
 
-DEPS_DIR = ".cumulus/deps"
+DEPS_DIR = ".cumulus/deps"  # where artifacts built before dependency layers hold them
 MAX_ROUNDS = 8  # source-only packages built, at most, per deploy
 MAX_BUILD_RETRIES = 3  # build requirements a build asked for that were not declared
 MAX_DEPS_FILES = 100_000
@@ -80,35 +81,85 @@ class _Fetched:
         return found[-1] if found else None
 
 
-class Builder:
-    """Builds the `.cumulus/deps` of an artifact from its `requirements.txt` (see the module)."""
+Progress = Callable[[str], None]
 
-    def __init__(self, sandbox: BuildSandbox, work_dir: Path, *, limits: BuildLimits | None = None,
-                 pip: Sequence[str] = (sys.executable, "-m", "pip"), max_concurrent: int = 2) -> None:
-        self.sandbox = sandbox
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class Builder:
+    """Builds the dependency layer of an artifact from its `requirements.txt` (see the module).
+
+    A layer is a deterministic zip of what pip installed, cached under `cache_dir` by the hash of
+    the checked requirements and the runtime image they were installed for: deploying the same
+    requirements for the same runtime again reuses it without running pip. The cache keeps at most
+    `cache_mib`, the least recently used layers leaving first.
+    """
+
+    def __init__(self, sandbox_for: Callable[[str], BuildSandbox], work_dir: Path, *,
+                 limits: BuildLimits | None = None, pip: Sequence[str] = (sys.executable, "-m", "pip"),
+                 max_concurrent: int = 2, cache_mib: int = 4096) -> None:
+        self.sandbox_for = sandbox_for
         self.work_dir = work_dir
+        self.cache_dir = work_dir / "layers"
+        self.cache_mib = cache_mib
         self.limits = limits or BuildLimits()
         self.pip = list(pip)
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._cert: str | None = None
+        self._key_locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
 
-    def install(self, root: Path) -> None:
-        """Install `root/requirements.txt` (if any) into `root/.cumulus/deps`."""
+    def install(self, root: Path, runtime: str, progress: Progress = _quiet) -> Path | None:
+        """The dependency layer (a zip) of `root/requirements.txt` for `runtime`, built or taken
+        from the cache; None when there is nothing to install."""
         req = root / "requirements.txt"
         if not req.is_file():
-            return
+            return None
         reqs = parse_requirements(req.read_bytes())
         if not reqs.lines:
-            return
-        deadline = time.monotonic() + self.limits.timeout_s
-        if not self._slots.acquire(timeout=self.limits.timeout_s):
-            raise BuildUnavailable(f"every build slot stayed busy for {self.limits.timeout_s:.0f} s")
-        try:
-            self.work_dir.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=self.work_dir, prefix="build-") as tmp:
-                self._install(reqs, Path(tmp), root / DEPS_DIR, deadline)
-        finally:
-            self._slots.release()
+            return None
+        sandbox = self.sandbox_for(runtime)
+        progress(f"preparing the {runtime} build sandbox")
+        interp = sandbox.interpreter()
+        key = hashlib.sha256(json.dumps([reqs.text(), sandbox.image, interp.describe()]).encode()).hexdigest()
+        layer = self.cache_dir / f"{key[:32]}.zip"
+        with self._guard:
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        with lock:  # one build per set of requirements at a time: the second deploy reuses it
+            if layer.is_file():
+                os.utime(layer)
+                progress(f"requirements.txt for {interp.describe()}: cached")
+                return layer
+            deadline = time.monotonic() + self.limits.timeout_s
+            if not self._slots.acquire(timeout=self.limits.timeout_s):
+                raise BuildUnavailable(f"every build slot stayed busy for {self.limits.timeout_s:.0f} s")
+            try:
+                self.work_dir.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory(dir=self.work_dir, prefix="build-") as tmp:
+                    deps = Path(tmp) / "deps"
+                    self._install(sandbox, interp, reqs, Path(tmp), deps, deadline, progress)
+                    progress("packing the installed requirements")
+                    self.cache_dir.mkdir(parents=True, exist_ok=True)
+                    part = Path(tmp) / "layer.zip"
+                    deterministic_zip(deps, part)
+                    os.replace(part, layer)
+            finally:
+                self._slots.release()
+            self._evict(keep=layer)
+        return layer
+
+    def _evict(self, keep: Path) -> None:
+        """Drop the least recently used layers beyond `cache_mib` (never `keep`)."""
+        layers = sorted(self.cache_dir.glob("*.zip"), key=lambda f: f.stat().st_mtime)
+        total = sum(f.stat().st_size for f in layers)
+        for old in layers:
+            if total <= self.cache_mib * 2**20:
+                break
+            if old != keep:
+                total -= old.stat().st_size
+                old.unlink(missing_ok=True)
 
     def _remaining(self, deadline: float) -> float:
         left = deadline - time.monotonic()
@@ -116,15 +167,18 @@ class Builder:
             raise RequirementsFailed(f"installing requirements.txt took over {self.limits.timeout_s:.0f} s")
         return left
 
-    def _install(self, reqs: Requirements, tmp: Path, deps: Path, deadline: float) -> None:
-        interp = self.sandbox.interpreter()
+    def _install(self, sandbox: BuildSandbox, interp: Interpreter, reqs: Requirements, tmp: Path, deps: Path,
+                 deadline: float, progress: Progress) -> None:
         wheels, built_dir, sdists = tmp / "wheels", tmp / "built", tmp / "sdists"
         for folder in (wheels, built_dir, sdists):
             folder.mkdir()
         req_file = tmp / "requirements.txt"
         req_file.write_text(reqs.text())
         built: list[Path] = []
+        names = ", ".join(Requirement(line.split(" --hash")[0]).name for line in reqs.lines[:6])
+        more = f" and {len(reqs.lines) - 6} more" if len(reqs.lines) > 6 else ""
         for _ in range(MAX_ROUNDS):
+            progress(f"fetching wheels of {names}{more} for {interp.describe()}")
             fetched = self._download(req_file, built, wheels, interp, reqs, deadline)
             if fetched.ok:
                 break
@@ -136,7 +190,8 @@ class Builder:
                 raise RequirementsFailed(f"{missing} has no wheel for {interp.describe()}; with pinned "
                                          "hashes every package needs a wheel")
             sdist = self._fetch_sdist(missing, fetched.log, sdists, reqs, interp)
-            built.append(self._build(sdist, wheels, built_dir, interp, deadline))
+            progress(f"building {sdist.name} in the build sandbox")
+            built.append(self._build(sandbox, sdist, wheels, built_dir, interp, deadline))
         else:
             raise RequirementsFailed(f"requirements.txt needs over {MAX_ROUNDS} packages built from source")
         self._check_size(wheels, "the requirements' wheels")
@@ -146,7 +201,9 @@ class Builder:
                 "--no-compile", "--no-warn-script-location", *reqs.options,
                 *(["--require-hashes"] if reqs.hashed else []), "-r", "/work/in/requirements.txt"]
         out = tmp / "out.tar"
-        result = self.sandbox.run(inputs, args, out, timeout_s=self._remaining(deadline))
+        count = sum(1 for _ in wheels.iterdir())
+        progress(f"installing {count} wheel{'s' if count != 1 else ''} in the build sandbox")
+        result = sandbox.run(inputs, args, out, timeout_s=self._remaining(deadline))
         if not result.ok:
             raise RequirementsFailed(f"installing requirements.txt in the build sandbox {result.failure}:\n"
                                      + _tail(result.log, 3000))
@@ -255,7 +312,7 @@ class Builder:
                     raise RequirementsFailed(f"{target.name} does not match the {algorithm} hash the index "
                                              "gives for it")
 
-    def _build(self, sdist: Path, wheels: Path, built_dir: Path, interp: Interpreter,
+    def _build(self, sandbox: BuildSandbox, sdist: Path, wheels: Path, built_dir: Path, interp: Interpreter,
                deadline: float) -> Path:
         """A wheel built from `sdist` in the sandbox, offline."""
         build_reqs = _build_requires(sdist)
@@ -267,7 +324,7 @@ class Builder:
             out = built_dir / "out.tar"
             args = ["wheel", "--no-deps", "--no-index", "--find-links", "/work/in/wheels", "--wheel-dir",
                     "/work/out", f"/work/in/sdists/{sdist.name}"]
-            result: StepResult = self.sandbox.run(inputs, args, out, timeout_s=self._remaining(deadline))
+            result: StepResult = sandbox.run(inputs, args, out, timeout_s=self._remaining(deadline))
             if result.ok:
                 made = _unpack_wheels(out, built_dir)
                 out.unlink(missing_ok=True)
@@ -430,3 +487,19 @@ def _unpack_wheels(tar_path: Path, dest: Path) -> list[Path]:
                 shutil.copyfileobj(source, out, 1 << 20)
             made.append(target)
     return made
+
+
+def deterministic_zip(root: Path, dest: Path) -> None:
+    """Zip the folder `root` into `dest`, the same bytes for the same files (sorted, dated 1980,
+    mode 644 or 755), streamed from disk."""
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for fname in sorted(filenames):
+                full = Path(dirpath) / fname
+                info = zipfile.ZipInfo(full.relative_to(root).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
+                mode = 0o755 if full.stat().st_mode & 0o111 else 0o644
+                info.external_attr = (0o100000 | mode) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with full.open("rb") as src, zf.open(info, "w") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from pydantic import ValidationError
 
 from control_plane.core import InvalidConfig
 from control_plane.functions.artifacts import build_artifact, remove_artifact
-from control_plane.functions.builder import Builder
+from control_plane.functions.builder import Builder, Progress
+from control_plane.functions.progress import BuildProgress
 from control_plane.functions.schemas import DeployedVersion, FunctionCreate
 from control_plane.identity import SecretBox
 from control_plane.store import Function, Store
@@ -53,19 +55,36 @@ class FunctionService:
     version's `secret_env` is sealed before it is stored and opened only to run it."""
 
     def __init__(self, store: Store, artifacts_dir: Path, box: SecretBox,
-                 builder: Builder | None = None) -> None:
+                 builder: Builder | None = None, *, default_network: str = "egress",
+                 prepare_runtime: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.artifacts_dir = artifacts_dir
         self.box = box
         self.builder = builder
+        self.default_network = default_network
+        self.progress = BuildProgress()  # what each named deploy's build is doing
+        # Makes a runtime's image ready for nodes to fetch (built from Debian's mirror on first use).
+        self.prepare_runtime = prepare_runtime
 
-    def deploy(self, config: FunctionCreate, upload: bytes) -> DeployedVersion:
-        """Build and store the code, then record a new version of `config.name`."""
-        digest, size = build_artifact(upload, config.handler, self.artifacts_dir, self.builder)
-        self.store.put_artifact(digest, (self.artifacts_dir / f"{digest}.zip").read_bytes())
+    def deploy(self, config: FunctionCreate, upload: bytes,
+               progress: Progress | None = None) -> DeployedVersion:
+        """Build and store the code (and its dependency layer), then record a new version of
+        `config.name`; `progress` hears what the build is doing."""
+        if config.network is None:  # resolved once, at the deploy: the version keeps it
+            config = config.model_copy(update={"network": self.default_network})
+        if self.prepare_runtime is not None:
+            if progress is not None:
+                progress(f"preparing the {config.runtime} runtime image")
+            self.prepare_runtime(config.runtime)
+        built = build_artifact(upload, config.handler, self.artifacts_dir, self.builder,
+                               runtime=config.runtime, progress=progress)
+        for digest in filter(None, (built.layer, built.digest)):  # the layer first: code names it
+            if not self.store.has_artifact(digest):
+                self.store.put_artifact(digest, (self.artifacts_dir / f"{digest}.zip").read_bytes())
+        digest, size = built.digest, built.size
         stored = config.model_dump(mode="json")
         stored["secret_env"] = {k: self.box.seal(v) for k, v in config.secret_env.items()}
-        row = self.store.add_version(config.name, stored, digest, size)
+        row = self.store.add_version(config.name, stored, digest, size, built.layer)
         return DeployedVersion.of(row, self.box.open)
 
     def latest(self, name: str) -> tuple[Function, DeployedVersion]:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from control_plane.core import BuildUnavailable
+from node_agent.image import ImageBuildError, ImageRecipe, ensure_runtime_image
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,8 @@ class StepResult:
 class BuildSandbox(Protocol):
     """Runs pip where nothing of the host is in reach (see the module's guarantees)."""
 
+    image: str  # the runtime image it builds for (part of the dependency cache's key)
+
     def interpreter(self) -> Interpreter:
         """The runtime image's Python (BuildUnavailable if the engine or image is missing)."""
         ...
@@ -194,9 +197,10 @@ class DockerBuildSandbox:
     """`BuildSandbox` on a Docker engine: one throw-away container per step."""
 
     def __init__(self, docker_host: str, image: str, tools_dir: Path, *, limits: BuildLimits | None = None,
-                 owner: str = "") -> None:
+                 owner: str = "", recipe: ImageRecipe | None = None) -> None:
         self.docker_host = docker_host
         self.image = image
+        self.recipe = recipe  # how to build the image from Debian's mirror when the engine lacks it
         self.tools_dir = tools_dir
         self.limits = limits or BuildLimits()
         self.owner = owner
@@ -224,8 +228,16 @@ class DockerBuildSandbox:
         try:
             return str(self._docker().images.get(self.image).id)
         except docker.errors.ImageNotFound:
-            raise BuildUnavailable(f"the runtime image {self.image} is not in the build sandbox's Docker "
-                                   "engine") from None
+            if self.recipe is None or self.recipe.tag != self.image:
+                raise BuildUnavailable(f"the runtime image {self.image} is not in the build sandbox's "
+                                       "Docker engine") from None
+        except docker.errors.DockerException as exc:
+            raise BuildUnavailable(f"the build sandbox's Docker engine failed: {exc}") from None
+        try:  # first use of this runtime here: build it from Debian's mirror (cached by recipe)
+            ensure_runtime_image(self._docker(), self.recipe)
+            return str(self._docker().images.get(self.image).id)
+        except ImageBuildError as exc:
+            raise BuildUnavailable(f"the runtime image {self.image} could not be built: {exc}") from None
         except docker.errors.DockerException as exc:
             raise BuildUnavailable(f"the build sandbox's Docker engine failed: {exc}") from None
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from control_plane.store import FunctionBase, FunctionVersion
+from node_agent.image import DEFAULT_RUNTIME, RUNTIMES
 from placement.brain import baseline_s, keep_alive_spec, parse_keep_alive
 from placement.keepalive import KeepAlivePolicy
 
@@ -43,6 +44,12 @@ class FunctionCreate(FunctionBase):
                                    "'adaptive' (pre-warm and keep-alive windows learned from the function's "
                                    "idle times, held to a 10-minute keep-alive's budget); default "
                                    "'adaptive', or 'fixed:<keep_alive_s>' when keep_alive_s is given")
+    runtime: str = Field(default=DEFAULT_RUNTIME, description=f"the Python that runs the function: "
+                         f"{', '.join(RUNTIMES)} (Debian's, of bookworm and trixie)")
+    network: Literal["none", "egress"] | None = Field(
+        default=None, description="'egress': outbound connections through the node (never inbound; the "
+        "cloud metadata address, node agents and control planes stay unreachable); 'none': no network "
+        "at all. Default: the cluster's `default_network` (egress unless the operator says otherwise)")
     env: dict[str, str] = Field(default_factory=dict, description="environment variables of every instance; "
                                 f"names [A-Za-z_][A-Za-z0-9_]*, at most 128 characters, no NUL in "
                                 f"values, {MAX_ENV_BYTES // 1024} KiB in all (with secret_env)")
@@ -65,6 +72,13 @@ class FunctionCreate(FunctionBase):
         if size > MAX_ENV_BYTES:
             raise ValueError(f"the environment takes {size} bytes; the limit is {MAX_ENV_BYTES}")
         return env
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, runtime: str) -> str:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime[:40]!r}; known: {', '.join(RUNTIMES)}")
+        return runtime
 
     @field_validator("keep_alive")
     @classmethod
@@ -144,12 +158,14 @@ class DeployedVersion:
     code_size: int
     config: FunctionCreate
     created_at: float = 0.0
+    layer_digest: str | None = None  # the dependency layer its requirements installed
 
     @classmethod
     def of(cls, row: FunctionVersion, open_secret: Callable[[str], str]) -> DeployedVersion:
         """The version a stored row describes, its sealed environment opened."""
         config = dict(row.config)
+        config.setdefault("network", "none")  # versions stored before the setting had none
         config["secret_env"] = {k: open_secret(v) for k, v in config.get("secret_env", {}).items()}
         return cls(function=row.function, version=row.version, code_digest=row.code_digest,
                    code_size=row.code_size, config=FunctionCreate.model_validate(config),
-                   created_at=row.created_at)
+                   created_at=row.created_at, layer_digest=row.layer_digest)

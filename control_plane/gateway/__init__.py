@@ -15,6 +15,7 @@ from control_plane.gateway.agents import (
 from control_plane.gateway.asgi import HttpAnswer, InvokeEndpoint, InvokeFastPath, invoked_function
 from control_plane.gateway.events import MAX_EVENT_DEPTH, check_event
 from control_plane.gateway.gateway import Gateway
+from control_plane.gateway.lifecycle import RUNTIMES_ROUTE
 from control_plane.gateway.occupancy import Occupancy
 from control_plane.gateway.pools import FunctionPool, Instance, InstanceState, InvokeResult
 from control_plane.gateway.ports import GatewayStore, InvocationSink
@@ -22,6 +23,7 @@ from control_plane.gateway.stops import StopTracker
 
 __all__ = [
     "MAX_EVENT_DEPTH",
+    "RUNTIMES_ROUTE",
     "AgentCallFailed",
     "AgentClient",
     "AgentUnreachable",

@@ -47,8 +47,10 @@ class Gateway(InstanceLifecycle):
 
     def __init__(self, store: GatewayStore, fleet: Fleet, clock: Clock, *, agents: AgentClient,
                  records: InvocationSink, queue_timeout_s: float, provision_wait_s: float = 600.0,
-                 owner: str = "", instance_id: Callable[[str, str], str] | None = None) -> None:
+                 owner: str = "", instance_id: Callable[[str, str], str] | None = None,
+                 runtime_images: Mapping[str, str] | None = None) -> None:
         self.store = store
+        self.runtime_images = dict(runtime_images or {})
         self.owner = owner  # this control plane's id, on every instance it starts
         self.fleet = fleet
         self.clock = clock

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from control_plane.core import Clock, CumulusError, InstanceStartFailed, NoCapacity
@@ -24,6 +24,8 @@ from placement import PlacementRequest, Resources, place
 
 log = logging.getLogger("cumulus.gateway")
 
+RUNTIMES_ROUTE = "/v1/internal/runtimes"  # + "/<runtime>": its rootfs, for nodes whose engine lacks it
+
 
 class InstanceLifecycle:
     """Starting and stopping instances (see the module docstring)."""
@@ -37,6 +39,7 @@ class InstanceLifecycle:
     stops: StopTracker
     instance_id: Callable[[str, str], str]  # a new id for (function, node)
     spawn: Callable[[Coroutine[Any, Any, None]], None]
+    runtime_images: Mapping[str, str]  # runtime name -> the image its instances run from
 
     @staticmethod
     def _resources(config: FunctionCreate) -> Resources:
@@ -69,7 +72,13 @@ class InstanceLifecycle:
                               code_url=f"/v1/internal/artifacts/{pool.version.code_digest}",
                               memory_mib=config.memory_mb, cpu_millis=inst.resources.cpu_millis,
                               timeout_s=config.timeout_s, concurrency=config.concurrency,
-                              env=config.environment(), owner=self.owner)
+                              env=config.environment(), owner=self.owner,
+                              image=self.runtime_images.get(config.runtime, ""),
+                              image_url=f"{RUNTIMES_ROUTE}/{config.runtime}",
+                              layer_digest=pool.version.layer_digest or "",
+                              layer_url=f"/v1/internal/artifacts/{pool.version.layer_digest}"
+                              if pool.version.layer_digest else "",
+                              network=config.network or "none")
         error: CumulusError | None = None
         full = unreachable = False
         try:

@@ -17,7 +17,7 @@ class FunctionRepository(Repository):
     """Versions are numbered per function; a deleted function takes its versions and logs along."""
 
     def add_version(self, name: str, config: dict[str, Any], code_digest: str,
-                    code_size: int) -> FunctionVersion:
+                    code_size: int, layer_digest: str | None = None) -> FunctionVersion:
         """Record a new immutable version of `name` (creating the function if new)."""
         for _ in range(5):  # two deploys of one function may race for a version number
             try:
@@ -29,7 +29,8 @@ class FunctionRepository(Repository):
                     fn.updated_at = time.time()
                     s.add(fn)
                     ver = FunctionVersion(function=name, version=fn.latest_version, config=config,
-                                          code_digest=code_digest, code_size=code_size)
+                                          code_digest=code_digest, code_size=code_size,
+                                          layer_digest=layer_digest)
                     s.add(ver)
                     return ver
             except IntegrityError:
@@ -62,14 +63,17 @@ class FunctionRepository(Repository):
             fn = s.get(Function, name)
             if fn is None:
                 raise FunctionNotFound(name)
-            digests = set(s.exec(select(FunctionVersion.code_digest)
-                                 .where(FunctionVersion.function == name)).all())
+            mine = s.exec(select(FunctionVersion.code_digest, FunctionVersion.layer_digest)
+                          .where(FunctionVersion.function == name)).all()
+            digests = {code for code, _ in mine} | {layer for _, layer in mine if layer}
             s.exec(delete(FunctionVersion).where(col(FunctionVersion.function) == name))
             s.exec(delete(InvocationLog).where(col(InvocationLog.function) == name))
             s.delete(fn)
             s.flush()
             still = set(s.exec(select(FunctionVersion.code_digest)
                                .where(col(FunctionVersion.code_digest).in_(digests))).all())
+            still |= {d for d in s.exec(select(FunctionVersion.layer_digest)
+                                        .where(col(FunctionVersion.layer_digest).in_(digests))).all() if d}
             unused = sorted(digests - still)
             s.exec(delete(CodeArtifact).where(col(CodeArtifact.digest).in_(unused)))
             return unused
@@ -81,11 +85,17 @@ class FunctionRepository(Repository):
             return int(count), float(last or 0.0)
 
     # -- code artifacts --------------------------------------------------------------------------
+    def has_artifact(self, digest: str) -> bool:
+        """Whether a code artifact is stored (without reading it)."""
+        with self.session() as s:
+            found = s.exec(select(CodeArtifact.digest).where(CodeArtifact.digest == digest)).first()
+            return found is not None
+
     def put_artifact(self, digest: str, data: bytes) -> None:
         """Keep a code artifact (idempotent: a digest names its content)."""
         try:
             with self.session() as s:
-                if s.get(CodeArtifact, digest) is None:
+                if not s.exec(select(CodeArtifact.digest).where(CodeArtifact.digest == digest)).first():
                     s.add(CodeArtifact(digest=digest, size=len(data), data=data))
         except IntegrityError:
             pass  # the same content, stored by a concurrent deploy

@@ -40,6 +40,7 @@ class FunctionVersion(SQLModel, table=True):
     config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     code_digest: str
     code_size: int
+    layer_digest: str | None = None  # the dependency layer its code names, if it has requirements
     created_at: float = Field(default_factory=time.time)
 
 

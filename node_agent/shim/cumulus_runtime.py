@@ -215,9 +215,23 @@ def serve(path: str, concurrency: int) -> None:
         threading.Thread(target=Connection(runtime, conn, slots).serve, daemon=True).start()
 
 
+def wait_for_gate(path: str, wait_s: float = wire.GATE_WAIT_S) -> None:
+    """Block until the node writes the gate file (a networked container's rules are in place)."""
+    deadline = time.monotonic() + wait_s
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            sys.stderr.write(f"cumulus: the node did not set up this container's network in {wait_s:g} s\n")
+            sys.exit(3)
+        time.sleep(0.001)
+
+
 def main() -> None:
     """Entry point of the container."""
-    sys.path.insert(0, "/var/task/.cumulus/deps")
+    gate = os.environ.get("CUMULUS_GATE")
+    if gate:
+        wait_for_gate(gate)
+    sys.path.insert(0, "/var/task/.cumulus/deps")  # artifacts built before dependency layers
+    sys.path.insert(0, "/opt/cumulus-deps")
     sys.path.insert(0, "/var/task")
     concurrency = max(1, int(os.environ.get("CUMULUS_CONCURRENCY", "1")))
     serve(os.environ.get("CUMULUS_SOCKET", f"{wire.SOCKET_DIR}/{wire.SOCKET_NAME}"), concurrency)

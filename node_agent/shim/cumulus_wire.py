@@ -13,6 +13,8 @@ holds the captured stdout/stderr (LOG_BYTES_HEADER bytes) followed by the result
 
 SOCKET_DIR = "/run/fn"  # bind-mounted from the node; the agent connects to SOCKET_NAME in it
 SOCKET_NAME = "fn.sock"
+GATE_NAME = ".gate"  # in SOCKET_DIR: written by the node once a networked container's rules are in
+GATE_WAIT_S = 30.0  # how long a shim waits for it before it gives up
 INVOKE_PATH = "/invoke"
 
 # Request headers (agent -> shim)

@@ -100,7 +100,7 @@ def _agent_pid(platform: RunningPlatform) -> int:
 
 @pytest.fixture(scope="module")
 def probe(platform: RunningPlatform) -> str:
-    platform.deploy_ok("probe", {"main.py": PROBE}, memory_mb=256, timeout_s=20)
+    platform.deploy_ok("probe", {"main.py": PROBE}, memory_mb=256, timeout_s=20, network="none")
     return "probe"
 
 

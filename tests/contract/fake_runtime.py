@@ -15,6 +15,8 @@ class FakeRuntime:
         self.containers: dict[str, ContainerInfo] = {}
         self.run_calls: list[str] = []
         self.cpu: dict[str, int] = {}
+        self.images: set[str] = set()
+        self.networks: set[str] = set()
 
     def run(self, spec: ContainerSpec) -> ContainerInfo:
         self.run_calls.append(spec.instance_id)
@@ -41,3 +43,12 @@ class FakeRuntime:
     def set_cpu(self, instance_id: str, cpu_millis: int) -> None:
         if instance_id in self.containers:
             self.cpu[instance_id] = cpu_millis
+
+    def has_image(self, reference: str) -> bool:
+        return reference in self.images
+
+    def import_image(self, archive: Path, reference: str, *, rootfs: bool) -> None:
+        self.images.add(reference)
+
+    def prepare_network(self, name: str) -> None:
+        self.networks.add(name)

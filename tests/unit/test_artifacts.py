@@ -29,9 +29,15 @@ MAIN = {"main.py": b"def handler(e, c):\n    return 1\n"}
 
 
 def test_artifact_is_deterministic_and_named_by_its_hash(tmp_path: Path) -> None:
-    d1, size1 = build_artifact(_zip(MAIN), "main.handler", tmp_path)
-    d2, _ = build_artifact(_zip(MAIN), "main.handler", tmp_path)
+    d1, size1, layer = build_artifact(_zip(MAIN), "main.handler", tmp_path)
+    d2, _, _ = build_artifact(_zip(MAIN), "main.handler", tmp_path)
     assert d1 == d2 and (tmp_path / f"{d1}.zip").stat().st_size == size1
+    assert layer is None  # no requirements.txt: no dependency layer
+
+
+def test_the_platforms_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidCode, match=r"\.cumulus"):
+        build_artifact(_zip({**MAIN, ".cumulus/layers.json": b"{}"}), "main.handler", tmp_path)
 
 
 @pytest.mark.parametrize("name", ["../x.py", "/etc/x.py", "a/../../x.py", "C:/x.py", "a\\..\\x.py"])
@@ -53,8 +59,8 @@ def test_not_a_zip(tmp_path: Path) -> None:
 def test_handler_module_must_exist(tmp_path: Path) -> None:
     with pytest.raises(InvalidCode, match=r"pkg\.mod"):
         build_artifact(_zip(MAIN), "pkg.mod.handler", tmp_path)
-    digest, _ = build_artifact(_zip({"pkg/__init__.py": b"", "pkg/mod.py": b"x=1"}), "pkg.mod.handler",
-                               tmp_path)
+    digest, _, _ = build_artifact(_zip({"pkg/__init__.py": b"", "pkg/mod.py": b"x=1"}), "pkg.mod.handler",
+                                  tmp_path)
     assert digest
 
 

@@ -28,7 +28,7 @@ def test_empty_database_gets_the_models_schema(db_url: str) -> None:
     with store.engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(ctx, SQLModel.metadata) == []
-        assert ctx.get_current_revision() == "0008"
+        assert ctx.get_current_revision() == "0009"
     Store(db_url)  # a second start is a no-op
 
 
@@ -104,5 +104,5 @@ def test_a_migration_that_fails_halfway_changes_nothing_and_a_later_start_finish
         conn.execute(text("UPDATE functionversion SET config_json = '{}' WHERE function = 'broken'"))
     migrate(engine)
     with engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0008"
+        assert MigrationContext.configure(conn).get_current_revision() == "0009"
     engine.dispose()

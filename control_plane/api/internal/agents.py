@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from control_plane.api.deps import CurrentNode, NodeAgent, ServicesDep
 from control_plane.core import Forbidden, NotFound
 from control_plane.fleet import AGENT_PACKAGE_ROUTE
+from control_plane.gateway import RUNTIMES_ROUTE
 from node_agent.protocol import Heartbeat, HeartbeatReply, JoinRequest, JoinResult
 
 router = APIRouter(include_in_schema=False)
@@ -50,3 +51,10 @@ async def artifact(digest: str, svc: ServicesDep) -> FileResponse:
     if path is None:
         raise NotFound(f"no artifact {digest}")
     return FileResponse(path, media_type="application/zip")
+
+
+@router.get(RUNTIMES_ROUTE + "/{runtime}", dependencies=[NodeAgent])
+async def runtime_image(runtime: str, svc: ServicesDep) -> FileResponse:
+    """A runtime image's rootfs, for node agents whose engine lacks it."""
+    path = await asyncio.to_thread(svc.runtime_rootfs, runtime)
+    return FileResponse(path, media_type="application/x-tar")

@@ -6,6 +6,7 @@ from control_plane.api.v1 import fleet, functions
 
 router = APIRouter()
 router.include_router(functions.router)
+router.include_router(functions.builds)
 router.include_router(fleet.router)
 
 __all__ = ["router"]

@@ -4,18 +4,56 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, Security, UploadFile
+from fastapi import APIRouter, File, Form, Header, Query, Request, Response, Security, UploadFile
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.deps import CurrentUser, Services, ServicesDep, function_url
 from control_plane.api.openapi import bearer, errors
-from control_plane.core import Forbidden
-from control_plane.functions import DeployedVersion, DeployResult, FunctionPublic, parse_config, public_config
+from control_plane.core import CumulusError, Forbidden, InvalidConfig, NotFound
+from control_plane.functions import (
+    BUILD_ID,
+    DeployedVersion,
+    DeployResult,
+    FunctionPublic,
+    parse_config,
+    public_config,
+)
 from control_plane.identity import Principal
 from control_plane.store import Function
 from control_plane.telemetry import InvocationPublic
 
 router = APIRouter(prefix="/v1/functions", tags=["functions"])
+builds = APIRouter(prefix="/v1/builds", tags=["functions"])
+
+
+class BuildStage(BaseModel):
+    """One stage a build went through."""
+
+    at: float
+    message: str
+
+
+class BuildPublic(BaseModel):
+    """What a named deploy's build has done so far."""
+
+    id: str
+    stages: list[BuildStage]
+    done: bool
+    error: str = ""
+
+
+@builds.get("/{build_id}", response_model=BuildPublic, responses=errors(401, 403, 404))
+async def get_build(build_id: str, svc: ServicesDep, user: CurrentUser) -> BuildPublic:
+    """The stages of a deploy's build (named by its `X-Cumulus-Build-Id`), on the control plane
+    that runs it, for an hour."""
+    if not user.is_admin:
+        raise Forbidden("only admins may read builds")
+    status = svc.functions.progress.get(build_id) if BUILD_ID.match(build_id) else None
+    if status is None:
+        raise NotFound(f"no build {build_id[:64]} on this control plane")
+    return BuildPublic(id=build_id, stages=[BuildStage(at=at, message=m) for at, m in status.stages],
+                       done=status.done, error=status.error)
 
 
 def _public(svc: Services, fn: Function, ver: DeployedVersion, user: Principal) -> FunctionPublic:
@@ -34,12 +72,26 @@ def _public(svc: Services, fn: Function, ver: DeployedVersion, user: Principal) 
              responses=errors(400, 401, 403, 409, 413, 422, 503))
 async def deploy(svc: ServicesDep, user: CurrentUser,
                  code: Annotated[UploadFile, File(description="the function's code as a zip")],
-                 config: Annotated[str, Form(description="FunctionCreate as JSON")]) -> DeployResult:
+                 config: Annotated[str, Form(description="FunctionCreate as JSON")],
+                 build_id: Annotated[str | None, Header(alias="X-Cumulus-Build-Id", description=(
+                     "names this deploy's build: `GET /v1/builds/{id}` shows its stages meanwhile"))] = None,
+                 ) -> DeployResult:
     """Deploy a new immutable version of a function (creating it if new)."""
     if not user.is_admin:
         raise Forbidden("only admins may deploy")
+    if build_id is not None and not BUILD_ID.match(build_id):
+        raise InvalidConfig("X-Cumulus-Build-Id must be 8 to 64 letters, digits, '-' or '_'")
     cfg = parse_config(config)
-    ver = await run_in_threadpool(svc.functions.deploy, cfg, await code.read())
+    progress = svc.functions.progress
+    report = (lambda message: progress.stage(build_id, message)) if build_id else None
+    try:
+        ver = await run_in_threadpool(svc.functions.deploy, cfg, await code.read(), report)
+    except CumulusError as exc:
+        if build_id:
+            progress.finish(build_id, exc.message)
+        raise
+    if build_id:
+        progress.finish(build_id)
     svc.gateway.set_version(ver)
     return DeployResult(name=cfg.name, version=ver.version, url=function_url(svc, cfg.name))
 
