@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                           control_plane_url=settings.control_plane_url,
                           capacity=(settings.cpu_millis, settings.memory_mib),
                           egress_network=settings.egress_network, egress_deny=settings.egress_deny,
-                          agent_port=settings.listen_port)
+                          agent_port=settings.listen_port, gate_binary=settings.gate_binary)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -19,7 +19,15 @@ import aiohttp
 
 from node_agent import protocol as p
 from node_agent.egress import EgressPolicy, policy_for
-from node_agent.runtime import LABEL_NODE, LABEL_OWNER, ContainerInfo, ContainerRuntime, ContainerSpec
+from node_agent.runtime import (
+    LABEL_NODE,
+    LABEL_OWNER,
+    LABEL_PACKAGE,
+    ContainerInfo,
+    ContainerRuntime,
+    ContainerSpec,
+)
+from node_agent.runtime_api import RuntimeApiInitError, RuntimeApiSession
 from node_agent.shim_client import ShimAnswerTooLarge, ShimClient, ShimConnectionError
 
 log = logging.getLogger("cumulus.agent")
@@ -28,6 +36,7 @@ SHIM_DIR = Path(__file__).parent / "shim"
 # Like Lambda's init phase, an instance gets at least a full core while it starts (Python start and
 # the user's imports), then its own quota: a 250m quota would otherwise stretch a 30 ms start to 100+.
 INIT_CPU_MILLIS = 1000
+RUNTIME_API_PORT = 9001  # where an image function's process finds the Runtime API (its own loopback)
 
 
 class InstanceState(enum.StrEnum):
@@ -62,6 +71,7 @@ class Instance:
     start_ms: float = 0.0
     owner: str = ""
     shim: ShimClient | None = None
+    session: RuntimeApiSession | None = None  # an image function's Runtime API
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def report(self) -> p.InstanceReport:
@@ -88,7 +98,8 @@ class NodeAgent:
     def __init__(self, *, node_id: str, runtime: ContainerRuntime, data_dir: Path, image: str,
                  agent_key: str, credential: str, start_timeout_s: float = 60.0, control_plane_url: str = "",
                  capacity: tuple[int, int] | None = None, egress_network: str = "cumulus-egress",
-                 egress_deny: Sequence[str] = (), agent_port: int = 0) -> None:
+                 egress_deny: Sequence[str] = (), agent_port: int = 0,
+                 gate_binary: Path = Path("/bin/busybox")) -> None:
         self.node_id = node_id
         self.runtime = runtime
         self.data_dir = data_dir
@@ -106,6 +117,7 @@ class NodeAgent:
         self.egress_network = egress_network
         self.egress_deny = tuple(egress_deny)
         self.agent_port = agent_port
+        self.gate_binary = gate_binary  # a static busybox: holds an image's process until it may run
         self._policy: tuple[float, tuple[str, ...], EgressPolicy] | None = None
         self._network_ready = False
         self._image_locks: dict[str, asyncio.Lock] = {}
@@ -123,6 +135,8 @@ class NodeAgent:
         for inst in self.instances.values():
             if inst.shim is not None:
                 inst.shim.close()
+            if inst.session is not None:
+                await inst.session.close()
         if self._http is not None:
             await self._http.close()
 
@@ -131,7 +145,9 @@ class NodeAgent:
         found = await asyncio.to_thread(self.runtime.list, {LABEL_NODE: self.node_id})
         for info in found:
             sock = self.runtime.socket_path(info)
-            if info.running and sock.exists():
+            # An image's Runtime API lived in the agent that started it: its process cannot go on.
+            image_fn = info.labels.get(LABEL_PACKAGE) == "image"
+            if info.running and not image_fn and sock.exists():
                 inst = self._adopt(info, sock)
                 log.info("event=instance_adopted instance=%s function=%s", inst.instance_id, inst.function)
             else:
@@ -186,9 +202,9 @@ class NodeAgent:
             return [url]
         return [base + url for base in dict.fromkeys([self.control_plane_url, *self.control_planes])]
 
-    async def ensure_image(self, reference: str, url: str) -> str:
-        """`reference` in this node's engine, its rootfs fetched from the control plane (`url`) and
-        imported on first use."""
+    async def ensure_image(self, reference: str, url: str, *, archive: bool = False) -> str:
+        """`reference` in this node's engine, fetched from the control plane (`url`: a rootfs, or with
+        `archive` a `docker save` archive) and loaded on first use."""
         if await asyncio.to_thread(self.runtime.has_image, reference):
             return reference
         if not url:
@@ -200,9 +216,9 @@ class NodeAgent:
             folder = self.data_dir / "images"
             folder.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=folder) as tmp:
-                archive = Path(tmp) / "image.tar"
-                await self._download(self._urls(url), archive, reference)
-                await asyncio.to_thread(self.runtime.import_image, archive, reference, rootfs=True)
+                tarball = Path(tmp) / "image.tar"
+                await self._download(self._urls(url), tarball, reference)
+                await asyncio.to_thread(self.runtime.import_image, tarball, reference, rootfs=not archive)
             log.info("event=image_fetched image=%s", reference)
         return reference
 
@@ -257,40 +273,102 @@ class NodeAgent:
                         req.concurrency, Path(), owner=req.owner)  # its socket: once it runs
         self.instances[instance_id] = inst
         try:
-            code = await self.ensure_code(req.code_digest, req.code_url)
-            deps = await self.ensure_code(req.layer_digest, req.layer_url) if req.layer_digest else None
-            image = await self.ensure_image(req.image, req.image_url) if req.image else self.image
-            egress = await self._egress() if req.network == "egress" else None
-            env = dict(req.env)
-            env.update({"CUMULUS_HANDLER": req.handler, "CUMULUS_FUNCTION_NAME": req.function,
-                        "CUMULUS_FUNCTION_VERSION": str(req.version),
-                        "CUMULUS_MEMORY_MB": str(req.memory_mib),
-                        "CUMULUS_CONCURRENCY": str(req.concurrency)})
-            spec = ContainerSpec(instance_id=instance_id, node_id=self.node_id, function=req.function,
-                                 version=req.version, image=image, code_dir=code,
-                                 shim_dir=SHIM_DIR, memory_mib=req.memory_mib,
-                                 cpu_millis=req.cpu_millis, init_cpu_millis=INIT_CPU_MILLIS,
-                                 concurrency=req.concurrency, env=env, owner=req.owner, deps_dir=deps,
-                                 network=self.egress_network if egress else "", egress=egress)
-            info = await asyncio.to_thread(self.runtime.run, spec)
-            inst.socket_path = self.runtime.socket_path(info)
-            await self._wait_socket(inst)
-            if req.cpu_millis < INIT_CPU_MILLIS:
-                self._background(asyncio.to_thread(self.runtime.set_cpu, instance_id, req.cpu_millis))
+            if req.package_type == "image":
+                await self._start_image(inst, req)
+            else:
+                await self._start_zip(inst, req)
         except BaseException as exc:
             self.instances.pop(instance_id, None)
             inst.ready.set()
+            if inst.session is not None:
+                await inst.session.close()
             await asyncio.to_thread(self.runtime.remove, instance_id)
             if isinstance(exc, InstanceStartError | asyncio.CancelledError):
                 raise
             raise InstanceStartError(f"instance {instance_id} of {req.function}: {exc}") from exc
-        inst.shim = ShimClient(str(inst.socket_path))
+        if inst.session is None:
+            inst.shim = ShimClient(str(inst.socket_path))
         inst.start_ms = (time.perf_counter() - t0) * 1000
         inst.state = InstanceState.READY
         inst.ready.set()
         log.info("event=instance_ready instance=%s function=%s version=%s start_ms=%.1f",
                  instance_id, req.function, req.version, inst.start_ms)
         return inst
+
+    def _env(self, req: p.InstanceStart) -> dict[str, str]:
+        env = dict(req.env)
+        env.update({"CUMULUS_HANDLER": req.handler, "CUMULUS_FUNCTION_NAME": req.function,
+                    "CUMULUS_FUNCTION_VERSION": str(req.version), "CUMULUS_MEMORY_MB": str(req.memory_mib),
+                    "CUMULUS_CONCURRENCY": str(req.concurrency)})
+        return env
+
+    async def _start_image(self, inst: Instance, req: p.InstanceStart) -> None:
+        """An image's own process, held until its Runtime API listens in its namespace (and its
+        egress rules are in), then ready once it asks for its first event."""
+        if not self.gate_binary.is_file():
+            raise InstanceStartError(f"this node cannot run image functions: {self.gate_binary} is missing "
+                                     "(Debian's busybox-static)")
+        image = await self.ensure_image(req.image, req.image_url, archive=req.image_archive)
+        entrypoint, cmd = await asyncio.to_thread(self.runtime.image_command, image)
+        cmd = list(req.command) if req.command else cmd
+        if not entrypoint and not cmd:
+            raise InstanceStartError(f"the image {image} has neither ENTRYPOINT nor CMD")
+        egress = await self._egress() if req.network == "egress" else None
+        env = self._env(req)
+        env.update({"AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{RUNTIME_API_PORT}",
+                    "AWS_LAMBDA_FUNCTION_NAME": req.function, "AWS_LAMBDA_FUNCTION_VERSION": str(req.version),
+                    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(req.memory_mib),
+                    "AWS_LAMBDA_FUNCTION_TIMEOUT": f"{req.timeout_s:g}"})
+        if cmd:
+            env.setdefault("_HANDLER", cmd[0])
+        spec = ContainerSpec(instance_id=inst.instance_id, node_id=self.node_id, function=req.function,
+                             version=req.version, image=image, code_dir=self.data_dir, shim_dir=SHIM_DIR,
+                             memory_mib=req.memory_mib, cpu_millis=req.cpu_millis,
+                             init_cpu_millis=INIT_CPU_MILLIS, concurrency=req.concurrency, env=env,
+                             owner=req.owner, network=self.egress_network if egress else "", egress=egress,
+                             package_type="image", command=(*entrypoint, *cmd), gate_binary=self.gate_binary)
+        info = await asyncio.to_thread(self.runtime.run, spec)
+        sock = await asyncio.to_thread(self.runtime.listen_inside, info, RUNTIME_API_PORT)
+        inst.session = RuntimeApiSession(function=req.function, version=req.version,
+                                         memory_mib=req.memory_mib, concurrency=req.concurrency)
+        await inst.session.start(sock)
+        await asyncio.to_thread(self.runtime.open_gate, info)
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:  # ready at its first /next; an init error is answered per call, as a zip's is
+            try:
+                await inst.session.wait_ready(0.1)
+                break
+            except RuntimeApiInitError:
+                break
+            except TimeoutError:
+                pass
+            state = await asyncio.to_thread(self.runtime.inspect, inst.instance_id)
+            if state is None or not state.running:
+                raise InstanceStartError(f"instance {inst.instance_id} exited during start (exit code "
+                                         f"{state.exit_code if state else '?'}) without asking for an event")
+            if time.monotonic() > deadline:
+                raise InstanceStartError(f"instance {inst.instance_id} did not ask for an event within "
+                                         f"{self.start_timeout_s:.0f}s")
+        if req.cpu_millis < INIT_CPU_MILLIS:
+            self._background(asyncio.to_thread(self.runtime.set_cpu, inst.instance_id, req.cpu_millis))
+
+    async def _start_zip(self, inst: Instance, req: p.InstanceStart) -> None:
+        """Python code run by the shim in a runtime image; ready once the shim's socket appears."""
+        code = await self.ensure_code(req.code_digest, req.code_url)
+        deps = await self.ensure_code(req.layer_digest, req.layer_url) if req.layer_digest else None
+        image = await self.ensure_image(req.image, req.image_url) if req.image else self.image
+        egress = await self._egress() if req.network == "egress" else None
+        spec = ContainerSpec(instance_id=inst.instance_id, node_id=self.node_id, function=req.function,
+                             version=req.version, image=image, code_dir=code,
+                             shim_dir=SHIM_DIR, memory_mib=req.memory_mib,
+                             cpu_millis=req.cpu_millis, init_cpu_millis=INIT_CPU_MILLIS,
+                             concurrency=req.concurrency, env=self._env(req), owner=req.owner, deps_dir=deps,
+                             network=self.egress_network if egress else "", egress=egress)
+        info = await asyncio.to_thread(self.runtime.run, spec)
+        inst.socket_path = self.runtime.socket_path(info)
+        await self._wait_socket(inst)
+        if req.cpu_millis < INIT_CPU_MILLIS:
+            self._background(asyncio.to_thread(self.runtime.set_cpu, inst.instance_id, req.cpu_millis))
 
     async def _wait_socket(self, inst: Instance) -> None:
         """Wait until the shim's socket exists (it is renamed into place once it accepts)."""
@@ -313,6 +391,8 @@ class NodeAgent:
         inst = self.instances.get(instance_id)
         if inst is not None:
             inst.state = InstanceState.STOPPING
+        if inst is not None and inst.session is not None:
+            await inst.session.close()
         await asyncio.to_thread(self.runtime.remove, instance_id)
         self.instances.pop(instance_id, None)
         if inst is not None and inst.shim is not None:
@@ -324,10 +404,14 @@ class NodeAgent:
                      timeout_ms: int) -> tuple[int, dict[str, str], bytes]:
         """Proxy one invocation to the instance's socket; failures become outcome headers."""
         inst = self.instances.get(instance_id)
-        if inst is None or inst.state is not InstanceState.READY or inst.shim is None:
+        if inst is None or inst.state is not InstanceState.READY or \
+                (inst.shim is None and inst.session is None):
             headers, out = outcome_response_parts(p.INSTANCE_NOT_FOUND,
                                                   f"instance {instance_id} is not ready here", gone=True)
             return 200, headers, out
+        if inst.session is not None:
+            return await self._invoke_image(inst, inst.session, body, request_id, timeout_ms)
+        assert inst.shim is not None
         inst.in_flight += 1
         try:
             async with asyncio.timeout(timeout_ms / 1000):
@@ -353,6 +437,42 @@ class NodeAgent:
             return 200, headers, out
         finally:
             inst.in_flight -= 1
+
+    async def _invoke_image(self, inst: Instance, session: RuntimeApiSession, body: bytes, request_id: str,
+                            timeout_ms: int) -> tuple[int, dict[str, str], bytes]:
+        """One event through an image's Runtime API; a process that dies meanwhile is seen by
+        watching its container (the API itself cannot tell)."""
+        inst.in_flight += 1
+        start = time.perf_counter()
+        call = asyncio.ensure_future(session.invoke(body, request_id, timeout_ms))
+        try:
+            async with asyncio.timeout(timeout_ms / 1000):
+                while not call.done():
+                    await asyncio.wait({call}, timeout=0.25)
+                    if call.done():
+                        break
+                    info = await asyncio.to_thread(self.runtime.inspect, inst.instance_id)
+                    if info is None or not info.running:
+                        session.fail(*await self._diagnose(inst))
+                outcome, payload = await call
+        except TimeoutError:
+            call.cancel()
+            self._background(self.stop(inst.instance_id))
+            headers, out = outcome_response_parts(
+                p.TIMEOUT, f"the function did not return within {timeout_ms / 1000:g}s; "
+                "its container was stopped", gone=True)
+            return 200, headers, out
+        finally:
+            inst.in_flight -= 1
+        gone = outcome in (p.CRASHED, p.OUT_OF_MEMORY)
+        if gone:
+            self._background(self.stop(inst.instance_id))
+        headers = {p.OUTCOME_HEADER: outcome, p.LOG_BYTES_HEADER: "0",
+                   p.DURATION_HEADER: str(int((time.perf_counter() - start) * 1_000_000)),
+                   "Content-Type": "application/json"}
+        if gone:
+            headers[p.INSTANCE_GONE_HEADER] = "1"
+        return 200, headers, payload
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

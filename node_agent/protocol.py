@@ -84,8 +84,11 @@ class InstanceStart(BaseModel):
     concurrency: int = 1
     env: dict[str, str] = Field(default_factory=dict)
     owner: str = ""  # the control plane that started it (HA: each manages its own instances)
-    image: str = ""  # the runtime image to run it from ("": the agent's own)
-    image_url: str = ""  # where to fetch that image's rootfs when the node's engine lacks it
+    package_type: str = "zip"  # "zip": code run by the shim; "image": an image's own Lambda runtime
+    image: str = ""  # the image to run it from ("": the agent's runtime image)
+    image_url: str = ""  # where to fetch that image when the node's engine lacks it
+    image_archive: bool = False  # what image_url serves: a `docker save` archive (else a rootfs tarball)
+    command: list[str] | None = None  # an image function's command instead of its image's CMD
     layer_digest: str = ""  # the dependency layer to mount beside the code ("": none)
     layer_url: str = ""
     network: str = "none"  # "none" or "egress"

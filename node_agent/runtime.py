@@ -6,16 +6,24 @@ an agent that restarts lists containers by label and knows again what runs where
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from node_agent import egress as eg
+from node_agent import netns
 from node_agent.egress import EgressPolicy
 from node_agent.shim import cumulus_wire as wire
 
 DEPS_MOUNT = "/opt/cumulus-deps"
+GATE_MOUNT = "/opt/cumulus-gate/busybox"
+# An image's process waits (bounded) until the node is ready for it: its Runtime API listening in the
+# container's namespace, its egress rules in. Busybox's own shell, so the image needs no shell.
+GATE_SCRIPT = (f'i=0; while [ ! -e {wire.SOCKET_DIR}/{wire.GATE_NAME} ]; do i=$((i+1)); '
+               f'if [ $i -gt {int(wire.GATE_WAIT_S * 1000)} ]; then echo "cumulus: the node did not '
+               'start this instance" >&2; exit 3; fi; usleep 1000; done; exec "$@"')
 
 LABEL_PREFIX = "io.cumulus."
 LABEL_NODE = LABEL_PREFIX + "node"
@@ -23,6 +31,7 @@ LABEL_FUNCTION = LABEL_PREFIX + "function"
 LABEL_VERSION = LABEL_PREFIX + "version"
 LABEL_INSTANCE = LABEL_PREFIX + "instance"
 LABEL_OWNER = LABEL_PREFIX + "owner"
+LABEL_PACKAGE = LABEL_PREFIX + "package"
 
 
 class ContainerRuntimeError(Exception):
@@ -52,6 +61,9 @@ class ContainerSpec:
     deps_dir: Path | None = None  # the dependency layer, mounted read-only at DEPS_MOUNT
     network: str = ""  # the egress network to join ("": no network at all)
     egress: EgressPolicy | None = None  # with a network: what the container may not reach
+    package_type: str = "zip"  # "image": the image's own process runs (code_dir, shim_dir unused)
+    command: tuple[str, ...] = ()  # an image function's command (its entrypoint and arguments)
+    gate_binary: Path | None = None  # a static busybox that holds an image's process until the gate
 
     @property
     def name(self) -> str:
@@ -63,7 +75,8 @@ class ContainerSpec:
         return {LABEL_NODE: self.node_id, LABEL_FUNCTION: self.function,
                 LABEL_VERSION: str(self.version), LABEL_INSTANCE: self.instance_id,
                 LABEL_PREFIX + "memory": str(self.memory_mib), LABEL_PREFIX + "cpu": str(self.cpu_millis),
-                LABEL_PREFIX + "concurrency": str(self.concurrency), LABEL_OWNER: self.owner}
+                LABEL_PREFIX + "concurrency": str(self.concurrency), LABEL_OWNER: self.owner,
+                LABEL_PACKAGE: self.package_type}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +123,18 @@ class ContainerRuntime(Protocol):
 
     def socket_path(self, info: ContainerInfo) -> Path:
         """Where this host reaches the runtime shim's socket of a running container."""
+        ...
+
+    def image_command(self, reference: str) -> tuple[list[str], list[str]]:
+        """What an image runs by default: its ENTRYPOINT and its CMD."""
+        ...
+
+    def listen_inside(self, info: ContainerInfo, port: int) -> socket.socket:
+        """A socket listening on 127.0.0.1:`port` in the running container's network namespace."""
+        ...
+
+    def open_gate(self, info: ContainerInfo) -> None:
+        """Let the held process of a container started with a gate (an image function) run."""
         ...
 
     def inspect(self, instance_id: str) -> ContainerInfo | None:
@@ -184,16 +209,25 @@ class DockerRuntime:
         if existing is not None:
             return existing
         env = dict(spec.env)
-        env.update({"CUMULUS_SOCKET": f"{wire.SOCKET_DIR}/{wire.SOCKET_NAME}", "HOME": "/tmp",
-                    "PYTHONDONTWRITEBYTECODE": "1"})
-        binds = {
-            str(spec.code_dir): {"bind": "/var/task", "mode": "ro"},
-            str(spec.shim_dir): {"bind": "/opt/cumulus", "mode": "ro"},
-        }
-        if spec.deps_dir is not None:
-            binds[str(spec.deps_dir)] = {"bind": DEPS_MOUNT, "mode": "ro"}
-        if spec.network:  # its code waits until the node's rules are in its network namespace
-            env["CUMULUS_GATE"] = f"{wire.SOCKET_DIR}/{wire.GATE_NAME}"
+        image_fn = spec.package_type == "image"
+        binds: dict[str, dict[str, str]] = {}
+        if image_fn:  # the image's own process, held by the gate until the node is ready for it
+            if spec.gate_binary is None or not spec.command:
+                raise ContainerRuntimeError(f"{spec.name}: an image function needs a command and a gate")
+            binds[str(spec.gate_binary)] = {"bind": GATE_MOUNT, "mode": "ro"}
+            entrypoint: list[str] | None = [GATE_MOUNT, "sh", "-c", GATE_SCRIPT, "cumulus-gate"]
+            command, workdir = list(spec.command), None
+        else:
+            env.update({"CUMULUS_SOCKET": f"{wire.SOCKET_DIR}/{wire.SOCKET_NAME}", "HOME": "/tmp",
+                        "PYTHONDONTWRITEBYTECODE": "1"})
+            binds[str(spec.code_dir)] = {"bind": "/var/task", "mode": "ro"}
+            binds[str(spec.shim_dir)] = {"bind": "/opt/cumulus", "mode": "ro"}
+            if spec.deps_dir is not None:
+                binds[str(spec.deps_dir)] = {"bind": DEPS_MOUNT, "mode": "ro"}
+            if spec.network:  # its code waits until the node's rules are in its network namespace
+                env["CUMULUS_GATE"] = f"{wire.SOCKET_DIR}/{wire.GATE_NAME}"
+            entrypoint, command = None, ["python3", "-I", "-S", "/opt/cumulus/cumulus_runtime.py"]
+            workdir = "/var/task"
         # Nothing of the host is writable: the socket lives in a tmpfs of its own (the host reaches
         # it through /proc/<pid>/root), /tmp in another; both are bounded.
         tmpfs = {"/tmp": f"rw,nosuid,nodev,size={spec.tmp_mib}m,mode=1777",
@@ -218,10 +252,9 @@ class DockerRuntime:
                 log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
             )
             created = api.create_container(
-                spec.image,
-                command=["python3", "-I", "-S", "/opt/cumulus/cumulus_runtime.py"],
+                spec.image, command=command, entrypoint=entrypoint,
                 name=spec.name, labels=spec.labels(), environment=env, user="65534:65534",
-                working_dir="/var/task", volumes=[b["bind"] for b in binds.values()],
+                working_dir=workdir, volumes=[b["bind"] for b in binds.values()],
                 host_config=host_config)
             api.start(created["Id"])
             started = self.inspect(spec.instance_id)  # its pid: how the host reaches its socket
@@ -236,20 +269,45 @@ class DockerRuntime:
         if started is None:
             raise ContainerRuntimeError(f"{spec.name} vanished as it started")
         if spec.network:
-            self._open_gate(spec, started)
+            self._egress(spec, started)
+        if spec.network and not image_fn:  # an image's gate opens once its Runtime API listens
+            self.open_gate(started)
         return started
 
-    def _open_gate(self, spec: ContainerSpec, info: ContainerInfo) -> None:
-        """Write the egress rules into the container's network namespace, then let its code run."""
+    def _egress(self, spec: ContainerSpec, info: ContainerInfo) -> None:
+        """Write the egress rules into the container's network namespace (before its code runs)."""
         try:
             if not info.pid:
                 raise eg.EgressError("the container is not running")
             eg.apply(info.pid, spec.egress or EgressPolicy())
-            gate = Path(f"/proc/{info.pid}/root{wire.SOCKET_DIR}/{wire.GATE_NAME}")
-            gate.write_text("ready\n")
-        except (eg.EgressError, OSError) as exc:
+        except eg.EgressError as exc:
             self.remove(spec.instance_id)
             raise ContainerRuntimeError(f"could not set up the network of {spec.name}: {exc}") from exc
+
+    def open_gate(self, info: ContainerInfo) -> None:
+        """Write the gate file into the container's socket folder: its held process goes on."""
+        try:
+            Path(f"/proc/{info.pid}/root{wire.SOCKET_DIR}/{wire.GATE_NAME}").write_text("ready\n")
+        except OSError as exc:
+            raise ContainerRuntimeError(f"could not open the gate of {container_name(info.instance_id)}: "
+                                        f"{exc}") from exc
+
+    def listen_inside(self, info: ContainerInfo, port: int) -> socket.socket:
+        """A listening socket on the container's own loopback (see `node_agent.netns`)."""
+        try:
+            return netns.listen_in(info.pid, "127.0.0.1", port)
+        except OSError as exc:
+            raise ContainerRuntimeError(f"{container_name(info.instance_id)}: {exc}") from exc
+
+    def image_command(self, reference: str) -> tuple[list[str], list[str]]:
+        """ENTRYPOINT and CMD of an image in this engine."""
+        import docker.errors
+
+        try:
+            config = self.client.api.inspect_image(reference).get("Config") or {}
+        except docker.errors.DockerException as exc:
+            raise ContainerRuntimeError(f"inspect image {reference}: {exc}") from exc
+        return list(config.get("Entrypoint") or []), list(config.get("Cmd") or [])
 
     def socket_path(self, info: ContainerInfo) -> Path:
         """The shim's socket inside the container's own tmpfs, through its root as the host sees it."""

@@ -42,6 +42,9 @@ class AgentSettings(BaseSettings):
     start_timeout_s: float = 60.0
     node_type: str = "local"
     provider: str = "local"
+    gate_binary: Path = Field(default=Path("/bin/busybox"), description="a static busybox (Debian's "
+                              "busybox-static), mounted into image functions to hold their process until "
+                              "the node is ready for it")
     egress_network: str = Field(default="cumulus-egress", description="the Docker network of functions "
                                 "with egress (made on first use, inter-container traffic off; one the "
                                 "operator made is used as is)")

@@ -101,6 +101,12 @@ class RunningPlatform:
                              files={"code": ("code.zip", make_zip(files), "application/zip")},
                              data={"config": json.dumps(cfg)})
 
+    def deploy_image(self, name: str, **config: Any) -> requests.Response:
+        """Deploy an image function that names an image on the nodes (no upload; raw response)."""
+        cfg = {"name": name, "package_type": "image", **config}
+        return requests.post(f"{self.url}/v1/functions", headers=self.headers, timeout=300,
+                             files={"config": (None, json.dumps(cfg))})
+
     def deploy_ok(self, name: str, files: dict[str, str | bytes], **config: Any) -> dict[str, Any]:
         """Deploy and assert success."""
         resp = self.deploy(name, files, **config)

@@ -16,10 +16,11 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.core import CumulusError, PayloadTooLarge
-from control_plane.functions import MAX_UPLOAD_BYTES
+from control_plane.functions import MAX_ARCHIVE_BYTES, MAX_UPLOAD_BYTES
 from control_plane.gateway import invoked_function
 
-MAX_DEPLOY_BODY = MAX_UPLOAD_BYTES + 1024 * 1024  # the zip and the config, in multipart
+# The zip (or an image archive) and the config, in multipart; each part is checked on its own after.
+MAX_DEPLOY_BODY = max(MAX_UPLOAD_BYTES, MAX_ARCHIVE_BYTES) + 1024 * 1024
 MAX_API_BODY = 1024 * 1024  # every other route's JSON
 
 Authenticate = Callable[[bytes | None], Awaitable[object]]

@@ -181,8 +181,18 @@ def _deploy_showing_progress(c: Client, name: str, code: bytes, config: dict[str
 
 
 @app.command()
-def deploy(path: Annotated[Path, typer.Argument(help="a folder or a .zip with the function's code")],
+def deploy(path: Annotated[Path | None, typer.Argument(
+               help="a folder or a .zip with the function's code (none with --image or "
+                    "--image-archive)")] = None,
+           *,
            name: Annotated[str, typer.Option(help="function name")],
+           image_archive: Annotated[Path | None, typer.Option(
+               help="an image function: a `docker save` tarball that nodes load (its process talks the "
+                    "Lambda Runtime API)")] = None,
+           image: Annotated[str | None, typer.Option(
+               help="an image function: an image already on the nodes' engines (NAME[:TAG])")] = None,
+           command: Annotated[list[str] | None, typer.Option(
+               help="an image function's command instead of its CMD, one argument each, repeatable")] = None,
            handler: Annotated[str, typer.Option(help="module.function")] = "main.handler",
            memory: Annotated[int, typer.Option(help="memory limit, MB")] = 256,
            cpu: Annotated[int, typer.Option(help="CPU millicores (0: by memory)")] = 0,
@@ -205,13 +215,25 @@ def deploy(path: Annotated[Path, typer.Argument(help="a folder or a .zip with th
     from control_plane.core import InvalidCode
     from control_plane.functions import zip_folder
 
-    if not path.exists():
-        fail(f"{path} does not exist")
-    try:
-        code = path.read_bytes() if path.is_file() else zip_folder(path)
-    except (InvalidCode, OSError) as exc:
-        fail(str(exc))
-    config = {"name": name, "handler": handler, "memory_mb": memory, "cpu_millis": cpu,
+    image_fn = image_archive is not None or image is not None
+    if image_archive is not None and image is not None:
+        fail("give --image-archive FILE or --image REF, not both")
+    if image_fn and path is not None:
+        fail("an image function has no code folder: give --image-archive FILE or --image REF alone")
+    if not image_fn and path is None:
+        fail("give the function's code (a folder or a .zip), or --image-archive FILE / --image REF")
+    if command and not image_fn:
+        fail("--command is for image functions (--image-archive or --image)")
+    source = image_archive if image_archive is not None else path
+    if source is not None and not source.exists():
+        fail(f"{source} does not exist")
+    code = b""
+    if path is not None:
+        try:
+            code = path.read_bytes() if path.is_file() else zip_folder(path)
+        except (InvalidCode, OSError) as exc:
+            fail(str(exc))
+    config: dict[str, Any] = {"name": name, "handler": handler, "memory_mb": memory, "cpu_millis": cpu,
               "timeout_s": timeout, "concurrency": concurrency, "min_instances": min_instances,
               "max_instances": max_instances, **_keep_alive(keep_alive), "env": _parse_env(env or []),
               "secret_env": _parse_env(secret_env or [], "--secret-env")}
@@ -219,7 +241,13 @@ def deploy(path: Annotated[Path, typer.Argument(help="a folder or a .zip with th
         config["runtime"] = runtime
     if network is not None:
         config["network"] = network
-    result = _deploy_showing_progress(client(), name, code, config)
+    if image_fn:
+        config.update({"package_type": "image", "image": image, "command": command or None})
+        what = f"deploying {name} (uploading the image)…" if image_archive else f"deploying {name}…"
+        with err.status(what):
+            result = call(client().deploy_image, image_archive, config)
+    else:
+        result = _deploy_showing_progress(client(), name, code, config)
     out.print(f"deployed [bold]{result['name']}[/] version {result['version']}")
     out.print(result["url"], highlight=False)
 

@@ -138,6 +138,18 @@ class Client:
                             headers=headers)
         return resp.json()  # type: ignore[no-any-return]
 
+    def deploy_image(self, archive: Path | None, config: dict[str, Any]) -> dict[str, Any]:
+        """Upload a new version of an image function: its `docker save` archive, or none (`image`
+        in the config names one the nodes hold)."""
+        data = {"config": json.dumps(config)}
+        if archive is None:
+            resp = self.request("POST", "/v1/functions", files={"config": (None, data["config"])})
+            return resp.json()  # type: ignore[no-any-return]
+        with archive.open("rb") as fh:
+            resp = self.request("POST", "/v1/functions", data=data,
+                                files={"image": (archive.name, fh, "application/x-tar")})
+        return resp.json()  # type: ignore[no-any-return]
+
     def build(self, build_id: str) -> dict[str, Any] | None:
         """A named build's stages so far; None when this control plane does not know it (yet)."""
         try:

@@ -7,6 +7,7 @@ control plane. Coming here: aliases, container-image functions, runtimes.
 from control_plane.functions.artifacts import MAX_UPLOAD_BYTES, build_artifact, remove_artifact, zip_folder
 from control_plane.functions.builder import Builder
 from control_plane.functions.deploy import FunctionService, parse_config, public_config
+from control_plane.functions.images import MAX_ARCHIVE_BYTES, ImageArchive, read_archive
 from control_plane.functions.progress import BUILD_ID, BuildProgress, BuildStatus
 from control_plane.functions.requirements import Requirements, parse_requirements
 from control_plane.functions.sandbox import (
@@ -25,6 +26,7 @@ from control_plane.functions.schemas import (
 
 __all__ = [
     "BUILD_ID",
+    "MAX_ARCHIVE_BYTES",
     "MAX_UPLOAD_BYTES",
     "BuildLimits",
     "BuildProgress",
@@ -37,6 +39,7 @@ __all__ = [
     "FunctionCreate",
     "FunctionPublic",
     "FunctionService",
+    "ImageArchive",
     "Interpreter",
     "Requirements",
     "StepResult",
@@ -44,6 +47,7 @@ __all__ = [
     "parse_config",
     "parse_requirements",
     "public_config",
+    "read_archive",
     "remove_artifact",
     "zip_folder",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 from control_plane.core import InvalidConfig
 from control_plane.functions.artifacts import build_artifact, remove_artifact
 from control_plane.functions.builder import Builder, Progress
+from control_plane.functions.images import read_archive
 from control_plane.functions.progress import BuildProgress
 from control_plane.functions.schemas import DeployedVersion, FunctionCreate
 from control_plane.identity import SecretBox
@@ -85,6 +87,32 @@ class FunctionService:
         stored = config.model_dump(mode="json")
         stored["secret_env"] = {k: self.box.seal(v) for k, v in config.secret_env.items()}
         row = self.store.add_version(config.name, stored, digest, size, built.layer)
+        return DeployedVersion.of(row, self.box.open)
+
+    def deploy_image(self, config: FunctionCreate, archive: Path | None) -> DeployedVersion:
+        """Record a new version of an image function: its uploaded `docker save` archive checked and
+        stored (nodes load it), or, with no archive, the image `config.image` the nodes already hold."""
+        if config.network is None:
+            config = config.model_copy(update={"network": self.default_network})
+        if archive is not None:
+            found = read_archive(archive)
+            self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+            final = self.artifacts_dir / f"{found.digest}.zip"  # every artifact has this name
+            if not final.exists():
+                shutil.copyfile(archive, final.with_suffix(".part"))
+                os.replace(final.with_suffix(".part"), final)
+            if not self.store.has_artifact(found.digest):
+                self.store.put_artifact(found.digest, final.read_bytes())
+            config = config.model_copy(update={"image": found.image_id})
+            digest, size = found.digest, found.size
+        elif config.image is None:
+            raise InvalidConfig("an image function needs an image: upload its archive (docker save) or name "
+                                "one the nodes hold in `image`")
+        else:
+            digest, size = "", 0
+        stored = config.model_dump(mode="json")
+        stored["secret_env"] = {k: self.box.seal(v) for k, v in config.secret_env.items()}
+        row = self.store.add_version(config.name, stored, digest, size)
         return DeployedVersion.of(row, self.box.open)
 
     def latest(self, name: str) -> tuple[Function, DeployedVersion]:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from control_plane.functions.images import IMAGE_REFERENCE
 from control_plane.store import FunctionBase, FunctionVersion
 from node_agent.image import DEFAULT_RUNTIME, RUNTIMES
 from placement.brain import baseline_s, keep_alive_spec, parse_keep_alive
@@ -44,6 +45,14 @@ class FunctionCreate(FunctionBase):
                                    "'adaptive' (pre-warm and keep-alive windows learned from the function's "
                                    "idle times, held to a 10-minute keep-alive's budget); default "
                                    "'adaptive', or 'fixed:<keep_alive_s>' when keep_alive_s is given")
+    package_type: Literal["zip", "image"] = Field(default="zip", description="'zip': Python code run by "
+                                                  "a runtime; 'image': an OCI image whose process talks the "
+                                                  "Lambda Runtime API")
+    image: str | None = Field(default=None, max_length=300, description="for an image function: an image "
+                              "already on the nodes' engines (NAME[:TAG][@DIGEST] or sha256:ID); for an "
+                              "uploaded archive, the platform names the image by its id")
+    command: list[str] | None = Field(default=None, max_length=64, description="for an image function: "
+                                      "what to run instead of the image's CMD (Lambda's ImageConfig.Command)")
     runtime: str = Field(default=DEFAULT_RUNTIME, description=f"the Python that runs the function: "
                          f"{', '.join(RUNTIMES)} (Debian's, of bookworm and trixie)")
     network: Literal["none", "egress"] | None = Field(
@@ -72,6 +81,22 @@ class FunctionCreate(FunctionBase):
         if size > MAX_ENV_BYTES:
             raise ValueError(f"the environment takes {size} bytes; the limit is {MAX_ENV_BYTES}")
         return env
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, image: str | None) -> str | None:
+        if image is not None and not IMAGE_REFERENCE.match(image):
+            raise ValueError(f"{image[:100]!r} is not an image reference (NAME[:TAG][@sha256:DIGEST] or "
+                             "sha256:ID)")
+        return image
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, command: list[str] | None) -> list[str] | None:
+        if command is not None and (not command or any(len(c) > 4096 or "\x00" in c for c in command)):
+            raise ValueError("command is a non-empty list of arguments (each at most 4096 characters, "
+                             "no NUL)")
+        return command
 
     @field_validator("runtime")
     @classmethod
@@ -102,6 +127,12 @@ class FunctionCreate(FunctionBase):
         if self.keep_alive is None:
             explicit = "keep_alive_s" in self.model_fields_set
             self.keep_alive = f"fixed:{self.keep_alive_s:g}" if explicit else DEFAULT_KEEP_ALIVE
+        return self
+
+    @model_validator(mode="after")
+    def _package(self) -> FunctionCreate:
+        if self.package_type == "zip" and (self.image is not None or self.command is not None):
+            raise ValueError("image and command are settings of image functions (package_type 'image')")
         return self
 
     @model_validator(mode="after")

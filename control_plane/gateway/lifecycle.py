@@ -67,17 +67,25 @@ class InstanceLifecycle:
 
     async def _start(self, pool: FunctionPool, inst: Instance) -> None:
         config = pool.config
+        version = pool.version
+        if config.package_type == "image":
+            image, image_url = config.image or "", (
+                f"/v1/internal/artifacts/{version.code_digest}" if version.code_digest else "")
+        else:
+            image = self.runtime_images.get(config.runtime, "")
+            image_url = f"{RUNTIMES_ROUTE}/{config.runtime}"
         req = p.InstanceStart(function=config.name, version=inst.version, handler=config.handler,
-                              code_digest=pool.version.code_digest,
-                              code_url=f"/v1/internal/artifacts/{pool.version.code_digest}",
+                              code_digest=version.code_digest,
+                              code_url=f"/v1/internal/artifacts/{version.code_digest}",
                               memory_mib=config.memory_mb, cpu_millis=inst.resources.cpu_millis,
                               timeout_s=config.timeout_s, concurrency=config.concurrency,
-                              env=config.environment(), owner=self.owner,
-                              image=self.runtime_images.get(config.runtime, ""),
-                              image_url=f"{RUNTIMES_ROUTE}/{config.runtime}",
-                              layer_digest=pool.version.layer_digest or "",
-                              layer_url=f"/v1/internal/artifacts/{pool.version.layer_digest}"
-                              if pool.version.layer_digest else "",
+                              env=config.environment(), owner=self.owner, package_type=config.package_type,
+                              image=image, image_url=image_url,
+                              image_archive=config.package_type == "image",
+                              command=config.command,
+                              layer_digest=version.layer_digest or "",
+                              layer_url=f"/v1/internal/artifacts/{version.layer_digest}"
+                              if version.layer_digest else "",
                               network=config.network or "none")
         error: CumulusError | None = None
         full = unreachable = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -52,3 +53,12 @@ class FakeRuntime:
 
     def prepare_network(self, name: str) -> None:
         self.networks.add(name)
+
+    def image_command(self, reference: str) -> tuple[list[str], list[str]]:
+        return ["/bootstrap"], ["main.handler"]
+
+    def listen_inside(self, info: ContainerInfo, port: int) -> socket.socket:
+        raise NotImplementedError("no container network in a fake")
+
+    def open_gate(self, info: ContainerInfo) -> None:
+        pass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, Response, Security, UploadFile
@@ -10,11 +12,14 @@ from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.deps import CurrentUser, Services, ServicesDep, function_url
 from control_plane.api.openapi import bearer, errors
-from control_plane.core import CumulusError, Forbidden, InvalidConfig, NotFound
+from control_plane.core import CumulusError, Forbidden, InvalidCode, InvalidConfig, NotFound, PayloadTooLarge
 from control_plane.functions import (
     BUILD_ID,
+    MAX_ARCHIVE_BYTES,
+    MAX_UPLOAD_BYTES,
     DeployedVersion,
     DeployResult,
+    FunctionCreate,
     FunctionPublic,
     parse_config,
     public_config,
@@ -71,8 +76,11 @@ def _public(svc: Services, fn: Function, ver: DeployedVersion, user: Principal) 
 @router.post("", status_code=201, response_model=DeployResult,
              responses=errors(400, 401, 403, 409, 413, 422, 503))
 async def deploy(svc: ServicesDep, user: CurrentUser,
-                 code: Annotated[UploadFile, File(description="the function's code as a zip")],
                  config: Annotated[str, Form(description="FunctionCreate as JSON")],
+                 code: Annotated[UploadFile | None, File(description="a zip function's code")] = None,
+                 image: Annotated[UploadFile | None, File(description=(
+                     "an image function's `docker save` archive (or none: `image` in the config names one "
+                     "the nodes hold)"))] = None,
                  build_id: Annotated[str | None, Header(alias="X-Cumulus-Build-Id", description=(
                      "names this deploy's build: `GET /v1/builds/{id}` shows its stages meanwhile"))] = None,
                  ) -> DeployResult:
@@ -82,10 +90,19 @@ async def deploy(svc: ServicesDep, user: CurrentUser,
     if build_id is not None and not BUILD_ID.match(build_id):
         raise InvalidConfig("X-Cumulus-Build-Id must be 8 to 64 letters, digits, '-' or '_'")
     cfg = parse_config(config)
+    if cfg.package_type == "image":
+        if code is not None:
+            raise InvalidCode("an image function has no code zip: upload its image archive as `image`")
+        ver = await _deploy_image(svc, cfg, image)
+        svc.gateway.set_version(ver)
+        return DeployResult(name=cfg.name, version=ver.version, url=function_url(svc, cfg.name))
+    if code is None or image is not None:
+        raise InvalidCode("a zip function's deploy uploads its code as `code` (an image archive as `image` "
+                          "is for package_type 'image')")
     progress = svc.functions.progress
     report = (lambda message: progress.stage(build_id, message)) if build_id else None
     try:
-        ver = await run_in_threadpool(svc.functions.deploy, cfg, await code.read(), report)
+        ver = await run_in_threadpool(svc.functions.deploy, cfg, await _read_zip(code), report)
     except CumulusError as exc:
         if build_id:
             progress.finish(build_id, exc.message)
@@ -94,6 +111,34 @@ async def deploy(svc: ServicesDep, user: CurrentUser,
         progress.finish(build_id)
     svc.gateway.set_version(ver)
     return DeployResult(name=cfg.name, version=ver.version, url=function_url(svc, cfg.name))
+
+
+async def _read_zip(upload: UploadFile) -> bytes:
+    """A code zip, read only up to its bound (the deploy body may be as large as an image archive)."""
+    data = bytearray()
+    while chunk := await upload.read(1 << 20):
+        data += chunk
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise InvalidCode(f"the zip is over {MAX_UPLOAD_BYTES // 2**20} MiB")
+    return bytes(data)
+
+
+async def _deploy_image(svc: Services, cfg: FunctionCreate, upload: UploadFile | None) -> DeployedVersion:
+    """An image function's deploy: its archive copied to a file of the build folder (never whole
+    in memory), checked and stored; or no archive, for an image the nodes hold."""
+    if upload is None:
+        return await run_in_threadpool(svc.functions.deploy_image, cfg, None)
+    folder = svc.functions.artifacts_dir.parent / "build"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix="image-", suffix=".tar") as out:
+        size = 0
+        while chunk := await upload.read(1 << 20):
+            size += len(chunk)
+            if size > MAX_ARCHIVE_BYTES:
+                raise PayloadTooLarge(f"the image archive is over {MAX_ARCHIVE_BYTES // 2**20} MiB")
+            out.write(chunk)
+        out.flush()
+        return await run_in_threadpool(svc.functions.deploy_image, cfg, Path(out.name))
 
 
 @router.get("", response_model=list[FunctionPublic], responses=errors(401))
