@@ -106,7 +106,9 @@ def render_user_data(bootstrap: NodeBootstrap, *, provider: str, advertise_url: 
         raise ValueError("a cloud node needs NodeBootstrap.agent_package (a pip-installable URL)")
     if not bootstrap.join_token:
         raise ValueError("a cloud node needs NodeBootstrap.join_token")
-    packages = ["docker.io", "python3-venv", "curl", "ca-certificates"]
+    # iptables and busybox-static: functions' egress rules, image functions' start gate.
+    packages = ["docker.io", "python3-venv", "curl", "ca-certificates", "iptables", "iproute2",
+                "busybox-static"]
     if not bootstrap.runtime_image:
         packages.append("mmdebstrap")
     config = json.dumps(agent_config(bootstrap, provider=provider, advertise_url=advertise_url or ""),

@@ -39,8 +39,10 @@ from provisioners.qemu.software import GuestSoftware
 log = logging.getLogger("cumulus.qemu")
 
 FORMAT_VERSION = 1
+# iptables and busybox-static: a node enforces functions' egress rules and holds image functions'
+# processes until it is ready for them (node_agent/egress.py, node_agent/runtime.py).
 GUEST_PACKAGES = ("systemd-sysv", "udev", "kmod", "iproute2", "openssh-server", "python3", "python3-venv",
-                  "docker.io", "ca-certificates", "procps", "netbase")
+                  "docker.io", "ca-certificates", "procps", "netbase", "iptables", "busybox-static")
 DISK_HEADROOM_MIB = 2048  # free space in the guest for containers, code and logs
 KEEP_OLD_IMAGES = 2  # images of other recipes kept after a build (the most recently used ones)
 STALE_BUILD_S = 86400.0  # a scratch folder this old is left by a build that died

@@ -101,8 +101,8 @@ variable "pip_extra_args" {
 
 variable "apt_packages" {
   type        = list(string)
-  description = "Debian packages the control plane needs; only missing ones are installed. docker.io runs the engine the control plane checks on start, mmdebstrap builds the function runtime image, git is needed for a git+ cumulus_source."
-  default     = ["ca-certificates", "python3-venv", "docker.io", "mmdebstrap", "git"]
+  description = "Debian packages the control plane needs; only missing ones are installed. docker.io runs the engine the control plane checks on start, mmdebstrap builds the function runtime images, iptables and busybox-static let its local node enforce functions' egress rules and start image functions, git is needed for a git+ cumulus_source."
+  default     = ["ca-certificates", "python3-venv", "docker.io", "mmdebstrap", "iptables", "busybox-static", "git"]
 }
 
 # The fleet -----------------------------------------------------------------------------------------

@@ -161,7 +161,8 @@ def bootstrap_document(*, cluster_name: str = "cumulus", region: str = "eu-west-
         "cumulus_source": cumulus_source,
         "pip_extra_args": list(pip_extra_args or []),
         "apt_packages": list(apt_packages if apt_packages is not None
-                             else ["ca-certificates", "python3-venv", "docker.io", "mmdebstrap", "git"]),
+                             else ["ca-certificates", "python3-venv", "docker.io", "mmdebstrap", "iptables",
+                                   "busybox-static", "git"]),
         "api_port": api_port,
         "region": region,
         "control_plane_url": control_plane_url,

@@ -87,7 +87,8 @@ def test_no_pip_arguments_is_an_empty_list(tmp_path: Path) -> None:
     values = _run_prefix(_script(), tmp_path)
     assert values["PIP_ARGS"] == []
     assert values["TOKEN_PARAMETER"] == "/cumulus/cumulus/admin-token"
-    assert values["APT_PACKAGES"] == ["ca-certificates", "python3-venv", "docker.io", "mmdebstrap", "git"]
+    assert values["APT_PACKAGES"] == ["ca-certificates", "python3-venv", "docker.io", "mmdebstrap",
+                                      "iptables", "busybox-static", "git"]
 
 
 def _config_writer(script: str) -> str:
