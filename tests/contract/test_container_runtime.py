@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,8 +15,10 @@ from fake_runtime import FakeRuntime
 from helpers import DOCKER_HOST
 
 from node_agent.agent import SHIM_DIR
+from node_agent.egress import EgressPolicy
 from node_agent.image import DEFAULT_RECIPE
 from node_agent.runtime import LABEL_FUNCTION, LABEL_NODE, ContainerRuntime, ContainerSpec, DockerRuntime
+from node_agent.shim import cumulus_wire as wire
 from node_agent.shim_client import ShimClient
 
 
@@ -115,6 +119,68 @@ def test_docker_containers_are_locked_down(tmp_path: Path, request: pytest.Fixtu
             time.sleep(0.02)
         headers, body = asyncio.run(_call(sock))
         assert headers["x-cumulus-outcome"] == "ok" and body == b"1"
+    finally:
+        for instance_id in made:
+            rt.remove(instance_id)
+
+
+def test_an_egress_container_runs_only_once_its_rules_are_in(tmp_path: Path, docker_engine: None) -> None:
+    rt = DockerRuntime(DOCKER_HOST)
+    network = f"cumulus-ct-{uuid.uuid4().hex[:6]}"
+    rt.prepare_network(network)
+    rt.prepare_network(network)  # idempotent
+    made: list[str] = []
+    policy = EgressPolicy(deny=("169.254.0.0/16", "10.99.0.0/16"), deny_tcp_ports=(8081,))
+    spec = dataclasses.replace(_spec(tmp_path, "node-e", made), network=network, egress=policy)
+    try:
+        info = rt.run(spec)
+        attrs = rt.client.api.inspect_container(spec.name)
+        assert attrs["HostConfig"]["NetworkMode"] == network
+        assert attrs["Config"]["Env"].count(f"CUMULUS_GATE={wire.SOCKET_DIR}/{wire.GATE_NAME}") == 1
+        rules = subprocess.run(["nsenter", f"--net=/proc/{info.pid}/ns/net", "iptables", "-S",
+                                "CUMULUS-EGRESS"], capture_output=True, text=True, check=True).stdout
+        assert "-d 10.99.0.0/16 -j REJECT" in rules and "--dport 8081 -j REJECT" in rules
+        gate = Path(f"/proc/{info.pid}/root{wire.SOCKET_DIR}/{wire.GATE_NAME}")
+        assert gate.exists()  # written after the rules: the shim went on
+        deadline = time.monotonic() + 30
+        while not rt.socket_path(info).exists():
+            assert time.monotonic() < deadline, "the shim never listened"
+            time.sleep(0.02)
+        net = rt.client.networks.get(network)
+        assert net.attrs["Options"].get("com.docker.network.bridge.enable_icc") == "false"
+    finally:
+        for instance_id in made:
+            rt.remove(instance_id)
+        rt.client.networks.get(network).remove()
+
+
+def test_an_image_process_is_held_until_the_gate_and_serves_on_its_own_loopback(
+        tmp_path: Path, docker_engine: None) -> None:
+    rt = DockerRuntime(DOCKER_HOST)
+    assert rt.has_image(DEFAULT_RECIPE.tag) and not rt.has_image("cumulus-ct/none:0")
+    entrypoint, cmd = rt.image_command(DEFAULT_RECIPE.tag)
+    assert (entrypoint, cmd) == ([], [])  # an imported rootfs says nothing of what to run
+    made: list[str] = []
+    serve = ("import socket; c = socket.create_connection(('127.0.0.1', 9001)); c.sendall(b'hi'); "
+             "print(c.recv(10))")
+    spec = dataclasses.replace(_spec(tmp_path, "node-i", made), package_type="image",
+                               command=("python3", "-c", serve), gate_binary=Path("/bin/busybox"))
+    try:
+        info = rt.run(spec)
+        sock = rt.listen_inside(info, 9001)
+        time.sleep(0.3)
+        held = rt.inspect(spec.instance_id)
+        assert held is not None and held.running  # still held: it has not connected yet
+        sock.setblocking(True)
+        sock.settimeout(30)
+        rt.open_gate(info)
+        conn, _ = sock.accept()  # its own loopback, in its own namespace
+        assert conn.recv(10) == b"hi"
+        conn.sendall(b"there")
+        conn.close()
+        sock.close()
+        assert rt.client.api.wait(spec.name, timeout=30)["StatusCode"] == 0
+        assert b"there" in rt.client.api.logs(spec.name)
     finally:
         for instance_id in made:
             rt.remove(instance_id)
