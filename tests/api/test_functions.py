@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import OK, Api, error, serve
+from helpers import make_zip
 
 from control_plane.api import current_user
 from control_plane.identity import Principal
@@ -118,3 +119,65 @@ def test_a_deploy_with_requirements_and_no_build_engine_is_503_and_creates_nothi
         assert "does not answer" in err["message"]
         error(gone.client.get("/v1/functions/needsdeps", headers=gone.headers), 404, "FunctionNotFound")
         assert gone.deploy("nodeps").status_code == 201  # code without requirements needs no build
+
+
+def test_network_runtime_and_package_settings_are_checked_and_defaulted(api: Api) -> None:
+    assert api.deploy("netdefault").status_code == 201
+    shown = api.client.get("/v1/functions/netdefault", headers=api.headers).json()["config"]
+    assert (shown["network"], shown["runtime"], shown["package_type"]) == ("egress", "python3.11", "zip")
+    assert api.deploy("netnone", network="none").status_code == 201
+    assert api.client.get("/v1/functions/netnone", headers=api.headers).json()["config"]["network"] == "none"
+    err = error(api.deploy("netbad", network="internet"), 422, "InvalidConfig")
+    assert "network" in err["message"]
+    err = error(api.deploy("rtbad", runtime="python3.9"), 422, "InvalidConfig")
+    assert "python3.11, python3.13" in err["message"]
+    err = error(api.deploy("zipimage", image="alpine:3"), 422, "InvalidConfig")
+    assert "image functions" in err["message"]
+    error(api.deploy("zipcommand", command=["x"]), 422, "InvalidConfig")
+    for name in ("netbad", "rtbad", "zipimage", "zipcommand"):
+        error(api.client.get(f"/v1/functions/{name}", headers=api.headers), 404, "FunctionNotFound")
+
+
+def test_a_cluster_can_make_no_network_the_default(tmp_path: Path) -> None:
+    for none_api in serve(tmp_path, default_network="none"):
+        assert none_api.deploy("quiet").status_code == 201
+        shown = none_api.client.get("/v1/functions/quiet", headers=none_api.headers).json()["config"]
+        assert shown["network"] == "none"
+        assert none_api.deploy("chatty", network="egress").status_code == 201
+        assert none_api.client.get("/v1/functions/chatty",
+                                   headers=none_api.headers).json()["config"]["network"] == "egress"
+
+
+def test_a_named_build_shows_its_stages_and_a_bad_name_is_refused(api: Api) -> None:
+    resp = api.client.post("/v1/functions", headers={**api.headers, "X-Cumulus-Build-Id": "build-0001"},
+                           files={"code": ("code.zip", make_zip(OK), "application/zip")},
+                           data={"config": json.dumps({"name": "named"})})
+    assert resp.status_code == 201, resp.text
+    build = api.client.get("/v1/builds/build-0001", headers=api.headers).json()
+    assert build["done"] is True and build["error"] == ""
+    assert [s["message"] for s in build["stages"]] == ["preparing the python3.11 runtime image"]
+    error(api.client.get("/v1/builds/unknown-0001", headers=api.headers), 404, "NotFound")
+    bad = api.client.post("/v1/functions", headers={**api.headers, "X-Cumulus-Build-Id": "../x"},
+                          files={"code": ("code.zip", make_zip(OK), "application/zip")},
+                          data={"config": json.dumps({"name": "badbuild"})})
+    error(bad, 422, "InvalidConfig")
+
+
+def test_image_functions_are_checked_before_anything_is_stored(api: Api, tmp_path: Path) -> None:
+    config = json.dumps({"name": "img", "package_type": "image"})
+    resp = api.client.post("/v1/functions", headers=api.headers, files={"config": (None, config)})
+    assert "needs an image" in error(resp, 422, "InvalidConfig")["message"]
+    resp = api.client.post("/v1/functions", headers=api.headers, data={"config": config},
+                           files={"image": ("i.tar", b"junk" * 100, "application/x-tar")})
+    assert "not a tar archive" in error(resp, 400, "InvalidCode")["message"]
+    with_code = api.client.post("/v1/functions", headers=api.headers, data={"config": config},
+                                files={"code": ("c.zip", make_zip(OK), "application/zip")})
+    error(with_code, 400, "InvalidCode")
+    no_code = api.client.post("/v1/functions", headers=api.headers,
+                              files={"config": (None, json.dumps({"name": "nocode"}))})
+    error(no_code, 400, "InvalidCode")
+    ref = json.dumps({"name": "img", "package_type": "image", "image": "registry.example:5000/team/fn:1"})
+    named = api.client.post("/v1/functions", headers=api.headers, files={"config": (None, ref)})
+    assert named.status_code == 201, named.text
+    shown = api.client.get("/v1/functions/img", headers=api.headers).json()
+    assert shown["config"]["image"] == "registry.example:5000/team/fn:1" and shown["code_size"] == 0
