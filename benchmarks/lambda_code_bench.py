@@ -6,7 +6,8 @@ Run: `.venv/bin/python benchmarks/lambda_code_bench.py` (a Docker engine up, pip
 package index). Starts its own `cumulus up` on a free loopback port with a throwaway data directory
 (so its dependency-layer cache starts empty); the uncached deploy also skips pip's own HTTP cache
 (`PIP_NO_CACHE_DIR`), so it fetches numpy from the index. All traffic goes to 127.0.0.1.
-A cold start is a first call to a new function version: a new container, end to end.
+A cold start is a first call to a new function version: a new container, end to end. Functions
+have egress (the default) but for "network none".
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ def main() -> int:
         cold = {
             "hello (zip, baseline)": cold_starts(
                 lambda i: deploy("hello", {"main.py": HELLO}, env={"V": str(i)}, keep_alive_s=5), "hello"),
+            "hello, network none": cold_starts(
+                lambda i: deploy("quiet", {"main.py": HELLO}, env={"V": str(i)}, keep_alive_s=5,
+                                 network="none"), "quiet"),
             "numpy (zip + layer)": cold_starts(
                 lambda i: deploy("np", numpy_files, env={"V": str(i)}, keep_alive_s=5), "np"),
             "image, awslambdaric": cold_starts(
