@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from pydantic import ValidationError
 from control_plane.core import InvalidConfig
 from control_plane.functions.artifacts import build_artifact, remove_artifact
 from control_plane.functions.builder import Builder, Progress
-from control_plane.functions.images import read_archive
+from control_plane.functions.images import stored_archive
 from control_plane.functions.progress import BuildProgress
 from control_plane.functions.schemas import DeployedVersion, FunctionCreate
 from control_plane.identity import SecretBox
@@ -80,13 +79,13 @@ class FunctionService:
             self.prepare_runtime(config.runtime)
         built = build_artifact(upload, config.handler, self.artifacts_dir, self.builder,
                                runtime=config.runtime, progress=progress)
-        for digest in filter(None, (built.layer, built.digest)):  # the layer first: code names it
-            if not self.store.has_artifact(digest):
-                self.store.put_artifact(digest, (self.artifacts_dir / f"{digest}.zip").read_bytes())
         digest, size = built.digest, built.size
         stored = config.model_dump(mode="json")
         stored["secret_env"] = {k: self.box.seal(v) for k, v in config.secret_env.items()}
-        row = self.store.add_version(config.name, stored, digest, size, built.layer)
+        # The artifacts are stored with the version, in its transaction: a delete of another
+        # function that shared the layer cannot remove it in between.
+        artifacts = {d: self._reader(d) for d in filter(None, (built.layer, built.digest))}
+        row = self.store.add_version(config.name, stored, digest, size, built.layer, artifacts=artifacts)
         return DeployedVersion.of(row, self.box.open)
 
     def deploy_image(self, config: FunctionCreate, archive: Path | None) -> DeployedVersion:
@@ -95,14 +94,9 @@ class FunctionService:
         if config.network is None:
             config = config.model_copy(update={"network": self.default_network})
         if archive is not None:
-            found = read_archive(archive)
-            self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-            final = self.artifacts_dir / f"{found.digest}.zip"  # every artifact has this name
-            if not final.exists():
-                shutil.copyfile(archive, final.with_suffix(".part"))
-                os.replace(final.with_suffix(".part"), final)
-            if not self.store.has_artifact(found.digest):
-                self.store.put_artifact(found.digest, final.read_bytes())
+            if config.image is not None:
+                raise InvalidConfig("an uploaded image archive names its image itself: leave `image` out")
+            found = stored_archive(archive, self.artifacts_dir)
             config = config.model_copy(update={"image": found.image_id})
             digest, size = found.digest, found.size
         elif config.image is None:
@@ -112,8 +106,12 @@ class FunctionService:
             digest, size = "", 0
         stored = config.model_dump(mode="json")
         stored["secret_env"] = {k: self.box.seal(v) for k, v in config.secret_env.items()}
-        row = self.store.add_version(config.name, stored, digest, size)
+        row = self.store.add_version(config.name, stored, digest, size,
+                                     artifacts={digest: self._reader(digest)} if digest else {})
         return DeployedVersion.of(row, self.box.open)
+
+    def _reader(self, digest: str) -> Callable[[], bytes]:
+        return lambda: (self.artifacts_dir / f"{digest}.zip").read_bytes()
 
     def latest(self, name: str) -> tuple[Function, DeployedVersion]:
         """The function and its latest version (FunctionNotFound if unknown)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -17,8 +18,12 @@ class FunctionRepository(Repository):
     """Versions are numbered per function; a deleted function takes its versions and logs along."""
 
     def add_version(self, name: str, config: dict[str, Any], code_digest: str,
-                    code_size: int, layer_digest: str | None = None) -> FunctionVersion:
-        """Record a new immutable version of `name` (creating the function if new)."""
+                    code_size: int, layer_digest: str | None = None, *,
+                    artifacts: Mapping[str, Callable[[], bytes]] | None = None) -> FunctionVersion:
+        """Record a new immutable version of `name` (creating the function if new), storing in the
+        same transaction the artifacts it names that are not stored yet (`artifacts`: digest ->
+        its bytes, read only if missing), so that deleting another function that shared one cannot
+        leave this version naming an artifact that is gone."""
         for _ in range(5):  # two deploys of one function may race for a version number
             try:
                 with self.session() as s:
@@ -28,6 +33,13 @@ class FunctionRepository(Repository):
                     fn.latest_version += 1
                     fn.updated_at = time.time()
                     s.add(fn)
+                    s.flush()  # a write first: SQLite's lock is held from here on
+                    for digest, read in (artifacts or {}).items():
+                        held = s.exec(select(CodeArtifact.digest).where(CodeArtifact.digest == digest)
+                                      .with_for_update()).first()  # PostgreSQL: waits for a delete
+                        if held is None:
+                            data = read()
+                            s.add(CodeArtifact(digest=digest, size=len(data), data=data))
                     ver = FunctionVersion(function=name, version=fn.latest_version, config=config,
                                           code_digest=code_digest, code_size=code_size,
                                           layer_digest=layer_digest)

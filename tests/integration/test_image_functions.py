@@ -6,6 +6,9 @@ errors, init errors, crashes and timeouts come back as a zip function's do, unde
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ from typing import Any
 import docker.errors
 import pytest
 from helpers import RunningPlatform, containers_of, docker_client, start_platform
-from lambda_images import build_awslambdaric_image, build_custom_runtime_image
+from lambda_images import CUSTOM_RUNTIME_HANDLER, build_awslambdaric_image, build_custom_runtime_image
 
 from node_agent.image import DEFAULT_RECIPE
 
@@ -148,3 +151,41 @@ def test_bad_images_are_refused_before_anything_is_stored(platform: RunningPlatf
     assert mixed.status_code == 400 and mixed.json()["error"]["type"] == "InvalidCode"
     for name in ("junk", "badref", "noimage", "mixed"):
         assert platform.invoke(name, {}).status_code == 404
+
+
+def test_an_archive_cannot_take_over_a_tag_of_the_node(platform: RunningPlatform, tmp_path: Path) -> None:
+    client = docker_client()
+    own = build_custom_runtime_image(client, DEFAULT_RECIPE.tag, "cumulus-test/hostile-fn:1",
+                                     handler_source=CUSTOM_RUNTIME_HANDLER + "# its own image\n")
+    victim = "cumulus-test/victim:1"
+    client.images.get(DEFAULT_RECIPE.tag).tag(victim)  # stands for the runtime image's own tag
+    original = client.images.get(victim).id
+    saved = tmp_path / "saved.tar"
+    with saved.open("wb") as fh:
+        for chunk in client.images.get(own).save(named=True):
+            fh.write(chunk)
+    hostile = tmp_path / "hostile.tar"  # the same image, its archive claiming the victim's tag
+    with tarfile.open(saved) as src, tarfile.open(hostile, "w") as out:
+        for info in src:
+            data = src.extractfile(info) if info.isfile() else None
+            if info.name == "manifest.json" and data is not None:
+                manifest = json.loads(data.read())
+                manifest[0]["RepoTags"] = [victim]
+                raw = json.dumps(manifest).encode()
+                info.size = len(raw)
+                out.addfile(info, io.BytesIO(raw))
+            else:
+                out.addfile(info, data)
+    image = client.images.get(own)
+    for ref in image.tags:  # gone from the engine: the node must load the archive
+        client.images.remove(ref)
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get(image.id)
+    try:
+        deployed = platform.cli("deploy", "--image-archive", str(hostile), "--name", "hostile")
+        assert deployed.returncode == 0, deployed.stderr
+        resp = platform.invoke("hostile", {"value": 1})
+        assert resp.status_code == 200, resp.text
+        assert client.images.get(victim).id == original  # loaded by id, its claimed name dropped
+    finally:
+        client.images.remove(victim)
