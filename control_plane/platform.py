@@ -21,13 +21,20 @@ from control_plane.core import (
     private_dir,
 )
 from control_plane.fleet import AgentPackage, Fleet, FleetAutoscaler, Joins, build_provider, node_types
-from control_plane.functions import Builder, BuildLimits, DeployedVersion, DockerBuildSandbox, FunctionService
+from control_plane.functions import (
+    Builder,
+    BuildLimits,
+    DeployedVersion,
+    DockerBuildSandbox,
+    FunctionService,
+    Progress,
+)
 from control_plane.gateway import Gateway, HttpAgentClient, InvokeEndpoint
 from control_plane.identity import NODE_KEY_SEED, Authenticator, NodeKeys, SecretBox, write_secret
 from control_plane.reconcile import Reconciler
 from control_plane.store import InstanceIntent, Store
 from control_plane.telemetry import Telemetry
-from node_agent.image import DEFAULT_RUNTIME, RUNTIMES, ImageBuildError, runtime_rootfs
+from node_agent.image import DEFAULT_RUNTIME, RUNTIMES, ImageBuildError, rootfs_cached, runtime_rootfs
 from placement import FleetPolicy
 from provisioners.base import NodeProvider
 
@@ -201,10 +208,22 @@ class Platform:
             self.autoscaler.close()
         await self.gateway.close()
 
-    def _prepare_runtime(self, runtime: str) -> None:
-        """At a deploy: the runtime's rootfs is built (once per recipe), so nodes can fetch it."""
-        if self.runtime_images.get(runtime) == RUNTIMES[runtime].tag:
-            self.runtime_rootfs(runtime)
+    def _prepare_runtime(self, runtime: str, progress: Progress | None) -> None:
+        """At a deploy, best effort: the runtime's rootfs is built (once per recipe, the first deploy
+        of a runtime waits for it), so that nodes lacking the image can fetch it from here. A control
+        plane that cannot build it (no mmdebstrap) deploys anyway: nodes then need the image."""
+        recipe = RUNTIMES[runtime]
+        if self.runtime_images.get(runtime) != recipe.tag or rootfs_cached(recipe):
+            return
+        if shutil.which("mmdebstrap") is None:
+            log.warning("event=runtime_not_built runtime=%s reason=no_mmdebstrap", runtime)
+            return
+        if progress is not None:
+            progress(f"building the {runtime} runtime image from Debian's mirror (once)")
+        try:
+            runtime_rootfs(recipe)
+        except ImageBuildError as exc:
+            log.warning("event=runtime_not_built runtime=%s error=%s", runtime, exc)
 
     def runtime_rootfs(self, runtime: str) -> Path:
         """The rootfs tarball of a runtime's image, for nodes whose engine lacks it (built from

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
 import json
 import logging
 import shutil
@@ -13,7 +14,7 @@ import zipfile
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
@@ -119,7 +120,7 @@ class NodeAgent:
         self.agent_port = agent_port
         self.gate_binary = gate_binary  # a static busybox: holds an image's process until it may run
         self._policy: tuple[float, tuple[str, ...], EgressPolicy] | None = None
-        self._network_ready = False
+        self._own_subnets: tuple[str, ...] | None = None  # the egress network's, once it is made
         self._image_locks: dict[str, asyncio.Lock] = {}
         (data_dir / "code").mkdir(parents=True, exist_ok=True)
 
@@ -190,6 +191,10 @@ class NodeAgent:
             try:
                 archive = tmpdir / "code.zip"
                 await self._download(urls, archive, digest)
+                if len(digest) == 64:  # a SHA-256: what arrived must be what was deployed
+                    got = await asyncio.to_thread(_sha256, archive)
+                    if got != digest:
+                        raise InstanceStartError(f"artifact {digest} arrived with the digest {got}")
                 await asyncio.to_thread(_extract, archive, tmpdir / "code")
                 (tmpdir / "code").rename(target)
             finally:
@@ -228,11 +233,11 @@ class NodeAgent:
         now = time.monotonic()
         if self._policy is not None and self._policy[1] == planes and now - self._policy[0] < 30:
             return self._policy[2]
-        if not self._network_ready:
-            await asyncio.to_thread(self.runtime.prepare_network, self.egress_network)
-            self._network_ready = True
+        if self._own_subnets is None:
+            self._own_subnets = await asyncio.to_thread(self.runtime.prepare_network, self.egress_network)
+        own = self._own_subnets
         policy = await asyncio.to_thread(policy_for, control_planes=planes, agent_port=self.agent_port,
-                                         extra=self.egress_deny)
+                                         extra=self.egress_deny, own_subnets=own)
         self._policy = (now, planes, policy)
         return policy
 
@@ -305,9 +310,9 @@ class NodeAgent:
     async def _start_image(self, inst: Instance, req: p.InstanceStart) -> None:
         """An image's own process, held until its Runtime API listens in its namespace (and its
         egress rules are in), then ready once it asks for its first event."""
-        if not self.gate_binary.is_file():
-            raise InstanceStartError(f"this node cannot run image functions: {self.gate_binary} is missing "
-                                     "(Debian's busybox-static)")
+        if not is_static_executable(self.gate_binary):
+            raise InstanceStartError(f"this node cannot run image functions: {self.gate_binary} is not a "
+                                     "statically linked busybox (Debian's busybox-static)")
         image = await self.ensure_image(req.image, req.image_url, archive=req.image_archive)
         entrypoint, cmd = await asyncio.to_thread(self.runtime.image_command, image)
         cmd = list(req.command) if req.command else cmd
@@ -331,7 +336,11 @@ class NodeAgent:
         sock = await asyncio.to_thread(self.runtime.listen_inside, info, RUNTIME_API_PORT)
         inst.session = RuntimeApiSession(function=req.function, version=req.version,
                                          memory_mib=req.memory_mib, concurrency=req.concurrency)
-        await inst.session.start(sock)
+        try:
+            await inst.session.start(sock)
+        except BaseException:
+            sock.close()
+            raise
         await asyncio.to_thread(self.runtime.open_gate, info)
         deadline = time.monotonic() + self.start_timeout_s
         while True:  # ready at its first /next; an init error is answered per call, as a zip's is
@@ -494,12 +503,40 @@ class NodeAgent:
         return p.CRASHED, f"the function's process died (exit code {code})"
 
 
+def is_static_executable(path: Path) -> bool:
+    """Whether `path` is an ELF executable without an interpreter (so it runs in any image)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(64)
+            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit ELF only
+                return False
+            order: Literal["little", "big"] = "little" if head[5] == 1 else "big"
+            phoff = int.from_bytes(head[32:40], order)
+            phentsize = int.from_bytes(head[54:56], order)
+            phnum = int.from_bytes(head[56:58], order)
+            fh.seek(phoff)
+            table = fh.read(phentsize * phnum)
+    except OSError:
+        return False
+    kinds = [int.from_bytes(table[i:i + 4], order) for i in range(0, len(table), phentsize)]
+    return 3 not in kinds  # PT_INTERP: it needs a dynamic loader
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def _extract(archive: Path, dest: Path) -> None:
-    """Extract a code zip whose paths were checked by the control plane at deploy time."""
+    """Extract a code zip whose paths were checked by the control plane at deploy time, keeping
+    executable bits (a dependency layer's programs), never set-id ones."""
     with zipfile.ZipFile(archive) as zf:
         for member in zf.infolist():
             target = (dest / member.filename).resolve()
             if not target.is_relative_to(dest.resolve()):
                 raise InstanceStartError(f"zip member escapes its folder: {member.filename}")
         zf.extractall(dest)
+        for member in zf.infolist():
+            if not member.is_dir() and (member.external_attr >> 16) & 0o111:
+                (dest / member.filename).chmod(0o755)
     dest.chmod(0o755)

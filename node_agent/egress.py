@@ -103,14 +103,19 @@ def url_addresses(urls: Sequence[str]) -> list[str]:
     return out
 
 
-def policy_for(*, control_planes: Sequence[str], agent_port: int, extra: Sequence[str] = ()) -> EgressPolicy:
-    """The node's policy: metadata, its own addresses, its control planes, its agent port, `extra`."""
+def policy_for(*, control_planes: Sequence[str], agent_port: int, extra: Sequence[str] = (),
+               own_subnets: Sequence[str] = ()) -> EgressPolicy:
+    """The node's policy: metadata, its own addresses, its control planes, its agent port, the
+    subnets of the egress network it made (functions never reach each other), and `extra`."""
     deny = [METADATA_RANGE, *networks(host_addresses()), *networks(url_addresses(control_planes))]
-    for net in extra:
+    for net in [*own_subnets, *extra]:
         try:
-            deny.append(str(ipaddress.ip_network(net, strict=False)))
+            parsed = ipaddress.ip_network(net, strict=False)
         except ValueError as exc:
             raise EgressError(f"egress_deny holds {net!r}, which is not an IPv4 network: {exc}") from exc
+        if parsed.version != 4:
+            raise EgressError(f"egress_deny holds {net!r}, which is not an IPv4 network")
+        deny.append(str(parsed))
     return EgressPolicy(deny=tuple(dict.fromkeys(deny)), deny_tcp_ports=(agent_port,) if agent_port else ())
 
 
@@ -127,23 +132,28 @@ def apply(pid: int, policy: EgressPolicy) -> None:
                               f"{proc.stderr.strip()[:500]}")
 
 
-def ensure_network(client: Any, name: str) -> None:
+def ensure_network(client: Any, name: str) -> list[str]:
     """The node's egress bridge `name`, made if missing: containers on it cannot reach each other
-    (inter-container traffic off) and publish nothing. A network the operator made is used as is."""
+    (inter-container traffic off, and its subnets, returned, are in every policy) and publish
+    nothing. A network the operator made is used as is (and [] returned: its subnet may hold the
+    operator's own services)."""
     import docker.errors
 
     try:
-        client.networks.get(name)
-        return
+        network = client.networks.get(name)
     except docker.errors.NotFound:
-        pass
+        try:
+            client.networks.create(name, driver="bridge", check_duplicate=True,
+                                   options={"com.docker.network.bridge.enable_icc": "false"},
+                                   labels={"io.cumulus.role": "egress"})
+            log.info("event=egress_network_created name=%s", name)
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # made meanwhile by another agent on this engine
+                raise EgressError(f"cannot create the egress network {name}: {exc}") from exc
+        network = client.networks.get(name)
     except docker.errors.DockerException as exc:
         raise EgressError(f"the egress network {name}: {exc}") from exc
-    try:
-        client.networks.create(name, driver="bridge", check_duplicate=True,
-                               options={"com.docker.network.bridge.enable_icc": "false"},
-                               labels={"io.cumulus.role": "egress"})
-        log.info("event=egress_network_created name=%s", name)
-    except docker.errors.APIError as exc:
-        if exc.status_code != 409:  # made meanwhile by another agent on this engine
-            raise EgressError(f"cannot create the egress network {name}: {exc}") from exc
+    if (network.attrs.get("Labels") or {}).get("io.cumulus.role") != "egress":
+        return []
+    configs = (network.attrs.get("IPAM") or {}).get("Config") or []
+    return [str(c["Subnet"]) for c in configs if c.get("Subnet") and ":" not in str(c["Subnet"])]

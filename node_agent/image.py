@@ -127,11 +127,20 @@ _BUILD_LOCKS: dict[str, threading.Lock] = {}
 _BUILD_LOCKS_GUARD = threading.Lock()
 
 
+def _rootfs_path(recipe: ImageRecipe, cache_dir: Path | None) -> Path:
+    return (cache_dir or default_cache_dir()) / "images" / f"rootfs-{recipe.digest()}.tar"
+
+
+def rootfs_cached(recipe: ImageRecipe, cache_dir: Path | None = None) -> bool:
+    """Whether the recipe's rootfs tarball is in the cache already."""
+    return _rootfs_path(recipe, cache_dir).exists()
+
+
 def runtime_rootfs(recipe: ImageRecipe = DEFAULT_RECIPE, cache_dir: Path | None = None) -> Path:
     """The recipe's rootfs tarball in the cache, built first if it is not there (the file a local
     node imports into Docker, a qemu VM image bakes in, and the control plane serves to nodes that
     lack a runtime). Threads asking for one recipe build it once."""
-    cache = (cache_dir or default_cache_dir()) / "images" / f"rootfs-{recipe.digest()}.tar"
+    cache = _rootfs_path(recipe, cache_dir)
     if cache.exists():
         return cache
     with _BUILD_LOCKS_GUARD:

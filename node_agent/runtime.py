@@ -166,8 +166,9 @@ class ContainerRuntime(Protocol):
         archive that must hold `reference`."""
         ...
 
-    def prepare_network(self, name: str) -> None:
-        """Make sure the egress network `name` exists (see `node_agent.egress`)."""
+    def prepare_network(self, name: str) -> tuple[str, ...]:
+        """Make sure the egress network `name` exists (see `node_agent.egress`); the subnets of it
+        that functions may not reach (those of a network the node made itself)."""
         ...
 
 
@@ -397,10 +398,10 @@ class DockerRuntime:
         if not self.has_image(reference):
             raise ContainerRuntimeError(f"the image archive does not hold {reference}")
 
-    def prepare_network(self, name: str) -> None:
+    def prepare_network(self, name: str) -> tuple[str, ...]:
         """The node's egress bridge, made on first use."""
         try:
-            eg.ensure_network(self.client, name)
+            return tuple(eg.ensure_network(self.client, name))
         except eg.EgressError as exc:
             raise ContainerRuntimeError(str(exc)) from exc
 

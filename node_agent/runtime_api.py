@@ -250,7 +250,9 @@ class RuntimeApiSession:
         self.max_error_bytes = max_error_bytes
         self.function_arn = f"{arn_prefix}:{function}"
         # The runtime needs a connection per poll and per answer at once; the rest is headroom.
-        self.max_connections = max_connections if max_connections is not None else 4 * concurrency + 8
+        # Each is a file descriptor of the agent: at most 64, whatever the concurrency.
+        default = min(2 * concurrency + 4, 64)
+        self.max_connections = max_connections if max_connections is not None else default
         self._live: dict[str, _Invocation] = {}  # queued or delivered, by the id the runtime sees
         self._queue: collections.deque[_Invocation] = collections.deque()
         self._pollers: collections.deque[asyncio.Future[_Invocation | None]] = collections.deque()

@@ -5,7 +5,7 @@ control plane. Coming here: aliases, container-image functions, runtimes.
 """
 
 from control_plane.functions.artifacts import MAX_UPLOAD_BYTES, build_artifact, remove_artifact, zip_folder
-from control_plane.functions.builder import Builder
+from control_plane.functions.builder import Builder, Progress
 from control_plane.functions.deploy import FunctionService, parse_config, public_config
 from control_plane.functions.images import MAX_ARCHIVE_BYTES, ImageArchive, read_archive
 from control_plane.functions.progress import BUILD_ID, BuildProgress, BuildStatus
@@ -41,6 +41,7 @@ __all__ = [
     "FunctionService",
     "ImageArchive",
     "Interpreter",
+    "Progress",
     "Requirements",
     "StepResult",
     "build_artifact",

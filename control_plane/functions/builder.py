@@ -92,18 +92,23 @@ class Builder:
     """Builds the dependency layer of an artifact from its `requirements.txt` (see the module).
 
     A layer is a deterministic zip of what pip installed, cached under `cache_dir` by the hash of
-    the checked requirements and the runtime image they were installed for: deploying the same
-    requirements for the same runtime again reuses it without running pip. The cache keeps at most
-    `cache_mib`, the least recently used layers leaving first.
+    the checked requirements, the runtime image they were installed for (its id, not its tag) and
+    the control plane's pip configuration (its index, constraints...): deploying the same
+    requirements for the same runtime again reuses it without running pip. A layer of requirements
+    that are not all pinned (`==`) is reused for `unpinned_ttl_s` only, so new releases are picked
+    up. The cache keeps at most `cache_mib`, the least recently used layers leaving first (never one
+    used in the last 10 minutes).
     """
 
     def __init__(self, sandbox_for: Callable[[str], BuildSandbox], work_dir: Path, *,
                  limits: BuildLimits | None = None, pip: Sequence[str] = (sys.executable, "-m", "pip"),
-                 max_concurrent: int = 2, cache_mib: int = 4096) -> None:
+                 max_concurrent: int = 2, cache_mib: int = 4096, unpinned_ttl_s: float = 86400.0) -> None:
         self.sandbox_for = sandbox_for
         self.work_dir = work_dir
         self.cache_dir = work_dir / "layers"
         self.cache_mib = cache_mib
+        self.unpinned_ttl_s = unpinned_ttl_s
+        self._pip_config: str | None = None
         self.limits = limits or BuildLimits()
         self.pip = list(pip)
         self._slots = threading.BoundedSemaphore(max_concurrent)
@@ -123,12 +128,13 @@ class Builder:
         sandbox = self.sandbox_for(runtime)
         progress(f"preparing the {runtime} build sandbox")
         interp = sandbox.interpreter()
-        key = hashlib.sha256(json.dumps([reqs.text(), sandbox.image, interp.describe()]).encode()).hexdigest()
-        layer = self.cache_dir / f"{key[:32]}.zip"
+        key = hashlib.sha256(json.dumps([reqs.text(), sandbox.image_id(), interp.describe(),
+                                         self._pip_fingerprint()]).encode()).hexdigest()[:32]
+        layer = self.cache_dir / f"{key}.zip"
         with self._guard:
             lock = self._key_locks.setdefault(key, threading.Lock())
         with lock:  # one build per set of requirements at a time: the second deploy reuses it
-            if layer.is_file():
+            if layer.is_file() and (_pinned(reqs) or time.time() - _built_at(layer) < self.unpinned_ttl_s):
                 os.utime(layer)
                 progress(f"requirements.txt for {interp.describe()}: cached")
                 return layer
@@ -144,22 +150,36 @@ class Builder:
                     self.cache_dir.mkdir(parents=True, exist_ok=True)
                     part = Path(tmp) / "layer.zip"
                     deterministic_zip(deps, part)
+                    layer.with_suffix(".built").write_text(f"{time.time()}\n")
                     os.replace(part, layer)
             finally:
                 self._slots.release()
+        with self._guard:
             self._evict(keep=layer)
         return layer
 
+    def _pip_fingerprint(self) -> str:
+        """What of the control plane's pip configuration decides what a requirement resolves to."""
+        if self._pip_config is None:
+            proc = subprocess.run([*self.pip, "config", "list"], capture_output=True, text=True, check=False,
+                                  stdin=subprocess.DEVNULL, timeout=60)
+            env = sorted((k, v) for k, v in os.environ.items() if k.startswith("PIP_"))
+            self._pip_config = hashlib.sha256(json.dumps([proc.stdout, env]).encode()).hexdigest()
+        return self._pip_config
+
     def _evict(self, keep: Path) -> None:
-        """Drop the least recently used layers beyond `cache_mib` (never `keep`)."""
+        """Drop the least recently used layers beyond `cache_mib` (never `keep`, nor one used in the
+        last 10 minutes: a deploy may be copying it)."""
         layers = sorted(self.cache_dir.glob("*.zip"), key=lambda f: f.stat().st_mtime)
         total = sum(f.stat().st_size for f in layers)
+        recent = time.time() - 600
         for old in layers:
             if total <= self.cache_mib * 2**20:
                 break
-            if old != keep:
+            if old != keep and old.stat().st_mtime < recent:
                 total -= old.stat().st_size
                 old.unlink(missing_ok=True)
+                old.with_suffix(".built").unlink(missing_ok=True)
 
     def _remaining(self, deadline: float) -> float:
         left = deadline - time.monotonic()
@@ -487,6 +507,24 @@ def _unpack_wheels(tar_path: Path, dest: Path) -> list[Path]:
                 shutil.copyfileobj(source, out, 1 << 20)
             made.append(target)
     return made
+
+
+def _pinned(reqs: Requirements) -> bool:
+    """Whether every requirement names one exact version (`==X`, no wildcard) or pins hashes."""
+    if reqs.hashed:
+        return True
+    for line in reqs.lines:
+        specs = list(Requirement(line).specifier)
+        if len(specs) != 1 or specs[0].operator not in ("==", "===") or "*" in specs[0].version:
+            return False
+    return True
+
+
+def _built_at(layer: Path) -> float:
+    try:
+        return float(layer.with_suffix(".built").read_text())
+    except (OSError, ValueError):
+        return 0.0
 
 
 def deterministic_zip(root: Path, dest: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ class FunctionService:
 
     def __init__(self, store: Store, artifacts_dir: Path, box: SecretBox,
                  builder: Builder | None = None, *, default_network: str = "egress",
-                 prepare_runtime: Callable[[str], None] | None = None) -> None:
+                 prepare_runtime: Callable[[str, Progress | None], None] | None = None) -> None:
         self.store = store
         self.artifacts_dir = artifacts_dir
         self.box = box
@@ -74,9 +75,7 @@ class FunctionService:
         if config.network is None:  # resolved once, at the deploy: the version keeps it
             config = config.model_copy(update={"network": self.default_network})
         if self.prepare_runtime is not None:
-            if progress is not None:
-                progress(f"preparing the {config.runtime} runtime image")
-            self.prepare_runtime(config.runtime)
+            self.prepare_runtime(config.runtime, progress)
         built = build_artifact(upload, config.handler, self.artifacts_dir, self.builder,
                                runtime=config.runtime, progress=progress)
         digest, size = built.digest, built.size
@@ -141,9 +140,13 @@ class FunctionService:
         if data is None:
             return None
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{digest}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(dir=self.artifacts_dir, prefix=f".{digest}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
         return path
 
     def marker(self) -> tuple[int, float]:

@@ -139,7 +139,12 @@ class StepResult:
 class BuildSandbox(Protocol):
     """Runs pip where nothing of the host is in reach (see the module's guarantees)."""
 
-    image: str  # the runtime image it builds for (part of the dependency cache's key)
+    image: str  # the runtime image it builds for
+
+    def image_id(self) -> str:
+        """The id of that image in its engine (part of the dependency cache's key; BuildUnavailable
+        if the engine or image is missing)."""
+        ...
 
     def interpreter(self) -> Interpreter:
         """The runtime image's Python (BuildUnavailable if the engine or image is missing)."""
@@ -240,6 +245,9 @@ class DockerBuildSandbox:
             raise BuildUnavailable(f"the runtime image {self.image} could not be built: {exc}") from None
         except docker.errors.DockerException as exc:
             raise BuildUnavailable(f"the build sandbox's Docker engine failed: {exc}") from None
+
+    def image_id(self) -> str:
+        return self._image_id()
 
     def interpreter(self) -> Interpreter:
         image_id = self._image_id()

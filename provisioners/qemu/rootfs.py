@@ -70,9 +70,9 @@ LinkLocalAddressing=no
 IPv6AcceptRA=no
 """
 
-# Function containers use `--network none`: Docker needs no bridge or iptables, which keeps the
-# engine's start (slow under emulation) short.
-DOCKER_DAEMON_JSON = '{"bridge": "none", "iptables": false, "ip6tables": false, "ip-masq": false}\n'
+# No default bridge (functions use `--network none` or the agent's own egress network); Docker's
+# iptables on, so that egress network has its NAT (masquerade) and inter-container traffic off.
+DOCKER_DAEMON_JSON = '{"bridge": "none", "ip6tables": false}\n'
 
 
 def _write(root: Path, rel: str, text: str, mode: int = 0o644) -> None:

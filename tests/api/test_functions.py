@@ -155,7 +155,8 @@ def test_a_named_build_shows_its_stages_and_a_bad_name_is_refused(api: Api) -> N
     assert resp.status_code == 201, resp.text
     build = api.client.get("/v1/builds/build-0001", headers=api.headers).json()
     assert build["done"] is True and build["error"] == ""
-    assert [s["message"] for s in build["stages"]] == ["preparing the python3.11 runtime image"]
+    # No requirements: nothing to fetch or install (at most the runtime image, on its first deploy).
+    assert all("runtime image" in s["message"] for s in build["stages"])
     error(api.client.get("/v1/builds/unknown-0001", headers=api.headers), 404, "NotFound")
     bad = api.client.post("/v1/functions", headers={**api.headers, "X-Cumulus-Build-Id": "../x"},
                           files={"code": ("code.zip", make_zip(OK), "application/zip")},

@@ -51,8 +51,9 @@ class FakeRuntime:
     def import_image(self, archive: Path, reference: str, *, rootfs: bool) -> None:
         self.images.add(reference)
 
-    def prepare_network(self, name: str) -> None:
+    def prepare_network(self, name: str) -> tuple[str, ...]:
         self.networks.add(name)
+        return ()
 
     def image_command(self, reference: str) -> tuple[list[str], list[str]]:
         return ["/bootstrap"], ["main.handler"]

@@ -15,6 +15,24 @@ from node_agent.image import default_cache_dir
 from provisioners.qemu.image import VmImage, ensure_vm_image
 from provisioners.qemu.software import GuestSoftware
 
+NETPROBE = """
+import socket
+
+def handler(event, context):
+    out = {"routes": [r.split()[:2] for r in open("/proc/net/route").read().splitlines()[1:]]}
+    for host, port in event["targets"]:
+        s = socket.socket()
+        s.settimeout(10)
+        try:
+            s.connect((host, port))
+            out[f"{host}:{port}"] = "connected"
+        except OSError as exc:
+            out[f"{host}:{port}"] = type(exc).__name__
+        finally:
+            s.close()
+    return out
+"""
+
 HELLO = """
 def handler(event, context):
     name = (event or {}).get("name", "world")
@@ -39,12 +57,16 @@ def code_server() -> Iterator[CodeServer]:
     """A loopback HTTP server holding the hello function's code."""
     body = make_zip({"main.py": HELLO})
     digest = hashlib.sha256(body).hexdigest()[:16]
+    probe = make_zip({"main.py": NETPROBE})
+    probe_digest = hashlib.sha256(probe).hexdigest()[:16]
+    zips = {f"/code/{digest}.zip": body, f"/code/{probe_digest}.zip": probe}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path != f"/code/{digest}.zip":
+            if self.path not in zips:
                 self.send_error(404)
                 return
+            body = zips[self.path]
             self.send_response(200)
             self.send_header("Content-Type", "application/zip")
             self.send_header("Content-Length", str(len(body)))
@@ -58,7 +80,7 @@ def code_server() -> Iterator[CodeServer]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield CodeServer(port=server.server_address[1], digest=digest)
+        yield CodeServer(port=server.server_address[1], digest=digest, probe_digest=probe_digest)
     finally:
         server.shutdown()
         server.server_close()

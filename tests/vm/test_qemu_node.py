@@ -24,6 +24,7 @@ from provisioners.base import NodeBootstrap, NodeType, ProviderNode
 from provisioners.qemu import bootstrap as boot
 from provisioners.qemu.image import VmImage
 from provisioners.qemu.provider import QemuProvider
+from provisioners.qemu.rootfs import GUEST_ADDRESS
 from provisioners.qemu.software import GuestSoftware
 from provisioners.qemu.vm import qemu_alive
 
@@ -100,6 +101,30 @@ def test_a_function_container_runs_in_the_guest(node: ProviderNode, code_server:
     assert out.headers["X-Cumulus-Outcome"] == "ok"
     assert out.json() == {"message": "Hello, qemu!", "function": "hello"}
     assert requests.delete(f"{url}/v1/instances/vm-i1", headers=headers, timeout=120).status_code == 204
+
+
+def test_a_function_with_egress_reaches_out_through_the_guest_but_not_the_guest(
+        node: ProviderNode, code_server: CodeServer) -> None:
+    """Egress in a VM: out through the guest's Docker NAT and QEMU's network to the test's own code
+    server (10.0.2.2 is the host's loopback, as the guest sees it); the guest's own address, where
+    its agent listens, is refused by the rules in the container's namespace."""
+    url = node.extra["agent_url"]
+    start = {"function": "netprobe", "version": 1, "handler": "main.handler",
+             "code_digest": code_server.probe_digest,
+             "code_url": code_server.url_of(code_server.probe_digest),
+             "memory_mib": 128, "cpu_millis": 500, "timeout_s": 60, "network": "egress"}
+    resp = requests.put(f"{url}/v1/instances/vm-net1", json=start, headers=HEADERS, timeout=240)
+    assert resp.status_code == 200, resp.text
+    agent_port = _bootstrap("any").agent_port  # where the agent listens in the guest
+    targets = [["10.0.2.2", code_server.port], [GUEST_ADDRESS, agent_port]]
+    out = requests.post(f"{url}/v1/instances/vm-net1/invoke", data=json.dumps({"targets": targets}),
+                        headers=HEADERS, timeout=120)
+    assert out.status_code == 200 and out.headers["X-Cumulus-Outcome"] == "ok", out.text
+    seen = out.json()
+    assert any(dest == "00000000" for _, dest in seen["routes"])  # a default route: egress
+    assert seen[f"10.0.2.2:{code_server.port}"] == "connected"
+    assert seen[f"{GUEST_ADDRESS}:{agent_port}"] != "connected"
+    assert requests.delete(f"{url}/v1/instances/vm-net1", headers=HEADERS, timeout=120).status_code == 204
 
 
 def test_a_sigkilled_agent_is_restarted_by_systemd_and_adopts_its_instance(

@@ -103,9 +103,9 @@ async def deploy(svc: ServicesDep, user: CurrentUser,
     report = (lambda message: progress.stage(build_id, message)) if build_id else None
     try:
         ver = await run_in_threadpool(svc.functions.deploy, cfg, await _read_zip(code), report)
-    except CumulusError as exc:
+    except Exception as exc:
         if build_id:
-            progress.finish(build_id, exc.message)
+            progress.finish(build_id, exc.message if isinstance(exc, CumulusError) else "internal error")
         raise
     if build_id:
         progress.finish(build_id)
@@ -119,7 +119,7 @@ async def _read_zip(upload: UploadFile) -> bytes:
     while chunk := await upload.read(1 << 20):
         data += chunk
         if len(data) > MAX_UPLOAD_BYTES:
-            raise InvalidCode(f"the zip is over {MAX_UPLOAD_BYTES // 2**20} MiB")
+            raise PayloadTooLarge(f"the zip is over {MAX_UPLOAD_BYTES // 2**20} MiB")
     return bytes(data)
 
 
