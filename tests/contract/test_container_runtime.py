@@ -17,7 +17,14 @@ from helpers import DOCKER_HOST
 from node_agent.agent import SHIM_DIR
 from node_agent.egress import EgressPolicy
 from node_agent.image import DEFAULT_RECIPE
-from node_agent.runtime import LABEL_FUNCTION, LABEL_NODE, ContainerRuntime, ContainerSpec, DockerRuntime
+from node_agent.runtime import (
+    LABEL_FUNCTION,
+    LABEL_NODE,
+    ContainerRuntime,
+    ContainerRuntimeError,
+    ContainerSpec,
+    DockerRuntime,
+)
 from node_agent.shim import cumulus_wire as wire
 from node_agent.shim_client import ShimClient
 
@@ -168,9 +175,11 @@ def test_an_image_process_is_held_until_the_gate_and_serves_on_its_own_loopback(
     try:
         info = rt.run(spec)
         sock = rt.listen_inside(info, 9001)
-        time.sleep(0.3)
+        time.sleep(0.5)
         held = rt.inspect(spec.instance_id)
-        assert held is not None and held.running  # still held: it has not connected yet
+        assert held is not None and held.running
+        with pytest.raises(BlockingIOError):  # held by the gate: it has not even connected
+            sock.accept()
         sock.setblocking(True)
         sock.settimeout(30)
         rt.open_gate(info)
@@ -184,3 +193,42 @@ def test_an_image_process_is_held_until_the_gate_and_serves_on_its_own_loopback(
     finally:
         for instance_id in made:
             rt.remove(instance_id)
+
+
+def test_the_shim_runs_no_code_before_its_gate(tmp_path: Path, docker_engine: None) -> None:
+    """A networked instance's shim waits for the gate file (written once the rules are in): here it
+    is set to wait with no network at all, and its socket appears only once the gate is written."""
+    rt = DockerRuntime(DOCKER_HOST)
+    made: list[str] = []
+    base = _spec(tmp_path, "node-g", made)
+    spec = dataclasses.replace(base, env={"CUMULUS_GATE": f"{wire.SOCKET_DIR}/{wire.GATE_NAME}"})
+    try:
+        info = rt.run(spec)
+        time.sleep(1.0)
+        assert not rt.socket_path(info).exists()  # the handler is not even imported yet
+        rt.open_gate(info)
+        deadline = time.monotonic() + 30
+        while not rt.socket_path(info).exists():
+            assert time.monotonic() < deadline, "the shim never went on"
+            time.sleep(0.02)
+    finally:
+        for instance_id in made:
+            rt.remove(instance_id)
+
+
+def test_a_policy_that_cannot_be_applied_leaves_no_container(tmp_path: Path, docker_engine: None) -> None:
+    rt = DockerRuntime(DOCKER_HOST)
+    network = f"cumulus-ct-{uuid.uuid4().hex[:6]}"
+    subnets = rt.prepare_network(network)
+    assert subnets  # a network the node made: its subnets go into every policy
+    made: list[str] = []
+    bad = EgressPolicy(deny=("not-a-network",))
+    spec = dataclasses.replace(_spec(tmp_path, "node-p", made), network=network, egress=bad)
+    try:
+        with pytest.raises(ContainerRuntimeError, match="network"):
+            rt.run(spec)
+        assert rt.inspect(spec.instance_id) is None
+    finally:
+        for instance_id in made:
+            rt.remove(instance_id)
+        rt.client.networks.get(network).remove()
