@@ -33,7 +33,15 @@ from provisioners.base import PROGRAMMING_ERRORS, BootstrapFor, NodeType, Provid
 from provisioners.qemu import bootstrap as boot
 from provisioners.qemu.image import VmImage, ensure_vm_image
 from provisioners.qemu.software import GuestSoftware
-from provisioners.qemu.vm import VmShape, detect_accel, qemu_alive, require_qemu, start_vm, stop_vm
+from provisioners.qemu.vm import (
+    GuestForward,
+    VmShape,
+    detect_accel,
+    qemu_alive,
+    require_qemu,
+    start_vm,
+    stop_vm,
+)
 
 log = logging.getLogger("cumulus.qemu")
 
@@ -60,8 +68,10 @@ class QemuProvider:
 
     def __init__(self, cluster: str, bootstrap_for: BootstrapFor, *, root: Path, software: GuestSoftware,
                  cache_dir: Path, shapes: Mapping[str, VmShape] | None = None,
-                 boot_timeout_s: float = 300.0, agent_timeout_s: float = 300.0) -> None:
+                 boot_timeout_s: float = 300.0, agent_timeout_s: float = 300.0,
+                 guest_forwards: Sequence[GuestForward] = ()) -> None:
         self.cluster = cluster
+        self.guest_forwards = tuple(guest_forwards)  # host services the guests reach (see GuestForward)
         self.bootstrap_for = bootstrap_for
         self.root = root
         self.shapes = dict(shapes or {})
@@ -249,7 +259,8 @@ class QemuProvider:
                 if self._record(node_id) is None or node_id in self._cancelled:
                     raise _Cancelled(node_id)
                 shape = VmShape(memory_mib=int(rec["memory_mib"]), cpus=int(rec["cpus"]))
-                vm = start_vm(image, folder, shape, accel=accel, agent_guest_port=bootstrap.agent_port)
+                vm = start_vm(image, folder, shape, accel=accel, agent_guest_port=bootstrap.agent_port,
+                              guest_forwards=self.guest_forwards)
                 rec.update(phase=BOOTING, pid=vm.pid, ssh_port=vm.ssh_port, agent_port=vm.agent_port,
                            agent_url=f"http://127.0.0.1:{vm.agent_port}", accel=accel)
                 self._save(rec)

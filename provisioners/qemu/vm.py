@@ -15,8 +15,10 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,12 +142,30 @@ def create_overlay(base: Path, overlay: Path) -> None:
         raise ProviderError(f"qemu-img create failed: {proc.stderr.strip()}")
 
 
+@dataclass(frozen=True)
+class GuestForward:
+    """A service on the host's loopback (`host_port`) that guests reach at a virtual address of
+    QEMU's network (`address:port`, e.g. 10.0.2.100:80): QEMU hands each guest connection to
+    `provisioners.qemu.forward`, which relays it."""
+
+    address: str
+    port: int
+    host_port: int
+
+    def netdev_option(self) -> str:
+        """The `-netdev user` option (no commas: QEMU's option syntax splits on them)."""
+        return (f"guestfwd=tcp:{self.address}:{self.port}-cmd:{sys.executable} "
+                f"{Path(__file__).with_name('forward.py')} {self.host_port}")
+
+
 def qemu_command(image: VmImage, workdir: Path, shape: VmShape, *, accel: str, ssh_port: int,
-                 agent_host_port: int, agent_guest_port: int) -> list[str]:
+                 agent_host_port: int, agent_guest_port: int,
+                 guest_forwards: Sequence[GuestForward] = ()) -> list[str]:
     """The QEMU command line of a node VM."""
     accel_args = ["-enable-kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg", "-cpu", "max"]
-    forwards = (f"hostfwd=tcp:127.0.0.1:{ssh_port}-:22,"
-                f"hostfwd=tcp:127.0.0.1:{agent_host_port}-:{agent_guest_port}")
+    forwards = ",".join([f"hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+                         f"hostfwd=tcp:127.0.0.1:{agent_host_port}-:{agent_guest_port}",
+                         *(f.netdev_option() for f in guest_forwards)])
     return [QEMU, "-M", MACHINE, *accel_args, "-smp", str(shape.cpus), "-m", str(shape.memory_mib),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-serial", f"file:{workdir / 'console.log'}",
@@ -159,7 +179,7 @@ def qemu_command(image: VmImage, workdir: Path, shape: VmShape, *, accel: str, s
 
 
 def start_vm(image: VmImage, workdir: Path, shape: VmShape, *, accel: str,
-             agent_guest_port: int) -> RunningVm:
+             agent_guest_port: int, guest_forwards: Sequence[GuestForward] = ()) -> RunningVm:
     """Create the overlay and start QEMU in the background; returns once QEMU runs (not the guest)."""
     require_qemu()
     overlay = workdir / "disk.qcow2"
@@ -169,7 +189,7 @@ def start_vm(image: VmImage, workdir: Path, shape: VmShape, *, accel: str,
     for _ in range(START_ATTEMPTS):
         ssh_port, agent_port = free_port(), free_port()
         cmd = qemu_command(image, workdir, shape, accel=accel, ssh_port=ssh_port, agent_host_port=agent_port,
-                           agent_guest_port=agent_guest_port)
+                           agent_guest_port=agent_guest_port, guest_forwards=guest_forwards)
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False,
                               stdin=subprocess.DEVNULL)
         if proc.returncode == 0:

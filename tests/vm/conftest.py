@@ -27,7 +27,7 @@ def handler(event, context):
             s.connect((host, port))
             out[f"{host}:{port}"] = "connected"
         except OSError as exc:
-            out[f"{host}:{port}"] = type(exc).__name__
+            out[f"{host}:{port}"] = f"{type(exc).__name__}: {exc}"
         finally:
             s.close()
     return out

@@ -26,7 +26,7 @@ from provisioners.qemu.image import VmImage
 from provisioners.qemu.provider import QemuProvider
 from provisioners.qemu.rootfs import GUEST_ADDRESS
 from provisioners.qemu.software import GuestSoftware
-from provisioners.qemu.vm import qemu_alive
+from provisioners.qemu.vm import GuestForward, qemu_alive
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 
@@ -40,11 +40,16 @@ def _bootstrap(request_id: str) -> NodeBootstrap:
                          extra_env={"CUMULUS_AGENT_NODE_ID": "vm-node-1", "CUMULUS_AGENT_TOKEN": TOKEN})
 
 
+# The test's code server, as the guests see it at a virtual address of QEMU's network.
+FORWARDED = ("10.0.2.100", 8000)
+
+
 @pytest.fixture(scope="module")
-def provider(vm_image: VmImage, software: GuestSoftware,
+def provider(vm_image: VmImage, software: GuestSoftware, code_server: CodeServer,
              tmp_path_factory: pytest.TempPathFactory) -> QemuProvider:
     return QemuProvider("vm-tests", _bootstrap, root=tmp_path_factory.mktemp("qemu-nodes"), software=software,
-                        cache_dir=default_cache_dir())
+                        cache_dir=default_cache_dir(),
+                        guest_forwards=[GuestForward(*FORWARDED, host_port=code_server.port)])
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +108,22 @@ def test_a_function_container_runs_in_the_guest(node: ProviderNode, code_server:
     assert requests.delete(f"{url}/v1/instances/vm-i1", headers=headers, timeout=120).status_code == 204
 
 
+def _guest(node: ProviderNode, vm_image: VmImage, command: str) -> str:
+    """What a shell command prints in the guest (for a failure's message)."""
+    settings = boot.ssh_settings(vm_image, Path(node.extra["dir"]) / "known_hosts", ready_timeout_s=30)
+    client = ssh.connect("127.0.0.1", settings, port=int(node.extra["ssh_port"]))
+    try:
+        return ssh.run(client, command, timeout_s=120).output
+    finally:
+        client.close()
+
+
 def test_a_function_with_egress_reaches_out_through_the_guest_but_not_the_guest(
-        node: ProviderNode, code_server: CodeServer) -> None:
+        node: ProviderNode, code_server: CodeServer, vm_image: VmImage) -> None:
     """Egress in a VM: out through the guest's Docker NAT and QEMU's network to the test's own code
-    server (10.0.2.2 is the host's loopback, as the guest sees it); the guest's own address, where
-    its agent listens, is refused by the rules in the container's namespace."""
+    server (at a virtual address QEMU forwards to it); the host's loopback as the guest sees it
+    (10.0.2.2, where the control plane is) and the guest's own address (its agent) are refused by
+    the rules in the container's namespace."""
     url = node.extra["agent_url"]
     start = {"function": "netprobe", "version": 1, "handler": "main.handler",
              "code_digest": code_server.probe_digest,
@@ -116,14 +132,16 @@ def test_a_function_with_egress_reaches_out_through_the_guest_but_not_the_guest(
     resp = requests.put(f"{url}/v1/instances/vm-net1", json=start, headers=HEADERS, timeout=240)
     assert resp.status_code == 200, resp.text
     agent_port = _bootstrap("any").agent_port  # where the agent listens in the guest
-    targets = [["10.0.2.2", code_server.port], [GUEST_ADDRESS, agent_port]]
+    targets = [list(FORWARDED), ["10.0.2.2", code_server.port], [GUEST_ADDRESS, agent_port]]
     out = requests.post(f"{url}/v1/instances/vm-net1/invoke", data=json.dumps({"targets": targets}),
                         headers=HEADERS, timeout=120)
     assert out.status_code == 200 and out.headers["X-Cumulus-Outcome"] == "ok", out.text
     seen = out.json()
     assert any(dest == "00000000" for _, dest in seen["routes"])  # a default route: egress
-    assert seen[f"10.0.2.2:{code_server.port}"] == "connected"
-    assert seen[f"{GUEST_ADDRESS}:{agent_port}"] != "connected"
+    assert seen["10.0.2.100:8000"] == "connected", (seen, _guest(node, vm_image,
+        "cat /etc/docker/daemon.json; iptables -t nat -S; iptables -S FORWARD; ip route"))
+    assert seen[f"10.0.2.2:{code_server.port}"].startswith("OSError"), seen  # a control plane's address
+    assert seen[f"{GUEST_ADDRESS}:{agent_port}"].startswith("OSError"), seen
     assert requests.delete(f"{url}/v1/instances/vm-net1", headers=HEADERS, timeout=120).status_code == 204
 
 
