@@ -122,6 +122,9 @@ class NodeAgent:
         self._policy: tuple[float, tuple[str, ...], EgressPolicy] | None = None
         self._own_subnets: tuple[str, ...] | None = None  # the egress network's, once it is made
         self._image_locks: dict[str, asyncio.Lock] = {}
+        # Images known to be in the engine (a zip cold start asks no engine call for its runtime's);
+        # one removed behind the agent's back fails its start, which says so, and is looked up again.
+        self._images_seen: set[str] = set()
         (data_dir / "code").mkdir(parents=True, exist_ok=True)
 
     async def open(self) -> None:
@@ -210,7 +213,10 @@ class NodeAgent:
     async def ensure_image(self, reference: str, url: str, *, archive: bool = False) -> str:
         """`reference` in this node's engine, fetched from the control plane (`url`: a rootfs, or with
         `archive` a `docker save` archive) and loaded on first use."""
+        if reference in self._images_seen:
+            return reference
         if await asyncio.to_thread(self.runtime.has_image, reference):
+            self._images_seen.add(reference)
             return reference
         if not url:
             raise InstanceStartError(f"the image {reference} is not on this node")
@@ -284,6 +290,7 @@ class NodeAgent:
                 await self._start_zip(inst, req)
         except BaseException as exc:
             self.instances.pop(instance_id, None)
+            self._images_seen.discard(req.image)  # looked up again next time
             inst.ready.set()
             if inst.session is not None:
                 await inst.session.close()

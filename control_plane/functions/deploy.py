@@ -11,6 +11,7 @@ import difflib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ class FunctionService:
         self.builder = builder
         self.default_network = default_network
         self.progress = BuildProgress()  # what each named deploy's build is doing
+        # An image archive is up to 512 MiB, read whole to be stored: one such deploy at a time.
+        self._image_slot = threading.BoundedSemaphore(1)
         # Makes a runtime's image ready for nodes to fetch (built from Debian's mirror on first use).
         self.prepare_runtime = prepare_runtime
 
@@ -95,14 +98,19 @@ class FunctionService:
         if archive is not None:
             if config.image is not None:
                 raise InvalidConfig("an uploaded image archive names its image itself: leave `image` out")
-            found = stored_archive(archive, self.artifacts_dir)
-            config = config.model_copy(update={"image": found.image_id})
-            digest, size = found.digest, found.size
-        elif config.image is None:
+            with self._image_slot:
+                return self._deploy_archive(config, archive)
+        if config.image is None:
             raise InvalidConfig("an image function needs an image: upload its archive (docker save) or name "
                                 "one the nodes hold in `image`")
-        else:
-            digest, size = "", 0
+        return self._record(config, "", 0)
+
+    def _deploy_archive(self, config: FunctionCreate, archive: Path) -> DeployedVersion:
+        found = stored_archive(archive, self.artifacts_dir)
+        return self._record(config.model_copy(update={"image": found.image_id}), found.digest, found.size)
+
+    def _record(self, config: FunctionCreate, digest: str, size: int) -> DeployedVersion:
+        """Record an image function's version (with its archive's artifact, if any)."""
         stored = config.model_dump(mode="json")
         stored["secret_env"] = {k: self.box.seal(v) for k, v in config.secret_env.items()}
         row = self.store.add_version(config.name, stored, digest, size,
