@@ -223,6 +223,7 @@ class NodeAgent:
         lock = self._image_locks.setdefault(reference, asyncio.Lock())
         async with lock:
             if await asyncio.to_thread(self.runtime.has_image, reference):
+                self._images_seen.add(reference)
                 return reference
             folder = self.data_dir / "images"
             folder.mkdir(parents=True, exist_ok=True)
@@ -230,6 +231,7 @@ class NodeAgent:
                 tarball = Path(tmp) / "image.tar"
                 await self._download(self._urls(url), tarball, reference)
                 await asyncio.to_thread(self.runtime.import_image, tarball, reference, rootfs=not archive)
+            self._images_seen.add(reference)
             log.info("event=image_fetched image=%s", reference)
         return reference
 
