@@ -72,3 +72,52 @@ def test_dead_containers_are_removed_on_recovery(tmp_path: Path, docker_engine: 
 
     asyncio.run(scenario())
     assert containers_of("recov-dead") == []
+
+
+def test_a_restarted_agent_replaces_image_instances_and_adopts_networked_ones(
+        tmp_path: Path, docker_engine: None) -> None:
+    """An image instance's Runtime API lived in the agent that died: the new agent removes it (the
+    control plane starts another). A zip instance with egress keeps its rules and is adopted."""
+    from lambda_images import build_custom_runtime_image
+
+    image = build_custom_runtime_image(DockerRuntime(DOCKER_HOST).client, DEFAULT_RECIPE.tag,
+                                       "cumulus-test/provided-fn:1")
+    code = tmp_path / "code" / "digest3"
+    code.mkdir(parents=True)
+    (code / "main.py").write_text("def handler(event, context):\n    return {'got': event}\n")
+    network = "cumulus-recovery-egress"
+    image_start = p.InstanceStart(function="recov-img", version=1, code_digest="", code_url="",
+                                  memory_mib=64, cpu_millis=250, timeout_s=5, package_type="image",
+                                  image=image)
+    zip_start = p.InstanceStart(function="recov-net", version=1, code_digest="digest3",
+                                code_url="http://127.0.0.1:9/unused", memory_mib=64, cpu_millis=250,
+                                timeout_s=5, network="egress")
+
+    def agent() -> NodeAgent:
+        return NodeAgent(node_id="recovery-node", runtime=DockerRuntime(DOCKER_HOST), data_dir=tmp_path,
+                         image=DEFAULT_RECIPE.tag, agent_key="t", credential="recovery-node:t",
+                         egress_network=network)
+
+    async def scenario() -> None:
+        first = agent()
+        await first.open()
+        await first.start("recov-img-1", image_start)
+        await first.start("recov-net-1", zip_start)
+        _, headers, body = await first.invoke("recov-img-1", b'{"n": 1}', "r1", 5000)
+        assert headers[p.OUTCOME_HEADER] == p.OK and json.loads(body)["echo"] == {"n": 1}
+        await first.close(remove_instances=False)  # as if the agent crashed
+
+        second = agent()
+        await second.open()
+        try:
+            assert list(second.instances) == ["recov-net-1"]
+            _, headers, body = await second.invoke("recov-net-1", b'{"n": 2}', "r2", 5000)
+            assert headers[p.OUTCOME_HEADER] == p.OK and json.loads(body) == {"got": {"n": 2}}
+        finally:
+            await second.close(remove_instances=True)
+
+    try:
+        asyncio.run(scenario())
+        assert containers_of("recov-img") == [] and containers_of("recov-net") == []
+    finally:
+        DockerRuntime(DOCKER_HOST).client.networks.get(network).remove()
