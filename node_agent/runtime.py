@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from node_agent import egress as eg
 from node_agent import netns
 from node_agent.egress import EgressPolicy
+from node_agent.image import ImageBuildError, import_rootfs
 from node_agent.shim import cumulus_wire as wire
 
 DEPS_MOUNT = "/opt/cumulus-deps"
@@ -388,12 +389,11 @@ class DockerRuntime:
 
         try:
             if rootfs:
-                repo, _, tag = reference.rpartition(":")
-                self.client.api.import_image_from_file(str(archive), repository=repo, tag=tag)
+                import_rootfs(self.client, archive, reference)
             else:
                 with archive.open("rb") as fh:
                     self.client.images.load(fh)
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, ImageBuildError) as exc:
             raise ContainerRuntimeError(f"loading the image {reference}: {exc}") from exc
         if not self.has_image(reference):
             raise ContainerRuntimeError(f"the image archive does not hold {reference}")

@@ -133,7 +133,7 @@ def build_artifact(upload: bytes, handler: str, artifacts_dir: Path, builder: Bu
         if (root / "requirements.txt").is_file():
             if builder is None:
                 raise BuildUnavailable("this control plane has no build sandbox to install requirements.txt")
-            layer = builder.install(root, runtime, progress) if progress else builder.install(root, runtime)
+            layer = builder.install(root, runtime, progress)
             if layer is not None:
                 layer_digest = _file_digest(layer)
                 _store_file(artifacts_dir, layer_digest, lambda part: _copy(layer, part))

@@ -116,7 +116,7 @@ class Builder:
         self._key_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def install(self, root: Path, runtime: str, progress: Progress = _quiet) -> Path | None:
+    def install(self, root: Path, runtime: str, progress: Progress | None = None) -> Path | None:
         """The dependency layer (a zip) of `root/requirements.txt` for `runtime`, built or taken
         from the cache; None when there is nothing to install."""
         req = root / "requirements.txt"
@@ -125,6 +125,7 @@ class Builder:
         reqs = parse_requirements(req.read_bytes())
         if not reqs.lines:
             return None
+        progress = progress or _quiet
         sandbox = self.sandbox_for(runtime)
         progress(f"preparing the {runtime} build sandbox")
         interp = sandbox.interpreter()

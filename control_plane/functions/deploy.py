@@ -75,8 +75,7 @@ class FunctionService:
                progress: Progress | None = None) -> DeployedVersion:
         """Build and store the code (and its dependency layer), then record a new version of
         `config.name`; `progress` hears what the build is doing."""
-        if config.network is None:  # resolved once, at the deploy: the version keeps it
-            config = config.model_copy(update={"network": self.default_network})
+        config = self._with_network(config)
         if self.prepare_runtime is not None:
             self.prepare_runtime(config.runtime, progress)
         built = build_artifact(upload, config.handler, self.artifacts_dir, self.builder,
@@ -93,8 +92,7 @@ class FunctionService:
     def deploy_image(self, config: FunctionCreate, archive: Path | None) -> DeployedVersion:
         """Record a new version of an image function: its uploaded `docker save` archive checked and
         stored (nodes load it), or, with no archive, the image `config.image` the nodes already hold."""
-        if config.network is None:
-            config = config.model_copy(update={"network": self.default_network})
+        config = self._with_network(config)
         if archive is not None:
             if config.image is not None:
                 raise InvalidConfig("an uploaded image archive names its image itself: leave `image` out")
@@ -116,6 +114,12 @@ class FunctionService:
         row = self.store.add_version(config.name, stored, digest, size,
                                      artifacts={digest: self._reader(digest)} if digest else {})
         return DeployedVersion.of(row, self.box.open)
+
+    def _with_network(self, config: FunctionCreate) -> FunctionCreate:
+        """The cluster's default network, resolved once at the deploy: the version keeps it."""
+        if config.network is not None:
+            return config
+        return config.model_copy(update={"network": self.default_network})
 
     def _reader(self, digest: str) -> Callable[[], bytes]:
         return lambda: (self.artifacts_dir / f"{digest}.zip").read_bytes()

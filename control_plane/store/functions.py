@@ -97,12 +97,6 @@ class FunctionRepository(Repository):
             return int(count), float(last or 0.0)
 
     # -- code artifacts --------------------------------------------------------------------------
-    def has_artifact(self, digest: str) -> bool:
-        """Whether a code artifact is stored (without reading it)."""
-        with self.session() as s:
-            found = s.exec(select(CodeArtifact.digest).where(CodeArtifact.digest == digest)).first()
-            return found is not None
-
     def put_artifact(self, digest: str, data: bytes) -> None:
         """Keep a code artifact (idempotent: a digest names its content)."""
         try:
