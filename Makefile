@@ -25,4 +25,5 @@ test: lint
 
 bench: bootstrap
 	$(VENV)/bin/python benchmarks/invoke_bench.py
+	$(VENV)/bin/python benchmarks/metering_bench.py
 	$(VENV)/bin/python benchmarks/placement_bench.py

@@ -14,6 +14,7 @@ from control_plane.cluster import Leadership, member_id
 from control_plane.core import (
     BuildUnavailable,
     Clock,
+    ConfigError,
     FileConfig,
     NotFound,
     Settings,
@@ -30,7 +31,16 @@ from control_plane.functions import (
     Progress,
 )
 from control_plane.gateway import Gateway, HttpAgentClient, InvokeEndpoint
-from control_plane.identity import NODE_KEY_SEED, Authenticator, NodeKeys, SecretBox, write_secret
+from control_plane.identity import (
+    NODE_KEY_SEED,
+    Accounts,
+    Authenticator,
+    Governor,
+    NodeKeys,
+    SecretBox,
+    write_secret,
+)
+from control_plane.metering import Metering, PriceSheet
 from control_plane.reconcile import Reconciler
 from control_plane.store import InstanceIntent, Store
 from control_plane.telemetry import Telemetry
@@ -83,8 +93,17 @@ class Platform:
         self.box.check(self.store)
         self.keys = NodeKeys(self.box.shared(self.store, NODE_KEY_SEED, secrets.token_hex(32)).encode())
         self.id = settings.control_plane_id or member_id(data / "control_plane.id")
-        self.auth = Authenticator(self.store, self.clock)
+        # Tenants' runtime quotas, each control plane admitting its share of the live ones'.
+        self.governor = Governor(self.clock, peers=self._live_control_planes)
+        self.auth = Authenticator(self.store, self.clock, governor=self.governor)
+        self.accounts = Accounts(self.store, changed=self.auth.changed)
         self.telemetry = Telemetry(self.store, log_retention=settings.log_retention)
+        try:
+            prices = PriceSheet.from_config(file.billing)
+        except ValueError as exc:
+            raise ConfigError(f"the config file's [billing] table: {exc}") from exc
+        self.metering = Metering(self.store, self.keys, prices, self.telemetry.events.record, self.clock,
+                                 changed=self.auth.changed)
         # Requirements install in a throw-away container of the runtime image, never here.
         limits = BuildLimits(memory_mib=settings.build_memory_mib, cpu_millis=settings.build_cpu_millis,
                              disk_mib=settings.build_disk_mib, output_mib=settings.build_output_mib,
@@ -117,7 +136,9 @@ class Platform:
                                queue_timeout_s=settings.queue_timeout_s,
                                provision_wait_s=settings.provision_wait_s, owner=self.id,
                                runtime_images=self.runtime_images)
-        self.invoke = InvokeEndpoint(self.gateway, self.auth.user)
+        self.gateway.governor = self.governor
+        self.gateway.usage_witnessed = self.metering.ingest_witnessed
+        self.invoke = InvokeEndpoint(self.gateway, self.auth.invoker, self.governor)
         self.node_types = node_types(settings, file)
         # Built anew by each control plane process, so new nodes get the code this one runs.
         shutil.rmtree(data / "agent-package", ignore_errors=True)
@@ -173,6 +194,9 @@ class Platform:
         if self.autoscaler is not None:
             self.autoscaler.reset()
 
+    def _leads(self) -> bool:
+        return self.leadership.is_leader
+
     @property
     def admin_token_path(self) -> Path:
         """Where the admin token is written on first start."""
@@ -190,8 +214,12 @@ class Platform:
         await self.leadership.tick()
         self._stop.clear()
         interval = self.settings.reconcile_interval_s
+        await self.auth.refresh()
         self._tasks = [asyncio.create_task(self.reconciler.run(interval, self._stop)),
-                       asyncio.create_task(self.leadership.run(self._stop))]
+                       asyncio.create_task(self.auth.watch(self._stop)),
+                       asyncio.create_task(self.leadership.run(self._stop)),
+                       asyncio.create_task(self.metering.watch_budgets(
+                           self._stop, self.settings.budget_check_interval_s, self._leads))]
 
     async def stop(self) -> None:
         """Stop the loops, hand leadership over, flush logs and close connections (nodes keep
@@ -236,6 +264,9 @@ class Platform:
             return runtime_rootfs(recipe)
         except ImageBuildError as exc:
             raise BuildUnavailable(f"the {runtime} runtime image cannot be built: {exc}") from exc
+
+    def _live_control_planes(self) -> int:
+        return len(self.leadership.live_ids())
 
     def control_plane_urls(self) -> list[str]:
         """Where the cluster's live control planes are (node agents report to each)."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from node_agent.agent import NodeAgent
 from node_agent.join import JoinError, identity
+from node_agent.meter import UsageMeter
 from node_agent.runtime import LABEL_NODE, ContainerRuntimeError, DockerRuntime
 from node_agent.server import serve
 from node_agent.settings import AgentSettings
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                           control_plane_url=settings.control_plane_url,
                           capacity=(settings.cpu_millis, settings.memory_mib),
                           egress_network=settings.egress_network, egress_deny=settings.egress_deny,
-                          agent_port=settings.listen_port, gate_binary=settings.gate_binary)
+                          agent_port=settings.listen_port, gate_binary=settings.gate_binary,
+                          meter=UsageMeter(settings.data_dir / "usage.jsonl", enabled=settings.metering))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -20,6 +20,7 @@ import aiohttp
 
 from node_agent import protocol as p
 from node_agent.egress import EgressPolicy, policy_for
+from node_agent.meter import UsageMeter
 from node_agent.runtime import (
     LABEL_NODE,
     LABEL_OWNER,
@@ -74,6 +75,30 @@ class Instance:
     shim: ShimClient | None = None
     session: RuntimeApiSession | None = None  # an image function's Runtime API
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # Metering: when it started (wall clock), how long calls kept it busy, whether a call paid its start.
+    started_at: float = field(default_factory=time.time)
+    busy_ms: float = 0.0
+    busy_since: float = 0.0
+    init_billed: bool = False
+
+    def enter(self) -> None:
+        """A call starts on this instance."""
+        if self.in_flight == 0:
+            self.busy_since = time.perf_counter()
+        self.in_flight += 1
+
+    def leave(self) -> None:
+        """A call on this instance ended."""
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.busy_ms += (time.perf_counter() - self.busy_since) * 1000
+
+    def take_init_ms(self, cold: bool) -> float:
+        """The start-up time the call that waited for this instance's start is charged (once)."""
+        if not cold or self.init_billed:
+            return 0.0
+        self.init_billed = True
+        return self.start_ms
 
     def report(self) -> p.InstanceReport:
         """This instance in heartbeat form."""
@@ -100,7 +125,7 @@ class NodeAgent:
                  agent_key: str, credential: str, start_timeout_s: float = 60.0, control_plane_url: str = "",
                  capacity: tuple[int, int] | None = None, egress_network: str = "cumulus-egress",
                  egress_deny: Sequence[str] = (), agent_port: int = 0,
-                 gate_binary: Path = Path("/bin/busybox")) -> None:
+                 gate_binary: Path = Path("/bin/busybox"), meter: UsageMeter | None = None) -> None:
         self.node_id = node_id
         self.runtime = runtime
         self.data_dir = data_dir
@@ -126,6 +151,7 @@ class NodeAgent:
         # one removed behind the agent's back fails its start, which says so, and is looked up again.
         self._images_seen: set[str] = set()
         (data_dir / "code").mkdir(parents=True, exist_ok=True)
+        self.meter = meter if meter is not None else UsageMeter(data_dir / "usage.jsonl")
 
     async def open(self) -> None:
         """Open HTTP sessions and adopt the containers this node already runs."""
@@ -166,6 +192,7 @@ class NodeAgent:
                         concurrency=int(labels.get("io.cumulus.concurrency", "1") or 1),
                         socket_path=sock, state=InstanceState.READY, owner=labels.get(LABEL_OWNER, ""))
         inst.shim = ShimClient(str(sock))
+        inst.init_billed = True  # started (and metered) before this agent: its lifetime counts from now
         inst.ready.set()
         self.instances[inst.instance_id] = inst
         return inst
@@ -412,25 +439,49 @@ class NodeAgent:
         if inst is not None and inst.session is not None:
             await inst.session.close()
         await asyncio.to_thread(self.runtime.remove, instance_id)
-        self.instances.pop(instance_id, None)
+        if self.instances.pop(instance_id, None) is not None and inst is not None:
+            self._meter_instance(inst)
         if inst is not None and inst.shim is not None:
             inst.shim.close()
         log.info("event=instance_stopped instance=%s", instance_id)
 
+    def _meter_instance(self, inst: Instance) -> None:
+        busy = inst.busy_ms + ((time.perf_counter() - inst.busy_since) * 1000 if inst.in_flight else 0.0)
+        self.meter.instance(instance_id=inst.instance_id, function=inst.function, version=inst.version,
+                            memory_mib=inst.memory_mib, started_at=inst.started_at, ended_at=time.time(),
+                            busy_ms=busy, init_ms=inst.start_ms)
+
     # -- invocation ------------------------------------------------------------------------
     async def invoke(self, instance_id: str, body: bytes, request_id: str,
-                     timeout_ms: int) -> tuple[int, dict[str, str], bytes]:
-        """Proxy one invocation to the instance's socket; failures become outcome headers."""
+                     timeout_ms: int, *, cold: bool = False) -> tuple[int, dict[str, str], bytes]:
+        """Proxy one invocation to the instance's socket; failures become outcome headers. Every
+        call an instance ran is metered (`cold`: the call waited for this instance to start)."""
         inst = self.instances.get(instance_id)
         if inst is None or inst.state is not InstanceState.READY or \
                 (inst.shim is None and inst.session is None):
             headers, out = outcome_response_parts(p.INSTANCE_NOT_FOUND,
                                                   f"instance {instance_id} is not ready here", gone=True)
             return 200, headers, out
+        started_at, t0 = time.time(), time.perf_counter()
         if inst.session is not None:
-            return await self._invoke_image(inst, inst.session, body, request_id, timeout_ms)
+            status, headers, payload = await self._invoke_image(inst, inst.session, body, request_id,
+                                                                timeout_ms)
+        else:
+            status, headers, payload = await self._invoke_zip(inst, body, request_id, timeout_ms)
+        elapsed_us = int((time.perf_counter() - t0) * 1_000_000)
+        ran_us = int(headers.get(p.DURATION_HEADER, "0") or 0)  # the handler's own time, if it said
+        self.meter.invocation(request_id=request_id, function=inst.function, version=inst.version,
+                              instance_id=inst.instance_id, memory_mib=inst.memory_mib,
+                              started_at=started_at, duration_us=ran_us if 0 < ran_us <= elapsed_us
+                              else elapsed_us, init_ms=inst.take_init_ms(cold),
+                              outcome=headers.get(p.OUTCOME_HEADER, p.CRASHED))
+        return status, headers, payload
+
+    async def _invoke_zip(self, inst: Instance, body: bytes, request_id: str,
+                          timeout_ms: int) -> tuple[int, dict[str, str], bytes]:
+        instance_id = inst.instance_id
         assert inst.shim is not None
-        inst.in_flight += 1
+        inst.enter()
         try:
             async with asyncio.timeout(timeout_ms / 1000):
                 answer, payload = await inst.shim.invoke(body, request_id, timeout_ms)
@@ -454,13 +505,13 @@ class NodeAgent:
             headers, out = outcome_response_parts(outcome, message, gone=True)
             return 200, headers, out
         finally:
-            inst.in_flight -= 1
+            inst.leave()
 
     async def _invoke_image(self, inst: Instance, session: RuntimeApiSession, body: bytes, request_id: str,
                             timeout_ms: int) -> tuple[int, dict[str, str], bytes]:
         """One event through an image's Runtime API; a process that dies meanwhile is seen by
         watching its container (the API itself cannot tell)."""
-        inst.in_flight += 1
+        inst.enter()
         start = time.perf_counter()
         call = asyncio.ensure_future(session.invoke(body, request_id, timeout_ms))
         try:
@@ -481,7 +532,7 @@ class NodeAgent:
                 "its container was stopped", gone=True)
             return 200, headers, out
         finally:
-            inst.in_flight -= 1
+            inst.leave()
         gone = outcome in (p.CRASHED, p.OUT_OF_MEMORY)
         if gone:
             self._background(self.stop(inst.instance_id))

@@ -10,6 +10,8 @@ unchanged and adds its own.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from node_agent.shim.cumulus_wire import (
@@ -30,6 +32,7 @@ from node_agent.shim.cumulus_wire import (
 
 __all__ = [
     "AGENT_OUTCOMES",
+    "COLD_START_HEADER",
     "CRASHED",
     "DURATION_HEADER",
     "HANDLER_ERROR",
@@ -49,16 +52,23 @@ __all__ = [
     "SHIM_OUTCOMES",
     "TIMEOUT",
     "TIMEOUT_HEADER",
+    "USAGE_ROUTE",
     "Heartbeat",
     "HeartbeatReply",
     "InstanceReport",
     "InstanceStart",
     "JoinRequest",
     "JoinResult",
+    "UsageBatch",
+    "UsageRecord",
 ]
 
 # Control plane -> agent, on an invocation (the request id header is the shim's too).
 TIMEOUT_HEADER = "X-Cumulus-Timeout-Ms"
+# Control plane -> agent: this call waited for the instance to start (it is charged the start-up).
+COLD_START_HEADER = "X-Cumulus-Cold-Start"
+# Agent -> control plane: usage records (`node_agent.meter`), stored before the answer.
+USAGE_ROUTE = "/v1/internal/usage"
 # Agent -> control plane: the instance is gone (stopped, crashed, timed out), do not call it again.
 INSTANCE_GONE_HEADER = "X-Cumulus-Instance-Gone"
 
@@ -98,7 +108,7 @@ class InstanceReport(BaseModel):
     """An instance as its node sees it."""
 
     instance_id: str = Field(max_length=256)
-    function: str = Field(max_length=64)
+    function: str = Field(max_length=128)  # tenant/name
     version: int = Field(ge=0)
     state: str = Field(max_length=16)
     memory_mib: int = Field(default=0, ge=0, le=1 << 30)
@@ -146,3 +156,31 @@ class JoinResult(BaseModel):
     node_id: str
     node_secret: str
     agent_key: str
+
+
+class UsageRecord(BaseModel):
+    """One metered thing, as a node measured it: an invocation an instance ran, or an instance that
+    stopped (bounded: a node cannot send absurd values)."""
+
+    seq: int = Field(ge=0)
+    kind: Literal["invocation", "instance"]
+    instance_id: str = Field(max_length=256)
+    function: str = Field(max_length=128)
+    version: int = Field(ge=0, le=1 << 31)
+    memory_mib: int = Field(ge=0, le=1 << 20)
+    started_at: float = Field(ge=0, le=1e11)
+    init_ms: float = Field(default=0.0, ge=0, le=86_400_000)
+    # invocations
+    request_id: str = Field(default="", max_length=128)
+    duration_us: int = Field(default=0, ge=0, le=86_400_000_000)
+    outcome: str = Field(default="", max_length=64)
+    # instances
+    ended_at: float = Field(default=0.0, ge=0, le=1e11)
+    busy_ms: float = Field(default=0.0, ge=0, le=1e12)
+
+
+class UsageBatch(BaseModel):
+    """What an agent posts to `USAGE_ROUTE`."""
+
+    node_id: str = Field(max_length=128)
+    records: list[UsageRecord] = Field(max_length=10_000)

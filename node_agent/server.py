@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -15,6 +18,7 @@ from pydantic import ValidationError
 
 from node_agent import protocol as p
 from node_agent.agent import InstanceStartError, NodeAgent, NodeFull
+from node_agent.meter import send_usage
 from node_agent.settings import AgentSettings
 
 log = logging.getLogger("cumulus.agent")
@@ -67,7 +71,8 @@ def build_app(agent: NodeAgent) -> web.Application:
         status, headers, payload = await agent.invoke(
             request.match_info["instance_id"], body,
             request.headers.get(p.REQUEST_ID_HEADER, ""),
-            int(request.headers.get(p.TIMEOUT_HEADER, "300000")))
+            int(request.headers.get(p.TIMEOUT_HEADER, "300000")),
+            cold=request.headers.get(p.COLD_START_HEADER) == "1")
         return web.Response(status=status, headers=headers, body=payload)
 
     app = web.Application(middlewares=[auth], client_max_size=8 * 1024 * 1024)
@@ -137,6 +142,30 @@ async def heartbeat_loop(agent: NodeAgent, settings: AgentSettings, started_at: 
         await asyncio.sleep(settings.heartbeat_interval_s)
 
 
+def usage_poster(agent: NodeAgent) -> Callable[[list[dict[str, Any]]], Awaitable[None]]:
+    """Posts usage records to the first control plane that commits them (the configured one, then
+    the others it learned of: HA, every one stores usage)."""
+
+    async def post(records: list[dict[str, Any]]) -> None:
+        http = agent._http
+        assert http is not None
+        body = json.dumps({"node_id": agent.node_id, "records": records})
+        problems = []
+        for base in dict.fromkeys([agent.control_plane_url, *agent.control_planes]):
+            try:
+                async with http.post(base + p.USAGE_ROUTE, data=body,
+                                     headers={"Content-Type": "application/json"},
+                                     timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                    if resp.status == 200:
+                        return
+                    problems.append(f"{base}: HTTP {resp.status}")
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                problems.append(f"{base}: {exc!r}")
+        raise ConnectionError("; ".join(problems) or "no control plane")
+
+    return post
+
+
 async def serve(settings: AgentSettings, agent: NodeAgent, stop: asyncio.Event) -> None:
     """Run the agent until `stop` is set; a graceful stop removes this node's instances."""
     await agent.open()
@@ -146,10 +175,15 @@ async def serve(settings: AgentSettings, agent: NodeAgent, stop: asyncio.Event) 
     await site.start()
     log.info("event=agent_listening node=%s url=%s", agent.node_id, settings.url())
     beat = asyncio.create_task(heartbeat_loop(agent, settings, time.time()))
+    metering_done = asyncio.Event()
+    usage = asyncio.create_task(send_usage(agent.meter, usage_poster(agent), metering_done))
     try:
         await stop.wait()
     finally:
         beat.cancel()
         await runner.cleanup()
-        await agent.close(remove_instances=True)
+        await agent.close(remove_instances=True)  # meters the instances it stops
+        metering_done.set()  # one last flush of the journal (sent by the next run if not now)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(usage, 5)
         log.info("event=agent_stopped node=%s", agent.node_id)

@@ -48,6 +48,8 @@ class AgentSettings(BaseSettings):
     egress_network: str = Field(default="cumulus-egress", description="the Docker network of functions "
                                 "with egress (made on first use, inter-container traffic off; one the "
                                 "operator made is used as is)")
+    metering: bool = Field(default=True, description="record usage (off: nothing is metered or billed; "
+                           "for a benchmark's baseline)")
     egress_deny: list[str] = Field(default_factory=list, description="more IPv4 networks functions with "
                                    "egress may not reach (the metadata range, this node, its control "
                                    "planes and agent ports always are)")

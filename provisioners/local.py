@@ -99,10 +99,19 @@ class LocalProvider:
         pid = int(str(rec.get("pid") or 0))
         return pid or _find_agent(self.root / str(rec["id"]) / "agent.json")
 
+    def _alive(self, pid: int) -> bool:
+        """Whether the agent `pid` lives. A child of ours answers through its `Popen` (its pid cannot
+        be reused before we reap it): right after `exec` its `/proc/PID/cmdline` can still be empty
+        for a moment, so the command-line check alone would call a starting agent dead."""
+        proc = self._children.get(pid)
+        if proc is not None:
+            return proc.poll() is None
+        return _alive(pid)
+
     def _node(self, rec: dict[str, object]) -> ProviderNode:
         pid = self._pid(rec)
         return ProviderNode(id=str(rec["id"]), node_type=str(rec["node_type"]),
-                            state="running" if _alive(pid) else "terminated",
+                            state="running" if self._alive(pid) else "terminated",
                             request_id=str(rec["request_id"]), cluster=self.cluster,
                             created_at=float(str(rec["created_at"])),
                             extra={"pid": pid, "port": rec["port"], "url": rec["url"],
@@ -179,7 +188,7 @@ class LocalProvider:
             if rec is None:
                 continue
             pid = self._pid(rec)
-            if pid and _alive(pid):
+            if pid and self._alive(pid):
                 os.kill(pid, signal.SIGTERM)
                 pids.append(pid)
             else:  # the agent died without removing its containers: have them removed now
@@ -187,7 +196,7 @@ class LocalProvider:
         deadline = time.monotonic() + 20
         while pids and time.monotonic() < deadline:
             self._reap()
-            pids = [pid for pid in pids if _alive(pid)]
+            pids = [pid for pid in pids if self._alive(pid)]
             time.sleep(0.05)
         for pid in pids:
             os.kill(pid, signal.SIGKILL)

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,9 @@ from package_index import PackageIndex, sdist, wheel
 
 from provisioners.net import free_port
 
+# A credentials file `cumulus login` left on this machine must not steer the CLI under test (nor
+# may a test write one there): every test, and every process it starts, gets its own config home.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="cumulus-test-config-")
 
 @pytest.fixture(scope="session")
 def docker_engine() -> None:

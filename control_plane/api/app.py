@@ -50,4 +50,5 @@ def create_app(services: Services, *, version: str = "0.1.0") -> FastAPI:
 
 def build_asgi(services: Services) -> ASGIApp:
     """The full ASGI app: the invocation fast path in front of the body guard in front of FastAPI."""
-    return InvokeFastPath(BodyGuard(create_app(services), services.auth.user), services.invoke)
+    guarded = BodyGuard(create_app(services), services.auth.user, services.auth.node)
+    return InvokeFastPath(guarded, services.invoke)

@@ -18,7 +18,8 @@ from control_plane.core import Clock, Settings
 from control_plane.fleet import Fleet, Joins
 from control_plane.functions import FunctionService
 from control_plane.gateway import Gateway, InvokeEndpoint
-from control_plane.identity import Authenticator, NodeIdentity, Principal
+from control_plane.identity import CLUSTER, Accounts, Admin, Authenticator, NodeIdentity, Principal, authorize
+from control_plane.metering import Metering
 from control_plane.store import Store
 from control_plane.telemetry import Telemetry
 
@@ -34,10 +35,12 @@ class Services(Protocol):
     gateway: Gateway
     invoke: InvokeEndpoint
     auth: Authenticator
+    accounts: Accounts
     fleet: Fleet
     joins: Joins
     leadership: Leadership
     telemetry: Telemetry
+    metering: Metering
 
     def control_plane_urls(self) -> list[str]:
         """Where the cluster's live control planes are."""
@@ -80,6 +83,15 @@ async def node_agent(request: Request, svc: ServicesDep) -> NodeIdentity:
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+async def cluster_admin(user: CurrentUser) -> Principal:
+    """The caller, if a cluster admin (403 otherwise)."""
+    authorize(user, Admin.CLUSTER, CLUSTER)
+    return user
+
+
+ClusterAdmin = Annotated[Principal, Depends(cluster_admin)]
 CurrentNode = Annotated[NodeIdentity, Depends(node_agent)]
 NodeAgent = Depends(node_agent)
 

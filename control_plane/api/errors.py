@@ -20,7 +20,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CumulusError)
     async def cumulus_error(request: Request, exc: CumulusError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

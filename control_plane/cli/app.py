@@ -1,7 +1,10 @@
 """The `cumulus` command line (typer + rich).
 
-Which control plane and token: `--url` / `--token`, else `CUMULUS_URL` / `CUMULUS_TOKEN`, else what
-`cumulus up` wrote in the data directory (`CUMULUS_DATA_DIR`, default ~/.cumulus).
+Which control plane and token, each the first of: `--url` / `--token`, the `CUMULUS_URL` /
+`CUMULUS_TOKEN` variables, what `cumulus login` stored (`$XDG_CONFIG_HOME/cumulus/credentials.json`,
+default ~/.config; its token only ever goes to its URL), and what `cumulus up` wrote in the data
+directory (`CUMULUS_DATA_DIR`, default ~/.cumulus). The account commands (tenant, user, token, grant,
+whoami, login) are in `control_plane.cli.accounts`.
 """
 
 from __future__ import annotations
@@ -17,15 +20,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from control_plane.cli.client import DEFAULT_URL, Client, ClientError
+from control_plane.cli.accounts import register as register_accounts
+from control_plane.cli.client import DEFAULT_URL, Client, ClientError, function_path
 from control_plane.cli.simulate import register as register_simulate
+from control_plane.cli.usage import register as register_usage
 from control_plane.core import DEFAULT_PORT, Settings, version
 
 HELP = """Cumulus: self-hosted serverless functions.
 
 The commands that talk to a control plane find it with --url and --token, else the CUMULUS_URL and
-CUMULUS_TOKEN variables, else what `cumulus up` wrote in its data directory (CUMULUS_DATA_DIR,
-default ~/.cumulus)."""
+CUMULUS_TOKEN variables, else what `cumulus login` stored ($XDG_CONFIG_HOME/cumulus/credentials.json,
+default ~/.config), else what `cumulus up` wrote in its data directory (CUMULUS_DATA_DIR, default
+~/.cumulus)."""
 
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
@@ -50,10 +56,11 @@ def _show_version(value: bool) -> None:
 def main_options(
     url: Annotated[str | None, typer.Option(
         "--url", envvar="CUMULUS_URL", show_envvar=True,
-        help=f"the control plane's URL [the data directory's endpoint, else {DEFAULT_URL}]")] = None,
+        help=f"the control plane's URL [`cumulus login`'s, else the data directory's endpoint, else "
+             f"{DEFAULT_URL}]")] = None,
     token: Annotated[str | None, typer.Option(
         "--token", envvar="CUMULUS_TOKEN", show_envvar=True,
-        help="API token [the data directory's admin.token]")] = None,
+        help="API token [`cumulus login`'s, else the data directory's admin.token]")] = None,
     show_version: Annotated[bool, typer.Option(
         "--version", callback=_show_version, is_eager=True, help="print the version and exit")] = False,
 ) -> None:
@@ -62,7 +69,8 @@ def main_options(
 
 
 def client() -> Client:
-    """A client for the control plane the options, the variables or the data directory name."""
+    """A client for the control plane the options, the variables, the credentials file or the data
+    directory name."""
     try:
         return Client.from_env(url=_target["url"], token=_target["token"])
     except ClientError as exc:
@@ -253,7 +261,7 @@ def deploy(path: Annotated[Path | None, typer.Argument(
 
 
 @app.command()
-def invoke(name: Annotated[str, typer.Argument(help="the function to call")],
+def invoke(name: Annotated[str, typer.Argument(help="the function to call: NAME or TENANT/NAME")],
            data: Annotated[str, typer.Option("--data", "-d",
                                              help="event JSON, @file, or - for stdin")] = "{}") -> None:
     """Invoke a function and print its JSON result."""
@@ -282,30 +290,32 @@ def invoke(name: Annotated[str, typer.Argument(help="the function to call")],
 
 
 @app.command("ls")
-def list_functions() -> None:
+def list_functions(tenant: Annotated[str | None, typer.Option(
+        help="whose functions [your tenant's]; `*`: every tenant's (cluster admins)")] = None) -> None:
     """List functions."""
-    rows = call(client().get, "/v1/functions")
-    table = Table("name", "version", "memory", "timeout", "concurrency", "min/max", "instances", "url")
+    rows = call(client().get, "/v1/functions", None if tenant is None else {"tenant": tenant})
+    table = Table("tenant", "name", "version", "memory", "timeout", "concurrency", "min/max", "instances",
+                  "url")
     for f in rows:
         cfg = f["config"]
-        table.add_row(f["name"], str(f["version"]), f"{cfg['memory_mb']} MB", f"{cfg['timeout_s']:g}s",
-                      str(cfg["concurrency"]), f"{cfg['min_instances']}/{cfg['max_instances']}",
-                      str(f["instances"]), f["url"])
+        table.add_row(f.get("tenant", ""), f["name"], str(f["version"]), f"{cfg['memory_mb']} MB",
+                      f"{cfg['timeout_s']:g}s", str(cfg["concurrency"]),
+                      f"{cfg['min_instances']}/{cfg['max_instances']}", str(f["instances"]), f["url"])
     out.print(table)
 
 
 @app.command("rm")
-def remove(name: Annotated[str, typer.Argument(help="the function to delete")]) -> None:
+def remove(name: Annotated[str, typer.Argument(help="the function to delete: NAME or TENANT/NAME")]) -> None:
     """Delete a function and stop its instances."""
-    call(client().delete, f"/v1/functions/{name}")
+    call(client().delete, function_path(name))
     out.print(f"deleted {name}")
 
 
 @app.command()
-def logs(name: Annotated[str, typer.Argument(help="the function whose calls to show")],
+def logs(name: Annotated[str, typer.Argument(help="the function whose calls to show: NAME or TENANT/NAME")],
          limit: Annotated[int, typer.Option(help="how many invocations")] = 20) -> None:
     """Show a function's recent invocations and their output, newest last."""
-    rows = call(client().get, f"/v1/functions/{name}/logs?limit={limit}")
+    rows = call(client().get, function_path(name, "/logs"), {"limit": str(limit)})
     for r in rows:
         when = dt.datetime.fromtimestamp(r["started_at"]).isoformat(timespec="milliseconds")
         cold = " cold" if r["cold_start"] else ""
@@ -353,3 +363,5 @@ def control_planes() -> None:
 
 
 register_simulate(app)
+register_accounts(app)
+register_usage(app)

@@ -1,4 +1,5 @@
-"""A small synchronous client of the REST API, used by the CLI (not on the invocation hot path).
+"""A small synchronous client of the REST API, used by the CLI (not on the invocation hot path), and
+the credentials file `cumulus login` writes.
 
 Every failure is a `ClientError` whose message is one readable line: the API's own error type and
 message, or what went wrong reaching it (a URL without a scheme, a port out of range, nothing
@@ -10,10 +11,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -48,6 +50,69 @@ def check_url(url: str) -> str:
     if port == 0:
         raise ClientError(0, "BadUrl", f"{url!r}: port 0 is not a port one can connect to; {hint}")
     return url.rstrip("/")
+
+
+def function_path(ref: str, suffix: str = "") -> str:
+    """The API path of a function, `NAME` (the caller's tenant) or `TENANT/NAME`, with `suffix`
+    (`/invoke`, `/logs`): the slash between tenant and name stays a slash."""
+    return f"/v1/functions/{quote(ref, safe='/')}{suffix}"
+
+
+def credentials_path() -> Path:
+    """Where `cumulus login` keeps the URL and token: `$XDG_CONFIG_HOME/cumulus/credentials.json`
+    (default ~/.config)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or ""  # the XDG spec: a relative one is ignored
+    root = Path(base) if Path(base).is_absolute() else Path.home() / ".config"
+    return root / "cumulus" / "credentials.json"
+
+
+def load_credentials(path: Path | None = None) -> dict[str, str] | None:
+    """The `{url, token}` `cumulus login` stored; None when there are none; ClientError when the file
+    cannot be read or is not what login writes."""
+    path = path or credentials_path()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ClientError(0, "BadCredentials", f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+        creds = {"url": check_url(str(data["url"])), "token": str(data["token"])}
+    except (ValueError, KeyError, TypeError, ClientError):
+        raise ClientError(0, "BadCredentials", f"{path} is not a credentials file `cumulus login` wrote: "
+                                               "run `cumulus login` again, or `cumulus logout`") from None
+    return creds
+
+
+def save_credentials(url: str, token: str, path: Path | None = None) -> Path:
+    """Store `{url, token}` for later commands: the file readable by its owner only (0600, in a 0700
+    directory), replaced atomically (a reader sees the old file or the new one, never a part)."""
+    path = path or credentials_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".credentials-", suffix=".tmp")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"url": check_url(url), "token": token}, fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def delete_credentials(path: Path | None = None) -> bool:
+    """Forget what `cumulus login` stored; whether there was anything."""
+    path = path or credentials_path()
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -93,20 +158,29 @@ class Client:
         self.url = check_url(self.url)
 
     @classmethod
-    def from_env(cls, data_dir: Path | None = None, *, url: str | None = None,
-                 token: str | None = None) -> Client:
-        """`url` and `token` if given, else `CUMULUS_URL` / `CUMULUS_TOKEN`, else what `cumulus up`
-        wrote in the data directory (`CUMULUS_DATA_DIR`, default ~/.cumulus)."""
+    def from_env(cls, data_dir: Path | None = None, *, url: str | None = None, token: str | None = None,
+                 credentials: Path | None = None) -> Client:
+        """Which control plane and token, each the first of: `url` / `token` (the options), the
+        `CUMULUS_URL` / `CUMULUS_TOKEN` variables, the credentials file `cumulus login` wrote, and
+        what `cumulus up` wrote in the data directory (`CUMULUS_DATA_DIR`, default ~/.cumulus).
+
+        The stored token goes only to the URL stored with it: given another URL, it is not sent."""
         data = data_dir or default_data_dir()
         url = url or os.environ.get("CUMULUS_URL", "")
+        token = token or os.environ.get("CUMULUS_TOKEN", "")
+        creds_path = credentials or credentials_path()
+        if not url or not token:
+            creds = load_credentials(creds_path)
+            if creds is not None and (not url or check_url(url) == creds["url"]):
+                url = url or creds["url"]
+                token = token or creds["token"]
         if not url and (data / "endpoint").exists():
             url = (data / "endpoint").read_text().strip()
-        token = token or os.environ.get("CUMULUS_TOKEN", "")
         if not token and (data / "admin.token").exists():
             token = (data / "admin.token").read_text().strip()
         if not token:
-            raise ClientError(0, "NoToken", f"no token: pass --token, set CUMULUS_TOKEN, or run `cumulus up` "
-                                            f"(it writes {data / 'admin.token'})")
+            raise ClientError(0, "NoToken", "no token: pass --token, set CUMULUS_TOKEN, run `cumulus login`, "
+                                            f"or run `cumulus up` (it writes {data / 'admin.token'})")
         return cls(url or DEFAULT_URL, token)
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
@@ -161,13 +235,23 @@ class Client:
 
     def invoke(self, name: str, event: bytes) -> requests.Response:
         """Invoke a function; returns the raw response (result JSON and headers)."""
-        return self.request("POST", f"/v1/functions/{name}/invoke", data=event,
+        return self.request("POST", function_path(name, "/invoke"), data=event,
                             headers={"Content-Type": "application/json"})
 
-    def get(self, path: str) -> Any:
-        """GET and decode JSON."""
-        return self.request("GET", path).json()
+    def get(self, path: str, params: dict[str, str] | None = None) -> Any:
+        """GET (with `params` in the query) and decode JSON."""
+        return self.request("GET", path, params=params).json()
 
-    def delete(self, path: str) -> None:
-        """DELETE."""
-        self.request("DELETE", path)
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST a JSON body and decode the JSON answer (None for an empty one, as 204)."""
+        resp = self.request("POST", path, json=body)
+        return resp.json() if resp.content else None
+
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        """PATCH with a JSON body and decode the JSON answer."""
+        return self.request("PATCH", path, json=body).json()
+
+    def delete(self, path: str) -> Any:
+        """DELETE; the decoded JSON answer, if any (None for 204)."""
+        resp = self.request("DELETE", path)
+        return resp.json() if resp.content else None

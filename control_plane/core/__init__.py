@@ -5,6 +5,7 @@ from control_plane.core.clock import Clock, ManualClock, SystemClock
 from control_plane.core.config import ConfigError, FileConfig, load_config
 from control_plane.core.errors import (
     OUTCOME_STATUS,
+    BudgetExceeded,
     BuildUnavailable,
     ConflictError,
     CumulusError,
@@ -18,11 +19,12 @@ from control_plane.core.errors import (
     NodeUnavailable,
     NotFound,
     PayloadTooLarge,
+    QuotaExceeded,
     RequirementsFailed,
     Throttled,
     Unauthorized,
 )
-from control_plane.core.ids import new_id, request_id
+from control_plane.core.ids import id_prefix, new_id, request_id
 from control_plane.core.settings import (
     DEFAULT_PORT,
     MAX_PAYLOAD_BYTES,
@@ -38,6 +40,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "OUTCOME_STATUS",
     "Background",
+    "BudgetExceeded",
     "BuildUnavailable",
     "Clock",
     "ConfigError",
@@ -55,12 +58,14 @@ __all__ = [
     "NodeUnavailable",
     "NotFound",
     "PayloadTooLarge",
+    "QuotaExceeded",
     "RequirementsFailed",
     "Settings",
     "SystemClock",
     "Throttled",
     "Unauthorized",
     "default_data_dir",
+    "id_prefix",
     "load_config",
     "new_id",
     "private_dir",

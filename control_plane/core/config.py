@@ -17,6 +17,13 @@ boot_s = 60
 region = "eu-west-1"
 image_id = "ami-0123456789abcdef0"
 instance_types = { small = "t3.small" }
+
+[billing]                 # the price sheet (see control_plane.metering.prices)
+currency = "USD"
+per_gb_second = 0.0000166667
+per_million_requests = 0.20
+per_keepalive_instance_hour = 0.0
+cold_start = "invocation" # or "platform", or "burst" (with burst_lifetime_s = 60)
 ```
 Credentials never go here: each SDK reads them from its usual places.
 """
@@ -42,6 +49,7 @@ class FileConfig:
     settings: dict[str, Any] = field(default_factory=dict)
     node_types: tuple[NodeType, ...] = ()
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    billing: dict[str, Any] = field(default_factory=dict)  # the price sheet (`metering.PriceSheet`)
 
 
 def load_config(path: Path | None) -> FileConfig:
@@ -52,7 +60,7 @@ def load_config(path: Path | None) -> FileConfig:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
-    unknown = set(data) - {"cumulus", "node_types", "provider"}
+    unknown = set(data) - {"cumulus", "node_types", "provider", "billing"}
     if unknown:
         raise ConfigError(f"{path}: unknown sections {sorted(unknown)}")
     types = []
@@ -69,4 +77,7 @@ def load_config(path: Path | None) -> FileConfig:
     providers = data.get("provider", {})
     if not isinstance(providers, dict) or not all(isinstance(v, dict) for v in providers.values()):
         raise ConfigError(f"{path}: [provider.NAME] sections must be tables")
-    return FileConfig(dict(data.get("cumulus", {})), tuple(types), providers)
+    billing = data.get("billing", {})
+    if not isinstance(billing, dict):
+        raise ConfigError(f"{path}: [billing] must be a table")
+    return FileConfig(dict(data.get("cumulus", {})), tuple(types), providers, dict(billing))

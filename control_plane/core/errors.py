@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 from node_agent import protocol as p
@@ -13,6 +14,7 @@ class CumulusError(Exception):
 
     status: ClassVar[int] = 500
     type: ClassVar[str] = "InternalError"
+    retry_after_s: float | None = None  # when retrying may succeed, for those that say
 
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
@@ -22,6 +24,12 @@ class CumulusError(Exception):
     def body(self) -> dict[str, Any]:
         """The JSON error envelope."""
         return {"error": {"type": self.type, "message": self.message, **self.extra}}
+
+    def headers(self) -> dict[str, str]:
+        """The answer's headers beyond the envelope: `Retry-After` (whole seconds, at least 1)."""
+        if self.retry_after_s is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
 
 
 class Unauthorized(CumulusError):
@@ -75,6 +83,29 @@ class ConflictError(CumulusError):
 
 class Throttled(CumulusError):
     status, type = 429, "Throttled"
+
+
+class QuotaExceeded(CumulusError):
+    """A tenant's quota (named in `quota`) is used up: 429 with `Retry-After` when waiting helps,
+    403 when it does not (a deploy over the function quota)."""
+
+    status, type = 429, "QuotaExceeded"
+
+    def __init__(self, message: str, *, quota: str, retry_after_s: float | None = None,
+                 status: int = 429) -> None:
+        super().__init__(message, quota=quota)
+        self.status = status  # type: ignore[misc]
+        self.retry_after_s = retry_after_s
+
+
+class BudgetExceeded(CumulusError):
+    """A tenant spent its monthly budget and its budget action is to throttle."""
+
+    status, type = 429, "BudgetExceeded"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NoCapacity(CumulusError):

@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     # A function's network when its deploy does not say: "egress" (outbound only, as on Lambda) or
     # "none" (no network at all) for a cluster that allows functions no network by default.
     default_network: Literal["none", "egress"] = "egress"
+    budget_check_interval_s: float = Field(default=10.0, gt=0)  # how often budgets are priced
 
     @property
     def db_url(self) -> str:

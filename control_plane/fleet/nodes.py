@@ -95,9 +95,11 @@ class Fleet:
             node.since = now
         if changed and node.state is NodeState.READY:
             log.info("event=node_ready node=%s url=%s", node.id, node.url)
-            await asyncio.to_thread(self._persist, node)
+            # Before anything awaits: a reconciler tick in between would see the node ready with
+            # none of its instances adopted yet, and start others beside them.
             if self.on_ready is not None:
                 self.on_ready()
+            await asyncio.to_thread(self._persist, node)
         return node
 
     def _persist(self, node: Node) -> None:

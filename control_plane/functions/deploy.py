@@ -18,13 +18,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from control_plane.core import InvalidConfig
+from control_plane.core import InvalidConfig, QuotaExceeded
 from control_plane.functions.artifacts import build_artifact, remove_artifact
 from control_plane.functions.builder import Builder, Progress
 from control_plane.functions.images import stored_archive
 from control_plane.functions.progress import BuildProgress
 from control_plane.functions.schemas import DeployedVersion, FunctionCreate
-from control_plane.identity import SecretBox
+from control_plane.identity import DEFAULT_TENANT, SecretBox
 from control_plane.store import Function, Store
 
 HIDDEN = "(hidden)"
@@ -71,10 +71,12 @@ class FunctionService:
         # Makes a runtime's image ready for nodes to fetch (built from Debian's mirror on first use).
         self.prepare_runtime = prepare_runtime
 
-    def deploy(self, config: FunctionCreate, upload: bytes,
-               progress: Progress | None = None) -> DeployedVersion:
+    def deploy(self, config: FunctionCreate, upload: bytes, progress: Progress | None = None, *,
+               tenant: str = DEFAULT_TENANT, max_functions: int | None = None) -> DeployedVersion:
         """Build and store the code (and its dependency layer), then record a new version of
-        `config.name`; `progress` hears what the build is doing."""
+        `config.name` (the function's key; a new function of `tenant`, within its quota of
+        `max_functions`); `progress` hears what the build is doing."""
+        self.check_function_quota(config.name, tenant, max_functions)
         config = self._with_network(config)
         if self.prepare_runtime is not None:
             self.prepare_runtime(config.runtime, progress)
@@ -86,33 +88,45 @@ class FunctionService:
         # The artifacts are stored with the version, in its transaction: a delete of another
         # function that shared the layer cannot remove it in between.
         artifacts = {d: self._reader(d) for d in filter(None, (built.layer, built.digest))}
-        row = self.store.add_version(config.name, stored, digest, size, built.layer, artifacts=artifacts)
+        row = self.store.add_version(config.name, stored, digest, size, built.layer, artifacts=artifacts,
+                                     tenant=tenant, max_functions=max_functions)
         return DeployedVersion.of(row, self.box.open)
 
-    def deploy_image(self, config: FunctionCreate, archive: Path | None) -> DeployedVersion:
+    def check_function_quota(self, key: str, tenant: str, max_functions: int | None) -> None:
+        """QuotaExceeded (403) if `key` is a new function and `tenant` has its quota of functions
+        (checked again when the version is recorded: two deploys may race)."""
+        if max_functions is None or self.store.function_exists(key):
+            return
+        count = self.store.function_count(tenant)
+        if count >= max_functions:
+            raise QuotaExceeded(f"tenant {tenant} has {count} functions, its quota 'functions' is "
+                                f"{max_functions}", quota="functions", status=403)
+
+    def deploy_image(self, config: FunctionCreate, archive: Path | None, *, tenant: str = DEFAULT_TENANT,
+                     max_functions: int | None = None) -> DeployedVersion:
         """Record a new version of an image function: its uploaded `docker save` archive checked and
         stored (nodes load it), or, with no archive, the image `config.image` the nodes already hold."""
+        self.check_function_quota(config.name, tenant, max_functions)
         config = self._with_network(config)
+        quota = {"tenant": tenant, "max_functions": max_functions}
         if archive is not None:
             if config.image is not None:
                 raise InvalidConfig("an uploaded image archive names its image itself: leave `image` out")
             with self._image_slot:
-                return self._deploy_archive(config, archive)
+                found = stored_archive(archive, self.artifacts_dir)
+                return self._record(config.model_copy(update={"image": found.image_id}), found.digest,
+                                    found.size, **quota)
         if config.image is None:
             raise InvalidConfig("an image function needs an image: upload its archive (docker save) or name "
                                 "one the nodes hold in `image`")
-        return self._record(config, "", 0)
+        return self._record(config, "", 0, **quota)
 
-    def _deploy_archive(self, config: FunctionCreate, archive: Path) -> DeployedVersion:
-        found = stored_archive(archive, self.artifacts_dir)
-        return self._record(config.model_copy(update={"image": found.image_id}), found.digest, found.size)
-
-    def _record(self, config: FunctionCreate, digest: str, size: int) -> DeployedVersion:
+    def _record(self, config: FunctionCreate, digest: str, size: int, **quota: Any) -> DeployedVersion:
         """Record an image function's version (with its archive's artifact, if any)."""
         stored = config.model_dump(mode="json")
         stored["secret_env"] = {k: self.box.seal(v) for k, v in config.secret_env.items()}
         row = self.store.add_version(config.name, stored, digest, size,
-                                     artifacts={digest: self._reader(digest)} if digest else {})
+                                     artifacts={digest: self._reader(digest)} if digest else {}, **quota)
         return DeployedVersion.of(row, self.box.open)
 
     def _with_network(self, config: FunctionCreate) -> FunctionCreate:
@@ -133,9 +147,9 @@ class FunctionService:
         """The latest version of `name` (FunctionNotFound if unknown)."""
         return self.latest(name)[1]
 
-    def all(self) -> list[tuple[Function, DeployedVersion]]:
-        """Every function with its latest version, by name."""
-        return [(fn, DeployedVersion.of(row, self.box.open)) for fn, row in self.store.list_functions()]
+    def all(self, tenant: str | None = None) -> list[tuple[Function, DeployedVersion]]:
+        """Every function (of `tenant`, if given) with its latest version, by name."""
+        return [(fn, DeployedVersion.of(row, self.box.open)) for fn, row in self.store.list_functions(tenant)]
 
     def delete(self, name: str) -> None:
         """Delete a function, its versions, logs and the code no other version uses."""

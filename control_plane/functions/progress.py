@@ -27,6 +27,7 @@ class BuildStatus:
     stages: list[tuple[float, str]] = field(default_factory=list)
     done: bool = False
     error: str = ""
+    owner: str = ""  # the user who deploys
 
 
 class BuildProgress:
@@ -35,6 +36,15 @@ class BuildProgress:
     def __init__(self) -> None:
         self._builds: TTLCache[str, BuildStatus] = TTLCache(maxsize=MAX_BUILDS, ttl=TTL_S)
         self._lock = threading.Lock()
+
+    def claim(self, build_id: str, owner: str) -> bool:
+        """Name a build for `owner`; False if another user's build has this id."""
+        with self._lock:
+            status = self._builds.get(build_id)
+            if status is not None and status.owner != owner:
+                return False
+            self._builds[build_id] = status or BuildStatus(owner=owner)
+            return True
 
     def stage(self, build_id: str, message: str) -> None:
         """Record that build `build_id` entered a stage."""
@@ -56,4 +66,5 @@ class BuildProgress:
         """The build's status, None if unknown here (expired, or built by another control plane)."""
         with self._lock:
             status = self._builds.get(build_id)
-            return None if status is None else BuildStatus(list(status.stages), status.done, status.error)
+            return None if status is None else BuildStatus(list(status.stages), status.done, status.error,
+                                                           status.owner)

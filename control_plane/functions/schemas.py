@@ -16,7 +16,7 @@ from node_agent.image import DEFAULT_RUNTIME, RUNTIMES
 from placement.brain import baseline_s, keep_alive_spec, parse_keep_alive
 from placement.keepalive import KeepAlivePolicy
 
-NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+NAME_PATTERN = r"^([a-z][a-z0-9-]{0,62}/)?[a-z][a-z0-9-]{0,62}$"  # NAME, or TENANT/NAME
 HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
 MAX_HANDLER_LENGTH = 128
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -28,7 +28,8 @@ MAX_ENV_BYTES = 32 * 1024  # all keys and values together, UTF-8 (Lambda allows 
 class FunctionCreate(FunctionBase):
     """What a user sets for a function (the `config` of a deploy); kept with every version."""
 
-    name: str = Field(pattern=NAME_PATTERN, description="lowercase letters, digits and dashes")
+    name: str = Field(pattern=NAME_PATTERN, description=(
+        "lowercase letters, digits and dashes; TENANT/NAME deploys into another tenant (bare: the caller's)"))
     handler: str = Field(default="main.handler", pattern=HANDLER_PATTERN, max_length=MAX_HANDLER_LENGTH,
                          description="module.function")
     memory_mb: int = Field(default=256, ge=64, le=16384, description="memory limit (MiB)")
@@ -160,6 +161,7 @@ class FunctionCreate(FunctionBase):
 class FunctionPublic(FunctionBase):
     """A function as the API shows it: its latest version, settings and instances."""
 
+    tenant: str
     version: int
     url: str
     config: dict[str, Any]
@@ -175,6 +177,7 @@ class FunctionPublic(FunctionBase):
 class DeployResult(FunctionBase):
     """The answer to a deployment."""
 
+    tenant: str
     version: int
     url: str
 

@@ -73,8 +73,9 @@ class AgentClient(Protocol):
         ...
 
     async def invoke(self, inst: Instance, body: bytes, *, request_id: str,
-                     timeout_s: float) -> tuple[Mapping[str, str], bytes]:
-        """One invocation: the agent's outcome headers and the body (logs then result)."""
+                     timeout_s: float, cold: bool = False) -> tuple[Mapping[str, str], bytes]:
+        """One invocation: the agent's outcome headers and the body (logs then result); `cold`:
+        the call waited for the instance to start (the agent charges it the start-up)."""
         ...
 
 
@@ -168,10 +169,12 @@ class HttpAgentClient:
             raise AgentCallFailed(f"{what}: {exc!r}") from exc
 
     async def invoke(self, inst: Instance, body: bytes, *, request_id: str,
-                     timeout_s: float) -> tuple[Mapping[str, str], bytes]:
+                     timeout_s: float, cold: bool = False) -> tuple[Mapping[str, str], bytes]:
         """POST the event to the agent's proxy route for the instance."""
         headers = self._auth(inst, **{p.REQUEST_ID_HEADER: request_id,
                                       p.TIMEOUT_HEADER: str(int(timeout_s * 1000))})
+        if cold:
+            headers[p.COLD_START_HEADER] = "1"
         timeout = aiohttp.ClientTimeout(total=timeout_s + INVOKE_GRACE_S)
         try:
             async with self.session.post(inst.invoke_url, data=body, headers=headers,

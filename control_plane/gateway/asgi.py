@@ -19,14 +19,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from control_plane.core import MAX_PAYLOAD_BYTES, CumulusError, PayloadTooLarge
 from control_plane.gateway.events import check_event
 from control_plane.gateway.gateway import Gateway
+from control_plane.gateway.pools import InvokeResult
+from control_plane.identity import FunctionRef, Governor, Principal
 
 log = logging.getLogger("cumulus.gateway")
 
 PREFIX = "/v1/functions/"
 SUFFIX = "/invoke"
 
-Authenticate = Callable[[bytes | None], Awaitable[object]]
-"""Checks an `Authorization` header value; raises `Unauthorized` (or another CumulusError)."""
+Admit = Callable[[bytes | None, str], Awaitable[tuple[Principal, FunctionRef]]]
+"""The caller of an `Authorization` header value and the function a name in the URL means, once the
+caller may invoke it; raises `Unauthorized`, `Forbidden` (or another CumulusError)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +62,10 @@ async def read_body(receive: Receive, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
 class InvokeEndpoint:
     """One invocation over HTTP: authenticate, read, invoke, answer (errors included)."""
 
-    def __init__(self, gateway: Gateway, authenticate: Authenticate) -> None:
+    def __init__(self, gateway: Gateway, admit: Admit, governor: Governor | None = None) -> None:
         self.gateway = gateway
-        self.authenticate = authenticate
+        self.admit = admit
+        self.governor = governor  # the tenants' rate, concurrency and budget
 
     async def answer(self, name: str, headers: Iterable[tuple[bytes, bytes]], receive: Receive) -> HttpAnswer:
         """The answer to invoking `name` with the request these headers and body belong to."""
@@ -74,31 +78,43 @@ class InvokeEndpoint:
                     auth = value
                 elif key == b"content-length":
                     length = int(value)
-            await self.authenticate(auth)
+            _, fn = await self.admit(auth, name)
             if length > MAX_PAYLOAD_BYTES:
                 raise PayloadTooLarge(f"the event is over the limit of {MAX_PAYLOAD_BYTES} bytes")
-            event = await read_body(receive)
-            await check_event(event)
-            result = await self.gateway.invoke(name, event)
+            if self.governor is None:
+                result = await self._invoke(fn.key, receive)
+            else:  # the tenant's rate, concurrency and budget, before its event is even read
+                self.governor.admit(fn.tenant)
+                try:
+                    result = await self._invoke(fn.key, receive)
+                finally:
+                    self.governor.leave(fn.tenant)
             status, body = result.status, result.body
             out = [(k.lower().encode(), v.encode()) for k, v in result.headers.items()]
         except CumulusError as err:
             status, body = err.status, json.dumps(err.body()).encode()
+            out.extend((k.lower().encode(), v.encode()) for k, v in err.headers().items())
         except Exception as exc:  # the platform answers, whatever happened
             log.exception("event=invoke_failed function=%s", name)
             body = json.dumps({"error": {"type": "InternalError", "message": repr(exc)}}).encode()
         out.append((b"content-length", str(len(body)).encode()))
         return HttpAnswer(status, out, body)
 
+    async def _invoke(self, key: str, receive: Receive) -> InvokeResult:
+        event = await read_body(receive)
+        await check_event(event)
+        return await self.gateway.invoke(key, event)
+
 
 def invoked_function(scope: Scope) -> str | None:
-    """The function a request invokes, if it is `POST /v1/functions/{name}/invoke`."""
+    """The function a request invokes, if it is `POST /v1/functions/{name}/invoke` (or
+    `/v1/functions/{tenant}/{name}/invoke`)."""
     if scope["type"] != "http" or scope["method"] != "POST":
         return None
     path: str = scope["path"]
     if path.startswith(PREFIX) and path.endswith(SUFFIX):
         name = path[len(PREFIX):-len(SUFFIX)]
-        if name and "/" not in name:
+        if name and name.count("/") <= 1:
             return name
     return None
 

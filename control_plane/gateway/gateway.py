@@ -22,18 +22,22 @@ from control_plane.core import (
     InstanceStartFailed,
     NoCapacity,
     NodeUnavailable,
+    QuotaExceeded,
     Throttled,
+    id_prefix,
     new_id,
     request_id,
 )
 from control_plane.fleet import Fleet
 from control_plane.functions import DeployedVersion
 from control_plane.gateway.agents import AgentCallFailed, AgentClient, AgentUnreachable
+from control_plane.gateway.ledger import Answered, AnsweredCalls
 from control_plane.gateway.lifecycle import InstanceLifecycle
 from control_plane.gateway.occupancy import Occupancy
 from control_plane.gateway.pools import FunctionPool, Instance, InstanceState, InvokeResult
 from control_plane.gateway.ports import GatewayStore, InvocationSink
 from control_plane.gateway.stops import StopTracker
+from control_plane.identity import FunctionRef, Governor
 from control_plane.telemetry import InvocationRecord
 from node_agent import protocol as p
 from placement import NodeState, PlacementRequest, Resources
@@ -58,7 +62,7 @@ class Gateway(InstanceLifecycle):
         self.records = records
         # New instance ids, per (function, node): minted with the cluster's key, so that nodes
         # cannot report instances of their own making (`identity.NodeKeys.instance_id`).
-        self.instance_id = instance_id or (lambda function, node_id: new_id(function))
+        self.instance_id = instance_id or (lambda function, node_id: new_id(id_prefix(function)))
         self.queue_timeout_s = queue_timeout_s
         self.provision_wait_s = provision_wait_s
         self.can_grow: Callable[[], bool] = lambda: False  # set by the fleet autoscaler
@@ -67,6 +71,11 @@ class Gateway(InstanceLifecycle):
         self.tasks = Background()  # instance starts and stops in flight
         self.occupancy = Occupancy(self.pools, fleet, owner)  # what the nodes hold, whoever runs it
         self.stops = StopTracker(clock)  # a stopped instance is never adopted again
+        self.governor: Governor | None = None  # tenants' instances quotas and budgets, if any
+        # Answered calls, until their node's usage record is stored here (`ledger`); a forgotten
+        # node's are handed to `usage_witnessed` (metering), which stores those still missing.
+        self.answered = AnsweredCalls(clock, keep_s=fleet.lost_after_s + 60)
+        self.usage_witnessed: Callable[[str, list[dict[str, Any]]], object] | None = None
 
     async def open(self) -> None:
         """Open the kept-alive connections to node agents."""
@@ -131,9 +140,27 @@ class Gateway(InstanceLifecycle):
         has not reported since the start: it may hold them, or have room for them)."""
         if self.fleet.unheard:
             return []
-        return [PlacementRequest(function=name, resources=self._resources(pool.config), count=pool.unplaced)
-                for name, pool in self.pools.items()
-                if pool.unplaced and (pool.waiting or len(pool.live()) < pool.config.min_instances)]
+        out = []
+        for name, pool in self.pools.items():
+            if not pool.unplaced or not (pool.waiting or len(pool.live()) < pool.config.min_instances):
+                continue
+            count = pool.unplaced
+            if self.governor is not None:  # no growth for a tenant over budget or its instances quota
+                tenant = FunctionRef.of_key(name).tenant
+                if self.governor.blocked(tenant):
+                    continue
+                count = min(count, self._instance_room(tenant))
+            if count > 0:
+                out.append(PlacementRequest(function=name, resources=self._resources(pool.config),
+                                            count=count))
+        return out
+
+    def _instance_room(self, tenant: str) -> int:
+        """How many more instances the tenant's quota allows on the fleet (a large number if none)."""
+        quota = self.governor.instance_quota(tenant) if self.governor is not None else None
+        if quota is None:
+            return 1 << 30
+        return max(0, quota - self.occupancy.tenant_instances(tenant))
 
     def forget_node(self, node_id: str) -> None:
         """The node is gone: forget its instances (their calls fail or retry elsewhere) and the
@@ -143,6 +170,16 @@ class Gateway(InstanceLifecycle):
                 self.forget_instance(pool, inst)
         for instance_id in self.stops.forget_node(node_id):
             self.spawn(self._intent_done(instance_id, "stop"))
+        calls = self.answered.take_node(node_id)
+        if calls and self.usage_witnessed is not None:  # what it ran and may not have sent
+            self.spawn(self._store_witnessed(node_id, calls))
+
+    async def _store_witnessed(self, node_id: str, calls: list[dict[str, Any]]) -> None:
+        assert self.usage_witnessed is not None
+        try:
+            await asyncio.to_thread(self.usage_witnessed, node_id, calls)
+        except Exception as exc:  # the database is away: those calls go unbilled, said loudly
+            log.error("event=witnessed_usage_lost node=%s calls=%d error=%r", node_id, len(calls), exc)
 
     def drain_node(self, node_id: str) -> None:
         """No new calls to the node's instances; the reconciler stops them once idle."""
@@ -177,7 +214,8 @@ class Gateway(InstanceLifecycle):
         entered = self.clock.now()
         deadline = entered + self.queue_timeout_s
         seen_failures = pool.start_failures
-        cold = growing = False
+        cold = growing = capped = False
+        tenant = FunctionRef.of_key(pool.version.function).tenant
         async with pool.cond:
             pool.waiting += 1
             try:
@@ -194,6 +232,12 @@ class Gateway(InstanceLifecycle):
                     n = instances_to_start(waiting=pool.waiting, starting=starting, total=len(live),
                                            concurrency=pool.config.concurrency,
                                            max_instances=pool.config.max_instances)
+                    if n and self.governor is not None:  # the tenant's instances quota, fleet-wide
+                        room = self._instance_room(tenant)
+                        if room < n:
+                            n, capped = room, True
+                            if not live and n == 0:  # none to wait for either
+                                raise self._over_instances(tenant)
                     pool.unplaced = 0
                     started = sum(1 for _ in range(n) if self.start_instance(pool) is not None)
                     if started < n:  # some found no room
@@ -216,6 +260,8 @@ class Gateway(InstanceLifecycle):
                             pool.unplaced = 0
                             why = f"no node became ready within {deadline - entered:g}s"
                             raise self._no_room(pool, why)
+                        if capped:
+                            raise self._over_instances(tenant)
                         raise Throttled(f"{pool.config.name} is at its limit of "
                                         f"{pool.config.max_instances} instance(s) x "
                                         f"{pool.config.concurrency} concurrent call(s); "
@@ -226,6 +272,12 @@ class Gateway(InstanceLifecycle):
                         continue
             finally:
                 pool.waiting -= 1
+
+    def _over_instances(self, tenant: str) -> QuotaExceeded:
+        quota = self.governor.instance_quota(tenant) if self.governor is not None else None
+        return QuotaExceeded(f"tenant {tenant} has {self.occupancy.tenant_instances(tenant)} instance(s), "
+                             f"its instances quota of {quota}, and none of them has a free slot",
+                             quota="instances", retry_after_s=1)
 
     def _silent_nodes(self) -> bool:
         """Whether a known node is NotReady: silent for a few beats, or not yet heard from since
@@ -267,7 +319,7 @@ class Gateway(InstanceLifecycle):
             inst, cold = await self.acquire(pool)
             try:
                 headers, payload = await self.agents.invoke(inst, body, request_id=call_id,
-                                                            timeout_s=pool.config.timeout_s)
+                                                            timeout_s=pool.config.timeout_s, cold=cold)
             except AgentUnreachable as exc:  # nothing was sent: safe to try elsewhere
                 self.forget_instance(pool, inst)
                 if attempt == 2:
@@ -298,6 +350,10 @@ class Gateway(InstanceLifecycle):
                        "X-Cumulus-Duration-Ms": f"{duration_ms:.3f}",
                        "X-Cumulus-Version": str(inst.version)}
         result = payload[log_bytes:]
+        if outcome != p.INSTANCE_NOT_FOUND:  # it ran there: its node meters it, and so do we, until then
+            self.answered.add(call_id, Answered(self.clock.now(), inst.node_id, inst.id, inst.function,
+                                                inst.version, inst.resources.memory_mib, started,
+                                                int(headers.get(p.DURATION_HEADER, "0") or 0), outcome))
         self.records.append(InvocationRecord(name, inst.version, call_id, started, duration_ms, outcome, cold,
                                              payload[:log_bytes].decode("utf-8", "replace")))
         if outcome == p.OK:

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 
 from control_plane.fleet import Fleet
 from control_plane.gateway.pools import FunctionPool
+from control_plane.identity import FunctionRef
 from node_agent import protocol as p
 from placement import Resources
 
@@ -71,6 +72,13 @@ class Occupancy:
         for node_id, rep in self.foreign_instances():
             count(node_id, rep.function, Resources(rep.cpu_millis, rep.memory_mib))
         return {node: [(f, r, c) for (f, r), c in groups.items()] for node, groups in out.items()}
+
+    def tenant_instances(self, tenant: str) -> int:
+        """Live instances of `tenant`'s functions on the whole fleet, whoever runs them."""
+        mine = sum(len(pool.all_instances()) for key, pool in self.pools.items()
+                   if FunctionRef.of_key(key).tenant == tenant)
+        return mine + sum(1 for _, rep in self.foreign_instances()
+                          if FunctionRef.of_key(rep.function).tenant == tenant)
 
     def in_flight_by_node(self) -> dict[str, int]:
         """Calls in flight per node (other control planes' as of their nodes' last report)."""

@@ -17,6 +17,8 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from control_plane.core import id_prefix
+
 NODE_KEY_SEED = "node_key_seed"  # the cluster secret the keys derive from (sealed in the database)
 MAC_DIGITS = 8
 
@@ -45,9 +47,10 @@ class NodeKeys:
         return "cmla_" + self._mac("agent", node_id)[:48]
 
     def instance_id(self, function: str, node_id: str) -> str:
-        """A new instance id for `function` on `node_id`: `<function>-<random><mac>`."""
+        """A new instance id for `function` on `node_id`: `<id_prefix(function)>-<random><mac>`."""
         nonce = secrets.token_hex(6)
-        return f"{function}-{nonce}{self._mac('instance', node_id, function, nonce)[:MAC_DIGITS]}"
+        prefix = id_prefix(function)
+        return f"{prefix}-{nonce}{self._mac('instance', node_id, prefix, nonce)[:MAC_DIGITS]}"
 
     def placed_on(self, instance_id: str, node_id: str) -> bool:
         """Whether `instance_id` was minted for `node_id` by a control plane of this cluster."""

@@ -4,12 +4,15 @@ Others use `Store` (every repository behind one door), the tables as the rows it
 lease's fencing types. Nothing outside this room imports SQLModel or SQLAlchemy.
 """
 
+from control_plane.store.accounts import ADMIN_USER, TokenHolder, hash_token
 from control_plane.store.cluster import Fence, LeaseLost
 from control_plane.store.engine import alembic_config, downgrade, migrate
 from control_plane.store.nodes import REMOVED
 from control_plane.store.store import Store
 from control_plane.store.tables import (
+    AccessGrant,
     ApiToken,
+    BudgetAlert,
     CodeArtifact,
     ControlPlaneMember,
     FleetEvent,
@@ -17,17 +20,24 @@ from control_plane.store.tables import (
     FunctionBase,
     FunctionVersion,
     InstanceIntent,
+    InstanceUsage,
     InvocationLog,
+    InvocationUsage,
     JoinToken,
     NodeCredential,
     NodeRecord,
     ProviderIntent,
+    Tenant,
+    UserAccount,
 )
-from control_plane.store.tokens import hash_token
+from control_plane.store.usage import instance_row, invocation_row, utc_day
 
 __all__ = [
+    "ADMIN_USER",
     "REMOVED",
+    "AccessGrant",
     "ApiToken",
+    "BudgetAlert",
     "CodeArtifact",
     "ControlPlaneMember",
     "Fence",
@@ -36,15 +46,23 @@ __all__ = [
     "FunctionBase",
     "FunctionVersion",
     "InstanceIntent",
+    "InstanceUsage",
     "InvocationLog",
+    "InvocationUsage",
     "JoinToken",
     "LeaseLost",
     "NodeCredential",
     "NodeRecord",
     "ProviderIntent",
     "Store",
+    "Tenant",
+    "TokenHolder",
+    "UserAccount",
     "alembic_config",
     "downgrade",
     "hash_token",
+    "instance_row",
+    "invocation_row",
     "migrate",
+    "utc_day",
 ]

@@ -7,10 +7,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, delete, func, select
+from sqlmodel import col, delete, func, select, update
 
-from control_plane.core import ConflictError, FunctionNotFound
-from control_plane.store.tables import CodeArtifact, Function, FunctionVersion, InvocationLog
+from control_plane.core import ConflictError, FunctionNotFound, QuotaExceeded
+from control_plane.store.tables import CodeArtifact, Function, FunctionVersion, InvocationLog, Tenant
 from control_plane.store.unit import Repository
 
 
@@ -19,17 +19,30 @@ class FunctionRepository(Repository):
 
     def add_version(self, name: str, config: dict[str, Any], code_digest: str,
                     code_size: int, layer_digest: str | None = None, *,
-                    artifacts: Mapping[str, Callable[[], bytes]] | None = None) -> FunctionVersion:
-        """Record a new immutable version of `name` (creating the function if new), storing in the
-        same transaction the artifacts it names that are not stored yet (`artifacts`: digest ->
-        its bytes, read only if missing), so that deleting another function that shared one cannot
-        leave this version naming an artifact that is gone."""
+                    artifacts: Mapping[str, Callable[[], bytes]] | None = None,
+                    tenant: str = "default", max_functions: int | None = None) -> FunctionVersion:
+        """Record a new immutable version of `name` (creating the function of `tenant` if new, unless
+        that tenant has `max_functions` already: QuotaExceeded), storing in the same transaction the
+        artifacts it names that are not stored yet (`artifacts`: digest -> its bytes, read only if
+        missing), so that deleting another function that shared one cannot leave this version
+        naming an artifact that is gone."""
         for _ in range(5):  # two deploys of one function may race for a version number
             try:
                 with self.session() as s:
                     fn = s.get(Function, name)
                     if fn is None:
-                        fn = Function(name=name)
+                        if max_functions is not None:
+                            # the tenant's row is the lock two first deploys of its functions meet at
+                            s.exec(select(Tenant).where(Tenant.name == tenant).with_for_update()).first()
+                            s.exec(update(Tenant).where(col(Tenant.name) == tenant)
+                                   .values(created_at=Tenant.created_at))  # SQLite: take the write lock
+                            count = s.exec(select(func.count()).select_from(Function)
+                                           .where(Function.tenant == tenant)).one()
+                            if count >= max_functions:
+                                raise QuotaExceeded(f"tenant {tenant} has {count} functions, its quota "
+                                                    f"'functions' is {max_functions}", quota="functions",
+                                                    status=403)
+                        fn = Function(name=name, tenant=tenant)
                     fn.latest_version += 1
                     fn.updated_at = time.time()
                     s.add(fn)
@@ -59,13 +72,20 @@ class FunctionRepository(Repository):
                                                         FunctionVersion.version == fn.latest_version)).one()
             return fn, ver
 
-    def list_functions(self) -> list[tuple[Function, FunctionVersion]]:
-        """Every function with its latest version, by name."""
+    def function_exists(self, name: str) -> bool:
+        """Whether a function has this key."""
         with self.session() as s:
-            rows = s.exec(select(Function, FunctionVersion)
-                          .join(FunctionVersion, col(FunctionVersion.function) == col(Function.name))
-                          .where(col(FunctionVersion.version) == col(Function.latest_version))
-                          .order_by(col(Function.name))).all()
+            return s.get(Function, name) is not None
+
+    def list_functions(self, tenant: str | None = None) -> list[tuple[Function, FunctionVersion]]:
+        """Every function (of `tenant`, if given) with its latest version, by name."""
+        with self.session() as s:
+            query = (select(Function, FunctionVersion)
+                     .join(FunctionVersion, col(FunctionVersion.function) == col(Function.name))
+                     .where(col(FunctionVersion.version) == col(Function.latest_version)))
+            if tenant is not None:
+                query = query.where(Function.tenant == tenant)
+            rows = s.exec(query.order_by(col(Function.name))).all()
             return [(fn, ver) for fn, ver in rows]
 
     def delete_function(self, name: str) -> list[str]:

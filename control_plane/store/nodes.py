@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from sqlmodel import col, delete, select
 
 from control_plane.core import ConflictError, Unauthorized
+from control_plane.store.accounts import hash_token
 from control_plane.store.tables import JoinToken, NodeCredential, NodeRecord
-from control_plane.store.tokens import hash_token
 from control_plane.store.unit import Repository
 
 REMOVED = "removed"

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from control_plane.store.accounts import AccountRepository
 from control_plane.store.cluster import ClusterRepository
 from control_plane.store.engine import Database
 from control_plane.store.functions import FunctionRepository
 from control_plane.store.intents import IntentRepository
 from control_plane.store.nodes import NodeRepository
 from control_plane.store.telemetry import TelemetryRepository
-from control_plane.store.tokens import TokenRepository
+from control_plane.store.usage import UsageRepository
 
 
-class Store(Database, FunctionRepository, TokenRepository, NodeRepository, IntentRepository,
-            ClusterRepository, TelemetryRepository):
-    """Functions and versions, tokens, nodes and join tokens, intents, the cluster (members,
-    lease, secrets), events and invocation logs. Every method is one unit of work, called on a
-    thread. On the invocation path: a function's version at its first call, a token lookup when
-    the token cache misses, and the instance intents of a cold start."""
+class Store(Database, FunctionRepository, AccountRepository, NodeRepository, IntentRepository,
+            ClusterRepository, TelemetryRepository, UsageRepository):
+    """Functions and versions, accounts (tenants, users, tokens, grants), nodes and join tokens,
+    intents, the cluster (members, lease, secrets), events and invocation logs, usage and budgets.
+    Every method is one unit of work, called on a thread. On the invocation path: a function's
+    version at its first call, a token lookup when the token cache misses, and the instance
+    intents of a cold start."""

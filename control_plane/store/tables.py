@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import JSON, Column, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -22,9 +22,11 @@ class FunctionBase(SQLModel):
 
 
 class Function(FunctionBase, table=True):
-    """A named function; its versions hold code and settings."""
+    """A named function of a tenant; its versions hold code and settings. `name` is its key: the
+    full name `tenant/name`, the bare name in the default tenant (`control_plane.identity.access`)."""
 
     name: str = Field(primary_key=True)
+    tenant: str = Field(default="default", index=True)
     latest_version: int = 0
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
@@ -44,14 +46,61 @@ class FunctionVersion(SQLModel, table=True):
     created_at: float = Field(default_factory=time.time)
 
 
+class Tenant(SQLModel, table=True):
+    """A tenant (namespace): it owns functions and users, and has quotas and a monthly budget."""
+
+    name: str = Field(primary_key=True)
+    quotas: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    budget: float | None = None  # per calendar month, in the price sheet's currency
+    budget_action: str = "throttle"  # or "warn"
+    created_at: float = Field(default_factory=time.time)
+    # Over its budget in this month: the fleet grows no more for it; its calls are refused (throttle).
+    over_budget_month: str | None = None
+
+
+class UserAccount(SQLModel, table=True):
+    """A user (a person or a service account) of one tenant, with one role there."""
+
+    name: str = Field(primary_key=True)
+    tenant: str = Field(index=True)
+    role: str
+    created_at: float = Field(default_factory=time.time)
+
+
 class ApiToken(SQLModel, table=True):
-    """A bearer token, stored as its SHA-256."""
+    """A user's bearer token, stored as its SHA-256 only; `public_id` names it in lists and revokes.
+    A token refused from `expires_at` or `revoked_at` on; `scopes` (None: all its user may) limit it."""
 
     id: int | None = Field(default=None, primary_key=True)
+    public_id: str = Field(unique=True, index=True)
     token_hash: str = Field(unique=True, index=True)
-    name: str
-    is_admin: bool = False
+    username: str = Field(index=True)
+    name: str = ""  # what it is for
+    scopes: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    rotated_to: str | None = None  # the public id of the token that replaced it
     created_at: float = Field(default_factory=time.time)
+
+
+class AccessGrant(SQLModel, table=True):
+    """One permission for one user on the functions of `tenant` matching `pattern`."""
+
+    __table_args__ = (UniqueConstraint("username", "permission", "tenant", "pattern"),)
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(index=True)
+    permission: str
+    tenant: str = Field(index=True)
+    pattern: str
+    created_at: float = Field(default_factory=time.time)
+
+
+class Generation(SQLModel, table=True):
+    """A counter that grows with every change of what it names (`identity`: users, tokens and
+    grants), so that every control plane can drop what it cached from them."""
+
+    name: str = Field(primary_key=True)
+    value: int = 0
 
 
 class NodeRecord(SQLModel, table=True):
@@ -177,3 +226,58 @@ class InvocationLog(SQLModel, table=True):
     outcome: str
     cold_start: bool
     logs: str
+
+
+class InvocationUsage(SQLModel, table=True):
+    """One metered invocation (an instance ran it), as its node measured it: stored once per request
+    id, whoever reports it how many times."""
+
+    request_id: str = Field(primary_key=True)
+    tenant: str = Field(index=True)
+    function: str = Field(index=True)  # the function's key (`name`, or `tenant/name`)
+    version: int
+    instance_id: str
+    node_id: str
+    started_at: float
+    day: str = Field(index=True)  # UTC, YYYY-MM-DD, of started_at
+    month: str = Field(index=True)  # UTC, YYYY-MM
+    duration_us: int = Field(sa_column=Column(BigInteger, nullable=False))
+    billed_ms: int = Field(sa_column=Column(BigInteger, nullable=False))  # duration, rounded up to 1 ms
+    memory_mib: int
+    # billed_ms x memory_mib: GB·s = mib_ms / 1,024,000, exactly
+    mib_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # the start-up time this call waited for (0: a warm call), rounded up to 1 ms
+    init_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    outcome: str
+    recorded_at: float = Field(default_factory=time.time)
+
+
+class InstanceUsage(SQLModel, table=True):
+    """One instance's life, metered once it stopped: how long it lived, and how long it idled."""
+
+    instance_id: str = Field(primary_key=True)
+    tenant: str = Field(index=True)
+    function: str = Field(index=True)
+    version: int
+    node_id: str
+    memory_mib: int
+    started_at: float
+    ended_at: float
+    day: str = Field(index=True)  # of ended_at
+    month: str = Field(index=True)
+    lifetime_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    busy_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    idle_ms: int = Field(sa_column=Column(BigInteger, nullable=False))  # lifetime - busy: its keep-alive
+    init_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    recorded_at: float = Field(default_factory=time.time)
+
+
+class BudgetAlert(SQLModel, table=True):
+    """A tenant's spending crossed a share of its monthly budget (recorded once per level)."""
+
+    tenant: str = Field(primary_key=True)
+    month: str = Field(primary_key=True)
+    level: int = Field(primary_key=True)  # percent: 80, 100
+    spent: float
+    budget: float
+    at: float = Field(default_factory=time.time)

@@ -27,7 +27,7 @@ def test_admin_token_file_is_private(api: Api) -> None:
 
 def test_openapi_docs_are_served_without_the_internal_routes(api: Api) -> None:
     paths = api.client.get("/openapi.json").json()["paths"]
-    assert "/v1/functions/{name}/invoke" in paths and "/v1/nodes" in paths
+    assert "/v1/functions/{ref}/invoke" in paths and "/v1/nodes" in paths
     assert not [p for p in paths if "internal" in p or "agent" in p]
     assert api.client.get("/docs").status_code == 200
 

@@ -11,14 +11,14 @@ from conftest import OK, Api, error, serve
 from helpers import make_zip
 
 from control_plane.api import current_user
-from control_plane.identity import Principal
+from control_plane.identity import Principal, Role
 
 
 def test_deploy_read_list_redeploy_delete(api: Api) -> None:
     resp = api.deploy("crud", memory_mb=128, env={"GREETING": "hi"})
     assert resp.status_code == 201, resp.text
     url = f"{api.platform.settings.url}/v1/functions/crud/invoke"
-    assert resp.json() == {"name": "crud", "version": 1, "url": url}
+    assert resp.json() == {"name": "crud", "tenant": "default", "version": 1, "url": url}
     got = api.client.get("/v1/functions/crud", headers=api.headers).json()
     assert got["version"] == 1 and got["url"] == url
     assert got["config"]["memory_mb"] == 128 and got["config"]["env"] == {"GREETING": "hi"}
@@ -90,7 +90,7 @@ def test_an_event_over_the_limit_is_refused_before_the_function_is_looked_up(api
 
 def test_only_admins_deploy_or_delete(api: Api) -> None:
     assert api.deploy("kept").status_code == 201
-    api.app.dependency_overrides[current_user] = lambda: Principal("reader", is_admin=False)
+    api.app.dependency_overrides[current_user] = lambda: Principal("reader", "default", Role.INVOKER)
     try:
         error(api.deploy("kept"), 403, "Forbidden")
         error(api.client.delete("/v1/functions/kept", headers=api.headers), 403, "Forbidden")

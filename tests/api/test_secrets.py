@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet
 
 from control_plane.api import current_user
 from control_plane.core import Settings
-from control_plane.identity import Principal, SecretKeyError
+from control_plane.identity import Principal, Role, SecretKeyError
 from control_plane.platform import Platform
 
 SECRET = "s3cr3t-value-never-shown"
@@ -40,7 +40,7 @@ def test_secret_env_is_sealed_and_never_shown(api: Api) -> None:
 
 def test_env_values_are_hidden_from_a_principal_that_may_not_read_them(api: Api) -> None:
     assert api.deploy("shown", env={"GREETING": "hi"}).status_code == 201
-    api.app.dependency_overrides[current_user] = lambda: Principal("reader", is_admin=False)
+    api.app.dependency_overrides[current_user] = lambda: Principal("reader", "default", Role.INVOKER)
     try:
         got = api.client.get("/v1/functions/shown", headers=api.headers).json()
         listed = api.client.get("/v1/functions", headers=api.headers).text

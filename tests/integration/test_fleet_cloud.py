@@ -22,6 +22,8 @@ import pytest
 from helpers import REPO, RunningPlatform, containers_of, free_port, start_platform, wait_for
 from moto_proxy import NamespaceProxy
 
+from control_plane.store import Store
+
 pytestmark = [pytest.mark.aws, pytest.mark.docker]
 
 ECHO = {"main.py": "def handler(event, context):\n    return {'echo': event}\n"}
@@ -119,6 +121,14 @@ boot_s = 60
         assert _instances(moto_ec2, ("shutting-down", "terminated"))
         kinds = [e["kind"] for e in plat.get("/v1/events?limit=1000")]
         assert kinds.count("node_add") == 1 and "node_ready" in kinds and "node_remove" in kinds
+
+        # The cloud node metered the call and its instance, and the control plane took its records
+        # (sent with the credential its join gave it).
+        store = Store(f"sqlite:///{plat.data_dir / 'cumulus.db'}")
+        wait_for(lambda: store.instance_rows(), 30, interval=0.5, what="the instance's usage record")
+        (usage,) = store.usage_rows()
+        assert usage.request_id == resp.headers["X-Request-Id"] and usage.init_ms > 0
+        assert usage.node_id and usage.node_id == store.instance_rows()[0].node_id
     finally:
         if agent is not None:
             agent.terminate()

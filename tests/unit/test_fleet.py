@@ -80,3 +80,17 @@ def test_a_restart_keeps_each_nodes_provision_link_and_waits_for_its_report(tmp_
         assert again.unheard == set()
 
     asyncio.run(later())
+
+
+def test_a_node_ready_again_is_announced_before_anything_awaits(tmp_path: Path) -> None:
+    """The reconciler must never see a node ready whose instances are not adopted yet (it would
+    start others beside them): `on_ready` (which adopts) runs before the node is persisted."""
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    fleet = Fleet(store, ManualClock(), heartbeat_interval_s=1, lost_after_s=10)
+    seen: list[str] = []
+    persist = fleet._persist
+    fleet._persist = lambda node: (seen.append("persisted"), persist(node))  # type: ignore[method-assign]
+    fleet.on_ready = lambda: seen.append("ready")
+    asyncio.run(fleet.heartbeat(Heartbeat(node_id="n1", url="http://127.0.0.1:9000", cpu_millis=1000,
+                                          memory_mib=1024)))
+    assert seen == ["ready", "persisted"]

@@ -18,12 +18,14 @@ from control_plane.core import (
     ManualClock,
     NoCapacity,
     NodeUnavailable,
+    QuotaExceeded,
     Throttled,
 )
 from control_plane.fleet import Fleet
 from control_plane.functions import DeployedVersion, FunctionCreate
 from control_plane.gateway import AgentUnreachable, Gateway, Instance, StartAnswer
-from control_plane.store import Store
+from control_plane.identity import Governor
+from control_plane.store import Store, Tenant
 from control_plane.telemetry import InvocationBuffer
 from node_agent import protocol as p
 from node_agent.protocol import Heartbeat
@@ -60,7 +62,7 @@ class ScriptedAgents:
         self.stopped.append(inst.id)
 
     async def invoke(self, inst: Instance, body: bytes, *, request_id: str,
-                     timeout_s: float) -> tuple[Mapping[str, str], bytes]:
+                     timeout_s: float, cold: bool = False) -> tuple[Mapping[str, str], bytes]:
         self.invoked.append(inst.id)
         if self.unreachable:
             self.unreachable -= 1
@@ -93,7 +95,8 @@ class Rig:
     clock: ManualClock
 
 
-async def _rig(tmp_path: Path, *, nodes: int = 1, queue_timeout_s: float = 5.0, **config: object) -> Rig:
+async def _rig(tmp_path: Path, *, nodes: int = 1, queue_timeout_s: float = 5.0, function: str = "f",
+               **config: object) -> Rig:
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     clock = ManualClock()
     fleet = Fleet(store, clock, heartbeat_interval_s=1, lost_after_s=10)
@@ -104,7 +107,8 @@ async def _rig(tmp_path: Path, *, nodes: int = 1, queue_timeout_s: float = 5.0, 
     gateway = unit_gateway(store, fleet, clock, tmp_path, agents=agents, queue_timeout_s=queue_timeout_s)
     records = InvocationBuffer()
     gateway.records = records
-    gateway.set_version(DeployedVersion("f", 1, "d" * 64, 1, FunctionCreate(name="f", **config)))  # type: ignore[arg-type]
+    name = function.rpartition("/")[2]
+    gateway.set_version(DeployedVersion(function, 1, "d" * 64, 1, FunctionCreate(name=name, **config)))  # type: ignore[arg-type]
     await gateway.open()
     return Rig(gateway, agents, records, clock)
 
@@ -348,5 +352,78 @@ def test_a_start_on_an_unreachable_node_is_placed_elsewhere_not_failed(tmp_path:
         inst, cold = await asyncio.wait_for(rig.gateway.acquire(pool), 5)
         assert inst.node_id == "n1" and cold and pool.start_failures == 0
         assert len(agents.started) == 2
+
+    asyncio.run(scenario())
+
+
+# -- tenants' quotas and budgets -----------------------------------------------------------------------
+def _govern(rig: Rig, **tenant: object) -> Governor:
+    governor = Governor(rig.clock)
+    governor.load([Tenant(**{"name": "acme", **tenant})])  # type: ignore[arg-type]
+    rig.gateway.governor = governor
+    return governor
+
+
+def test_the_instances_quota_bounds_starts_across_the_tenants_functions(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await _rig(tmp_path, function="acme/f", max_instances=5, concurrency=1, queue_timeout_s=0.05)
+        _govern(rig, quotas={"instances": 2})
+        rig.agents.ready.set()
+        pool = await rig.gateway.pool("acme/f")
+        calls = [asyncio.create_task(rig.gateway.acquire(pool)) for _ in range(3)]
+        await until(lambda: sum(t.done() for t in calls) == 2 and pool.waiting == 1)
+        assert len(rig.agents.started) == 2  # the third call waits for a slot; no third instance
+        rig.clock.advance(1)
+        waiting = next(t for t in calls if not t.done())
+        with pytest.raises(QuotaExceeded) as err:
+            await asyncio.wait_for(waiting, 5)
+        assert err.value.extra["quota"] == "instances" and err.value.retry_after_s
+        # Another function of the tenant finds the quota used up: refused at once, nothing started.
+        rig.gateway.set_version(DeployedVersion("acme/g", 1, "d" * 64, 1, FunctionCreate(name="g")))
+        other = await rig.gateway.pool("acme/g")
+        with pytest.raises(QuotaExceeded, match="instances quota of 2"):
+            await asyncio.wait_for(rig.gateway.acquire(other), 5)
+        assert len(rig.agents.started) == 2
+        # Other tenants are not bound by it.
+        rig.gateway.set_version(DeployedVersion("h", 1, "d" * 64, 1, FunctionCreate(name="h")))
+        inst, _ = await asyncio.wait_for(rig.gateway.acquire(await rig.gateway.pool("h")), 5)
+        assert inst.function == "h"
+
+    asyncio.run(scenario())
+
+
+def test_a_tenant_over_budget_or_at_its_instances_quota_asks_for_no_node(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await _rig(tmp_path, nodes=0, function="acme/f", max_instances=4, concurrency=1)
+        rig.gateway.can_grow = lambda: True  # calls wait for a node the autoscaler would add
+        pool = await rig.gateway.pool("acme/f")
+        calls = [asyncio.create_task(rig.gateway.acquire(pool)) for _ in range(3)]
+        await until(lambda: pool.waiting == 3 and pool.unplaced > 0)
+        assert [r.count for r in rig.gateway.pending()] == [3]  # no governor: all it needs
+        governor = _govern(rig, quotas={"instances": 2})
+        assert [r.count for r in rig.gateway.pending()] == [2]  # no more than its quota
+        governor.load([Tenant(name="acme", budget=1, budget_action="warn", over_budget_month="2026-12")])
+        assert rig.gateway.pending() == []  # over budget (only warned): the fleet grows no more for it
+        assert governor.blocked("acme") and governor.blocked("default") is None
+        for t in calls:
+            t.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_a_forgotten_nodes_answered_calls_go_to_metering_unless_it_delivered_them(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await _rig(tmp_path)
+        rig.agents.ready.set()
+        witnessed: list[tuple[str, list[str]]] = []
+        rig.gateway.usage_witnessed = lambda node, calls: witnessed.append(
+            (node, [c["request_id"] for c in calls]))
+        answers = [await rig.gateway.invoke("f", b"{}") for _ in range(3)]
+        ids = [a.headers["X-Request-Id"] for a in answers]
+        rig.gateway.answered.stored("n0", ids[:1])  # the node's own record of the first is stored
+        rig.gateway.forget_node("n0")
+        await until(lambda: bool(witnessed))
+        assert witnessed == [("n0", ids[1:])]
 
     asyncio.run(scenario())

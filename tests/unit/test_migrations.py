@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlmodel import SQLModel
 
 from control_plane.functions import FunctionCreate
-from control_plane.store import Store, downgrade, migrate
+from control_plane.store import Store, downgrade, hash_token, migrate
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
@@ -28,7 +28,7 @@ def test_empty_database_gets_the_models_schema(db_url: str) -> None:
     with store.engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(ctx, SQLModel.metadata) == []
-        assert ctx.get_current_revision() == "0009"
+        assert ctx.get_current_revision() == "0011"
     Store(db_url)  # a second start is a no-op
 
 
@@ -104,5 +104,48 @@ def test_a_migration_that_fails_halfway_changes_nothing_and_a_later_start_finish
         conn.execute(text("UPDATE functionversion SET config_json = '{}' WHERE function = 'broken'"))
     migrate(engine)
     with engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0009"
+        assert MigrationContext.configure(conn).get_current_revision() == "0011"
     engine.dispose()
+
+
+def test_0010_moves_functions_and_the_admin_token_into_the_default_tenant_and_back(db_url: str) -> None:
+    """Accounts: every function becomes the default tenant's (its key and invoke URL unchanged), the
+    admin token becomes the `admin` user's, and nothing is lost on the way down either."""
+    engine = create_engine(db_url)
+    migrate(engine, "0009")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO apitoken (token_hash, name, is_admin, created_at) "
+                          "VALUES (:h, 'admin', true, 0)"), {"h": hash_token("cmls_old")})
+        conn.execute(text("INSERT INTO function (name, latest_version, created_at, updated_at) "
+                          "VALUES ('kept', 1, 0, 0)"))
+        conn.execute(text("INSERT INTO functionversion (function, version, config, code_digest, "
+                          "code_size, created_at) VALUES ('kept', 1, :cfg, 'd', 1, 0)"),
+                     {"cfg": FunctionCreate(name="kept").model_dump_json()})
+    engine.dispose()
+    store = Store(db_url)
+    assert store.ensure_admin_token() is None  # the old admin token is the admin's live token
+    holder = store.token_holder(hash_token("cmls_old"))
+    assert holder is not None and (holder.user.name, holder.user.tenant, holder.user.role) == (
+        "admin", "default", "admin")
+    assert holder.token.public_id.startswith("tok_") and holder.token.scopes is None
+    fn, _ = store.get_function("kept")
+    assert fn.tenant == "default"
+    assert [f.name for f, _ in store.list_functions("default")] == ["kept"]
+    store.engine.dispose()
+    engine = create_engine(db_url)
+    downgrade(engine, "0009")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT is_admin FROM apitoken WHERE token_hash = :h"),
+                            {"h": hash_token("cmls_old")}).scalar()
+        assert conn.execute(text("SELECT name FROM function")).scalar() == "kept"
+    engine.dispose()
+
+
+def test_the_admin_token_is_made_once_however_often_the_control_plane_starts(db_url: str) -> None:
+    """(An unscoped token's `scopes` column holds JSON null, not SQL NULL: a restart used to miss
+    the live admin token and mint another.)"""
+    first = Store(db_url).ensure_admin_token()
+    assert first is not None
+    for _ in range(3):
+        assert Store(db_url).ensure_admin_token() is None
+    assert [t.name for t in Store(db_url).tokens(user="admin")] == ["admin"]

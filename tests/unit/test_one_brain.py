@@ -89,7 +89,7 @@ class InstantAgents:
         self.stopped.append(inst.id)
 
     async def invoke(self, inst: Instance, body: bytes, *, request_id: str,
-                     timeout_s: float) -> tuple[Mapping[str, str], bytes]:
+                     timeout_s: float, cold: bool = False) -> tuple[Mapping[str, str], bytes]:
         return {p.OUTCOME_HEADER: p.OK, p.LOG_BYTES_HEADER: "0", p.DURATION_HEADER: "1"}, body
 
 

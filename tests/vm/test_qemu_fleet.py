@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import start_platform, wait_for
 
+from control_plane.store import Store
 from provisioners.qemu.vm import qemu_alive
 
 # Three VM boots under software emulation (about 60-120 s each on 2 cores) plus the drain.
@@ -103,5 +104,14 @@ def test_vms_boot_for_demand_and_go_away_when_idle(vm_image: object, tmp_path: P
             wait_for(lambda p=pid, o=overlay: not qemu_alive(p, o), 60, interval=1,
                      what=f"QEMU {pid} to exit")
         assert kinds().count("node_remove") == 2, kinds()
+
+        # Every call was metered by the VM that ran it, sent from the guest and stored (the one
+        # SIGKILLed VM had sent its records long before); the drained VMs' instances too.
+        calls = {r.headers["X-Request-Id"] for r in (first, warm, again, *results)}
+        store = Store(f"sqlite:///{plat.data_dir / 'cumulus.db'}")
+        wait_for(lambda: calls <= {u.request_id for u in store.usage_rows()}, 30, interval=1,
+                 what="the calls' usage records from the VMs")
+        assert all(u.memory_mib == 384 and u.billed_ms >= 1 for u in store.usage_rows())
+        assert len(store.instance_rows()) >= 2
     finally:
         plat.stop()

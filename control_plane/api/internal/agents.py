@@ -13,7 +13,7 @@ from control_plane.api.deps import CurrentNode, NodeAgent, ServicesDep
 from control_plane.core import Forbidden, NotFound
 from control_plane.fleet import AGENT_PACKAGE_ROUTE
 from control_plane.gateway import RUNTIMES_ROUTE
-from node_agent.protocol import Heartbeat, HeartbeatReply, JoinRequest, JoinResult
+from node_agent.protocol import USAGE_ROUTE, Heartbeat, HeartbeatReply, JoinRequest, JoinResult, UsageBatch
 
 router = APIRouter(include_in_schema=False)
 
@@ -29,6 +29,16 @@ async def heartbeat(beat: Heartbeat, svc: ServicesDep, node: CurrentNode) -> Hea
                         "moves only by joining again")
     await svc.fleet.heartbeat(beat)
     return HeartbeatReply(control_planes=svc.control_plane_urls())
+
+
+@router.post(USAGE_ROUTE)
+async def usage(batch: UsageBatch, svc: ServicesDep, node: CurrentNode) -> dict[str, int]:
+    """A node's usage records: stored (the new ones) before the answer, which lets it drop them."""
+    if batch.node_id != node.node_id:
+        raise Forbidden(f"node {node.node_id} may not report usage for node {batch.node_id[:128]}")
+    stored = await run_in_threadpool(svc.metering.ingest, node.node_id, batch)
+    svc.gateway.answered.stored(node.node_id, (r.request_id for r in batch.records if r.request_id))
+    return {"stored": stored, "received": len(batch.records)}
 
 
 @router.post("/v1/internal/join", response_model=JoinResult)

@@ -2,11 +2,13 @@
 
 from fastapi import APIRouter
 
-from control_plane.api.v1 import fleet, functions
+from control_plane.api.v1 import accounts, fleet, functions, usage
 
 router = APIRouter()
 router.include_router(functions.router)
 router.include_router(functions.builds)
 router.include_router(fleet.router)
+router.include_router(accounts.router)
+router.include_router(usage.router)
 
 __all__ = ["router"]

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
-from control_plane.api.deps import CurrentUser, ServicesDep
+from control_plane.api.deps import ClusterAdmin, ServicesDep
 from control_plane.api.openapi import errors
 from control_plane.cluster import LEASE, ControlPlanePublic
 from control_plane.fleet import NodePublic, ResourcesPublic
@@ -22,8 +22,8 @@ def _resources(res: Resources) -> ResourcesPublic:
     return ResourcesPublic(cpu_millis=res.cpu_millis, memory_mib=res.memory_mib)
 
 
-@router.get("/nodes", responses=errors(401))
-async def nodes(svc: ServicesDep, user: CurrentUser) -> list[NodePublic]:
+@router.get("/nodes", responses=errors(401, 403))
+async def nodes(svc: ServicesDep, user: ClusterAdmin) -> list[NodePublic]:
     """Nodes with capacity, allocation and instances."""
     allocated = svc.gateway.allocated()
     now = svc.clock.now()
@@ -39,8 +39,8 @@ async def nodes(svc: ServicesDep, user: CurrentUser) -> list[NodePublic]:
     return out
 
 
-@router.get("/events", responses=errors(401, 422))
-async def events(svc: ServicesDep, user: CurrentUser,
+@router.get("/events", responses=errors(401, 403, 422))
+async def events(svc: ServicesDep, user: ClusterAdmin,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[EventPublic]:
     """Scaling decisions and fleet observations with their reasons, oldest first."""
     await svc.telemetry.flush()
@@ -48,8 +48,8 @@ async def events(svc: ServicesDep, user: CurrentUser,
     return [EventPublic.model_validate(r) for r in rows]
 
 
-@router.get("/control-planes", responses=errors(401))
-async def control_planes(svc: ServicesDep, user: CurrentUser) -> list[ControlPlanePublic]:
+@router.get("/control-planes", responses=errors(401, 403))
+async def control_planes(svc: ServicesDep, user: ClusterAdmin) -> list[ControlPlanePublic]:
     """The cluster's live control planes and which one leads (runs the fleet loop)."""
     lease = await run_in_threadpool(svc.store.lease, LEASE)
     out = []
