@@ -27,6 +27,7 @@ from node_agent.runtime import (
     LABEL_PACKAGE,
     ContainerInfo,
     ContainerRuntime,
+    ContainerRuntimeError,
     ContainerSpec,
 )
 from node_agent.runtime_api import RuntimeApiInitError, RuntimeApiSession
@@ -183,6 +184,28 @@ class NodeAgent:
             else:
                 await asyncio.to_thread(self.runtime.remove, info.instance_id)
                 log.info("event=instance_removed_on_recover instance=%s", info.instance_id)
+
+    async def sweep(self) -> list[str]:
+        """Remove this node's containers that belong to no instance of this agent, and say which.
+
+        An instance is in `instances` before its container is made and until it is removed, so a
+        container outside it is one the engine made after the agent gave up on its create (an
+        engine slow to answer), or one whose removal failed; left alone it would hold memory and
+        run code nobody calls."""
+        found = await asyncio.to_thread(self.runtime.list, {LABEL_NODE: self.node_id})
+        removed = []
+        for info in found:
+            if not info.instance_id or info.instance_id in self.instances:
+                continue
+            try:
+                await asyncio.to_thread(self.runtime.remove, info.instance_id)
+            except ContainerRuntimeError as exc:
+                log.warning("event=stray_container_not_removed instance=%s error=%s", info.instance_id, exc)
+                continue
+            removed.append(info.instance_id)
+            log.warning("event=stray_container_removed instance=%s function=%s", info.instance_id,
+                        info.function)
+        return removed
 
     def _adopt(self, info: ContainerInfo, sock: Path) -> Instance:
         labels = info.labels

@@ -142,6 +142,16 @@ async def heartbeat_loop(agent: NodeAgent, settings: AgentSettings, started_at: 
         await asyncio.sleep(settings.heartbeat_interval_s)
 
 
+async def sweep_loop(agent: NodeAgent, interval_s: float) -> None:
+    """Remove stray containers of this node every `interval_s` (`NodeAgent.sweep`), forever."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await agent.sweep()
+        except Exception as exc:  # the engine is away: next time
+            log.warning("event=sweep_failed error=%r", exc)
+
+
 def usage_poster(agent: NodeAgent) -> Callable[[list[dict[str, Any]]], Awaitable[None]]:
     """Posts usage records to the first control plane that commits them (the configured one, then
     the others it learned of: HA, every one stores usage)."""
@@ -175,12 +185,14 @@ async def serve(settings: AgentSettings, agent: NodeAgent, stop: asyncio.Event) 
     await site.start()
     log.info("event=agent_listening node=%s url=%s", agent.node_id, settings.url())
     beat = asyncio.create_task(heartbeat_loop(agent, settings, time.time()))
+    sweeper = asyncio.create_task(sweep_loop(agent, settings.sweep_interval_s))
     metering_done = asyncio.Event()
     usage = asyncio.create_task(send_usage(agent.meter, usage_poster(agent), metering_done))
     try:
         await stop.wait()
     finally:
         beat.cancel()
+        sweeper.cancel()
         await runner.cleanup()
         await agent.close(remove_instances=True)  # meters the instances it stops
         metering_done.set()  # one last flush of the journal (sent by the next run if not now)

@@ -40,6 +40,8 @@ class AgentSettings(BaseSettings):
     docker_host: str = ""
     heartbeat_interval_s: float = 2.0
     start_timeout_s: float = 60.0
+    # How often the agent removes containers of this node that belong to none of its instances.
+    sweep_interval_s: float = 30.0
     node_type: str = "local"
     provider: str = "local"
     gate_binary: Path = Field(default=Path("/bin/busybox"), description="a static busybox (Debian's "

@@ -194,3 +194,13 @@ def containers_of(function: str) -> list[dict[str, Any]]:
     (keys "State", "Labels", ...; no per-container inspect, which races with removal)."""
     summaries = docker_client().api.containers(all=True, filters={"label": f"{LABEL_FUNCTION}={function}"})
     return list(summaries)
+
+
+def container_that_ran(function: str, hostname: str) -> str:
+    """The id of the function's container whose hostname (Docker's default: the id's first 12
+    characters) a call returned: the one that served it, whatever other instance also stands."""
+    found = containers_of(function)
+    ids = [c["Id"] for c in found if c["Id"].startswith(hostname)]
+    assert len(ids) == 1, (hostname, [(c["Id"][:12], c["State"], c["Status"],
+                                       c["Labels"].get("io.cumulus.instance")) for c in found])
+    return str(ids[0])

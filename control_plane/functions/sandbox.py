@@ -10,8 +10,10 @@ the function's runtime image. Its guarantees (held by `tests/contract/test_build
 - bounds: memory (no swap), a CPU quota, a pids limit, a tmpfs of `disk_mib` that holds the inputs,
   the build's temporary files and its output (so a build cannot fill the host's disk), an output
   of at most `output_mib`, a wall-clock timeout; each breach is reported as such;
-- the container is removed whatever happens (and leftovers of a crashed control plane are removed
-  by `cleanup`); what the build prints is kept to its last `LOG_TAIL` bytes.
+- the container is removed whatever happens: each step's container carries a label of its own, so
+  one the engine made although the create call failed (an engine slow to answer) is found too; a
+  removal the engine refuses is retried, then again before the next step; leftovers of a crashed
+  control plane are removed by `cleanup`. What the build prints is kept to its last `LOG_TAIL` bytes.
 
 The command run inside is the control plane's own pip, zipped and streamed in with the inputs
 (the runtime image has only Python's standard library), with `--no-index`: a sandboxed step only
@@ -27,12 +29,15 @@ import os
 import socket
 import tarfile
 import threading
+import uuid
 import zipfile
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
+
+from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
 from control_plane.core import BuildUnavailable
 from node_agent.image import ImageBuildError, ImageRecipe, ensure_runtime_image
@@ -41,6 +46,8 @@ log = logging.getLogger(__name__)
 
 LABEL_ROLE = "io.cumulus.role"
 LABEL_OWNER = "io.cumulus.owner"
+LABEL_STEP = "io.cumulus.build-step"
+REMOVE_ATTEMPTS = 5  # then the step's label waits for the next step's sweep
 LOG_TAIL = 16 * 1024
 NOBODY = "65534:65534"
 
@@ -212,6 +219,7 @@ class DockerBuildSandbox:
         self._client: Any = None
         self._interpreters: dict[str, Interpreter] = {}
         self._lock = threading.Lock()
+        self._unremoved: set[str] = set()  # steps whose container the engine would not remove yet
 
     def _docker(self) -> Any:
         import docker
@@ -300,6 +308,9 @@ class DockerBuildSandbox:
         lim = self.limits
         client = self._docker()
         self._image_id()
+        for earlier in list(self._unremoved):
+            self._remove_step(client, earlier, attempts=1)
+        step = uuid.uuid4().hex
         try:
             ct = client.containers.create(
                 self.image, command, stdin_open=True, network_mode="none", read_only=True,
@@ -308,8 +319,9 @@ class DockerBuildSandbox:
                 nano_cpus=lim.cpu_millis * 1_000_000, pids_limit=lim.pids, init=True,
                 tmpfs={"/work": f"size={lim.disk_mib}m,mode=1777,exec", "/tmp": "size=64m,mode=1777"},
                 log_config={"type": "none"},
-                labels={LABEL_ROLE: "build", LABEL_OWNER: self.owner})
+                labels={LABEL_ROLE: "build", LABEL_OWNER: self.owner, LABEL_STEP: step})
         except docker.errors.DockerException as exc:
+            self._remove_step(client, step)  # the engine may have made it all the same
             raise BuildUnavailable(f"the build sandbox could not be created: {exc}") from None
         tail = _Tail()
         state = {"too_large": False, "killed": False}
@@ -383,8 +395,34 @@ class DockerBuildSandbox:
                 failure = ""
             return StepResult(code, text, failure), bytes(captured)
         finally:
-            with contextlib.suppress(Exception):
+            try:
                 ct.remove(force=True)
+            except Exception:
+                self._remove_step(client, step)
+
+    def _remove_step(self, client: Any, step: str, attempts: int = REMOVE_ATTEMPTS) -> None:
+        """Remove the step's container(s), found by label; retried with back-off while the engine
+        refuses, then left to the next step's sweep (said in the log)."""
+        def sweep() -> bool:
+            left = False
+            try:
+                for summary in client.api.containers(all=True, filters={"label": f"{LABEL_STEP}={step}"}):
+                    try:
+                        client.api.remove_container(summary["Id"], force=True)
+                    except Exception:
+                        left = True
+            except Exception:
+                left = True
+            return left
+
+        retrying = Retrying(stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.2, max=3),
+                            retry=retry_if_result(bool), retry_error_callback=lambda state: True)
+        if retrying(sweep):
+            if step not in self._unremoved:
+                log.warning("event=build_container_not_removed step=%s", step)
+            self._unremoved.add(step)
+        else:
+            self._unremoved.discard(step)
 
 
 def _write_tar(stream: BinaryIO, files: Mapping[str, Path]) -> None:

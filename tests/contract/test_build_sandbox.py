@@ -10,14 +10,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import docker.errors
 import pytest
 from helpers import DOCKER_HOST, docker_client
 from package_index import sdist, wheel
 
 from control_plane.core import BuildUnavailable
 from control_plane.functions import BuildLimits, DockerBuildSandbox
-from control_plane.functions.sandbox import LABEL_OWNER, LABEL_ROLE
+from control_plane.functions.sandbox import LABEL_OWNER, LABEL_ROLE, REMOVE_ATTEMPTS
 from node_agent.image import DEFAULT_RECIPE
 
 pytestmark = pytest.mark.docker
@@ -126,3 +128,95 @@ def test_no_engine_or_no_image_is_build_unavailable(docker_engine: None, tmp_pat
     unknown = DockerBuildSandbox(DOCKER_HOST, "cumulus/no-such-image:0", tmp_path)
     with pytest.raises(BuildUnavailable, match="not in the build sandbox's Docker engine"):
         unknown.run({}, ["--version"], tmp_path / "out.tar", timeout_s=30)
+
+
+class _FlakyEngine:
+    """The real engine's client, with the faults of a slow engine: a create that the engine carries
+    out but whose answer never arrives, and removals it refuses (`refusals` times)."""
+
+    def __init__(self, real: Any, *, lost_creates: int = 0, refusals: int = 0) -> None:
+        self.real, self.lost_creates, self.refusals = real, lost_creates, refusals
+        self.containers = self._Containers(self)
+        self.api = self._Api(self)
+
+    def refuse(self) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise docker.errors.APIError("removal of container is already in progress")
+
+    class _Containers:
+        def __init__(self, engine: _FlakyEngine) -> None:
+            self.engine = engine
+
+        def create(self, *args: Any, **kwargs: Any) -> Any:
+            made = self.engine.real.containers.create(*args, **kwargs)
+            if self.engine.lost_creates:
+                self.engine.lost_creates -= 1
+                raise docker.errors.APIError("Read timed out")
+            engine = self.engine
+
+            class Refusing:
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(made, name)
+
+                def remove(self, **kw: Any) -> None:
+                    engine.refuse()
+                    made.remove(**kw)
+            return Refusing()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.engine.real.containers, name)
+
+    class _Api:
+        def __init__(self, engine: _FlakyEngine) -> None:
+            self.engine = engine
+
+        def remove_container(self, *args: Any, **kwargs: Any) -> None:
+            self.engine.refuse()
+            self.engine.real.api.remove_container(*args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.engine.real.api, name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+@pytest.fixture
+def flaky_box(docker_engine: None, tmp_path: Path) -> Iterator[DockerBuildSandbox]:
+    box = DockerBuildSandbox(DOCKER_HOST, DEFAULT_RECIPE.tag, tmp_path / "tools",
+                             owner=f"flaky-{uuid.uuid4().hex[:8]}")
+    (tmp_path / "tools").mkdir()
+    yield box
+    box._client = box._client.real if isinstance(box._client, _FlakyEngine) else box._client
+    box.cleanup()
+
+
+def _version_step(box: DockerBuildSandbox, tmp_path: Path) -> Any:
+    return box.run({}, ["--version"], tmp_path / "out.tar", timeout_s=60)
+
+
+def test_a_container_made_by_a_create_whose_answer_was_lost_is_removed(flaky_box: DockerBuildSandbox,
+                                                                       tmp_path: Path) -> None:
+    flaky_box._client = _FlakyEngine(docker_client(), lost_creates=1)
+    with pytest.raises(BuildUnavailable, match="could not be created"):
+        _version_step(flaky_box, tmp_path)
+    assert _leftovers(flaky_box) == []
+    assert _version_step(flaky_box, tmp_path).ok  # and the next step goes through
+    assert _leftovers(flaky_box) == []
+
+
+def test_a_removal_the_engine_refuses_is_retried(flaky_box: DockerBuildSandbox, tmp_path: Path) -> None:
+    flaky_box._client = _FlakyEngine(docker_client(), refusals=3)
+    assert _version_step(flaky_box, tmp_path).ok
+    assert _leftovers(flaky_box) == [] and flaky_box._client.refusals == 0
+
+
+def test_a_container_still_refused_after_the_retries_goes_with_the_next_step(
+        flaky_box: DockerBuildSandbox, tmp_path: Path) -> None:
+    engine = _FlakyEngine(docker_client(), refusals=1 + REMOVE_ATTEMPTS)
+    flaky_box._client = engine
+    assert _version_step(flaky_box, tmp_path).ok
+    assert len(_leftovers(flaky_box)) == 1  # the engine is still refusing
+    assert _version_step(flaky_box, tmp_path).ok
+    assert _leftovers(flaky_box) == []

@@ -10,9 +10,9 @@ import pytest
 from helpers import DOCKER_HOST, containers_of
 
 from node_agent import protocol as p
-from node_agent.agent import NodeAgent
+from node_agent.agent import SHIM_DIR, NodeAgent
 from node_agent.image import DEFAULT_RECIPE
-from node_agent.runtime import DockerRuntime
+from node_agent.runtime import ContainerSpec, DockerRuntime
 
 pytestmark = pytest.mark.docker
 
@@ -22,13 +22,19 @@ def _agent(data_dir: Path) -> NodeAgent:
                      image=DEFAULT_RECIPE.tag, agent_key="t", credential="recovery-node:t")
 
 
+def _cached_code(tmp_path: Path, digest: str, function: str, source: str) -> tuple[Path, p.InstanceStart]:
+    """Code already in the agent's code cache (no fetch needed), and a start of it."""
+    code = tmp_path / "code" / digest
+    code.mkdir(parents=True)
+    (code / "main.py").write_text(source)
+    return code, p.InstanceStart(function=function, version=1, code_digest=digest,
+                                 code_url="http://127.0.0.1:9/unused", memory_mib=64, cpu_millis=250,
+                                 timeout_s=5)
+
+
 def test_restarted_agent_adopts_running_instances(tmp_path: Path, docker_engine: None) -> None:
-    code = tmp_path / "code" / "digest1"
-    code.mkdir(parents=True)  # already in the agent's code cache: no fetch needed
-    (code / "main.py").write_text("def handler(event, context):\n    return {'got': event}\n")
-    start = p.InstanceStart(function="recov", version=1, code_digest="digest1",
-                            code_url="http://127.0.0.1:9/unused", memory_mib=64, cpu_millis=250,
-                            timeout_s=5)
+    _, start = _cached_code(tmp_path, "digest1", "recov",
+                               "def handler(event, context):\n    return {'got': event}\n")
 
     async def scenario() -> None:
         first = _agent(tmp_path)
@@ -52,12 +58,8 @@ def test_restarted_agent_adopts_running_instances(tmp_path: Path, docker_engine:
 
 
 def test_dead_containers_are_removed_on_recovery(tmp_path: Path, docker_engine: None) -> None:
-    code = tmp_path / "code" / "digest2"
-    code.mkdir(parents=True)
-    (code / "main.py").write_text("def handler(event, context):\n    return 1\n")
-    start = p.InstanceStart(function="recov-dead", version=1, code_digest="digest2",
-                            code_url="http://127.0.0.1:9/unused", memory_mib=64, cpu_millis=250,
-                            timeout_s=5)
+    _, start = _cached_code(tmp_path, "digest2", "recov-dead",
+                               "def handler(event, context):\n    return 1\n")
 
     async def scenario() -> None:
         first = _agent(tmp_path)
@@ -121,3 +123,31 @@ def test_a_restarted_agent_replaces_image_instances_and_adopts_networked_ones(
         assert containers_of("recov-img") == [] and containers_of("recov-net") == []
     finally:
         DockerRuntime(DOCKER_HOST).client.networks.get(network).remove()
+
+
+def test_a_container_the_agent_does_not_know_is_swept(tmp_path: Path, docker_engine: None) -> None:
+    """A container of this node outside the agent's instances (the engine made it after the agent
+    gave up on its create, or its removal failed) is removed; the agent's own ones are not."""
+    code, start = _cached_code(tmp_path, "digest4", "swept",
+                               "def handler(event, context):\n    return 'kept'\n")
+
+    async def scenario() -> None:
+        agent = _agent(tmp_path)
+        await agent.open()
+        try:
+            await agent.start("swept-1", start)
+            stray = ContainerSpec(instance_id="swept-stray", node_id=agent.node_id, function="swept",
+                                  version=1, image=DEFAULT_RECIPE.tag, code_dir=code, shim_dir=SHIM_DIR,
+                                  memory_mib=64, cpu_millis=250)
+            await asyncio.to_thread(agent.runtime.run, stray)
+            assert len(containers_of("swept")) == 2
+            assert await agent.sweep() == ["swept-stray"]
+            assert [c["Labels"]["io.cumulus.instance"] for c in containers_of("swept")] == ["swept-1"]
+            _, headers, body = await agent.invoke("swept-1", b"{}", "r1", 5000)
+            assert headers[p.OUTCOME_HEADER] == p.OK and json.loads(body) == "kept"
+            assert await agent.sweep() == []
+        finally:
+            await agent.close(remove_instances=True)
+
+    asyncio.run(scenario())
+    assert containers_of("swept") == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import requests
-from helpers import RunningPlatform, containers_of, wait_for
+from helpers import RunningPlatform, container_that_ran, containers_of, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -39,7 +39,7 @@ def test_timeout_stops_and_replaces_the_container(platform: RunningPlatform) -> 
                        "    time.sleep(event['sleep'])\n    return socket.gethostname()\n"}
     platform.deploy_ok("slow", code, timeout_s=1)
     first_host = platform.invoke("slow", {"sleep": 0}).json()
-    (timed_out,) = [c["Id"] for c in containers_of("slow")]
+    timed_out = container_that_ran("slow", first_host)  # the warm one, which the next call gets
     err = _error(platform.invoke("slow", {"sleep": 5}), 504, "FunctionTimeout")
     assert "1s" in str(err["message"])
     # The timed-out container is removed (a new instance may already stand in: the replacement).
@@ -59,18 +59,20 @@ def test_memory_limit_kills_and_reports(platform: RunningPlatform) -> None:
 
 
 def test_process_that_dies_is_reported_and_replaced(platform: RunningPlatform) -> None:
-    code = {"main.py": "import os\n\ndef handler(event, context):\n    if event.get('die'):\n"
-                       "        os._exit(3)\n    return 'alive'\n"}
+    code = {"main.py": "import os, socket\n\ndef handler(event, context):\n    if event.get('die'):\n"
+                       "        os._exit(3)\n    return socket.gethostname()\n"}
     platform.deploy_ok("crasher", code)
-    assert platform.invoke("crasher", {}).json() == "alive"
-    (dying,) = [c["Id"] for c in containers_of("crasher")]
+    alive = platform.invoke("crasher", {})
+    assert alive.status_code == 200, alive.text
+    dying = container_that_ran("crasher", alive.json())
     err = _error(platform.invoke("crasher", {"die": True}), 502, "FunctionCrashed")
     assert "exit code 3" in str(err["message"])
     # The dead container is removed; a new instance may already stand in (the function's keep-alive
     # wants one warm), which is the replacement.
     wait_for(lambda: dying not in {c["Id"] for c in containers_of("crasher")}, 20,
              what="dead container to be removed")
-    assert platform.invoke("crasher", {}).json() == "alive"
+    again = platform.invoke("crasher", {})
+    assert again.status_code == 200 and not dying.startswith(again.json())  # another instance
 
 
 def test_calls_beyond_max_wait_then_are_throttled(platform: RunningPlatform) -> None:
