@@ -16,6 +16,7 @@ from control_plane.core import (
     Clock,
     ConfigError,
     FileConfig,
+    FunctionNotFound,
     NotFound,
     Settings,
     SystemClock,
@@ -35,11 +36,13 @@ from control_plane.identity import (
     NODE_KEY_SEED,
     Accounts,
     Authenticator,
+    FunctionRef,
     Governor,
     NodeKeys,
     SecretBox,
     write_secret,
 )
+from control_plane.jobs import AsyncCalls, AsyncSettings, JobQueue, NatsQueue, Outcome, StoreQueue
 from control_plane.metering import Metering, PriceSheet
 from control_plane.reconcile import Reconciler
 from control_plane.store import InstanceIntent, Store
@@ -138,7 +141,17 @@ class Platform:
                                runtime_images=self.runtime_images)
         self.gateway.governor = self.governor
         self.gateway.usage_witnessed = self.metering.ingest_witnessed
-        self.invoke = InvokeEndpoint(self.gateway, self.auth.invoker, self.governor)
+        # Async calls: a durable queue (the database, or a NATS JetStream server), run by the
+        # workers of every control plane through the same gateway and quotas as a synchronous call.
+        lease_s = settings.job_lease_s
+        self.jobs: JobQueue = (NatsQueue(settings.queue_url, lease_s=lease_s) if settings.queue_url
+                               else StoreQueue(self.store, lease_s=lease_s))
+        self.async_calls = AsyncCalls(self.store, self.jobs, self._run_async, self._async_settings,
+                                      concurrency=settings.async_concurrency,
+                                      retry_base_s=settings.async_retry_base_s)
+        self.invoke = InvokeEndpoint(self.gateway, self.auth.invoker, self.governor,
+                                     enqueue=lambda fn, event: self.async_calls.enqueue(fn.key, fn.tenant,
+                                                                                        event))
         self.node_types = node_types(settings, file)
         # Built anew by each control plane process, so new nodes get the code this one runs.
         shutil.rmtree(data / "agent-package", ignore_errors=True)
@@ -176,6 +189,26 @@ class Platform:
         self.fleet.on_ready = self._node_ready
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+
+    async def _run_async(self, key: str, event: bytes, call_id: str) -> Outcome:
+        """One attempt of an async call: the tenant's quotas, then the gateway, as a sync call."""
+        tenant = FunctionRef.of_key(key).tenant
+        self.governor.admit(tenant)
+        try:
+            result = await self.gateway.invoke(key, event, call_id)
+        finally:
+            self.governor.leave(tenant)
+        return Outcome(result.status, result.body)
+
+    def _async_settings(self, key: str) -> AsyncSettings | None:
+        """A function's async settings, from its latest version (None once it is deleted)."""
+        try:
+            config = self.functions.latest_version(key).config
+        except FunctionNotFound:
+            return None
+        return AsyncSettings(tenant=FunctionRef.of_key(key).tenant, max_retries=config.max_retries,
+                             max_event_age_s=config.max_event_age_s, on_success=config.on_success,
+                             on_failure=config.on_failure)
 
     def _node_ready(self) -> None:
         """A node reported ready: adopt what it runs, then wake the calls waiting for room."""
@@ -219,7 +252,8 @@ class Platform:
                        asyncio.create_task(self.auth.watch(self._stop)),
                        asyncio.create_task(self.leadership.run(self._stop)),
                        asyncio.create_task(self.metering.watch_budgets(
-                           self._stop, self.settings.budget_check_interval_s, self._leads))]
+                           self._stop, self.settings.budget_check_interval_s, self._leads)),
+                       asyncio.create_task(self.async_calls.serve(self._stop))]
 
     async def stop(self) -> None:
         """Stop the loops, hand leadership over, flush logs and close connections (nodes keep
@@ -232,6 +266,7 @@ class Platform:
         except Exception as exc:  # the database may be gone: the lease then simply expires
             log.warning("event=leave_failed error=%r", exc)
         await self.telemetry.flush()
+        await self.jobs.close()
         if self.autoscaler is not None:
             self.autoscaler.close()
         await self.gateway.close()

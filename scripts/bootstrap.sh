@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 export DOCKER_HOST=${DOCKER_HOST:-unix:///run/cumulus-docker.sock}
-APT_PACKAGES=(docker.io iptables mmdebstrap postgresql wrk qemu-system-x86 qemu-utils busybox-static ${CUMULUS_EXTRA_APT:-})
+APT_PACKAGES=(docker.io iptables mmdebstrap postgresql nats-server wrk qemu-system-x86 qemu-utils busybox-static ${CUMULUS_EXTRA_APT:-})
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 

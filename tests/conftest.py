@@ -155,6 +155,33 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real NATS server with JetStream (Debian's `nats-server`, which `make test` installs) on
+    127.0.0.1, storing in a fresh folder; yields its URL."""
+    import shutil
+
+    binary = shutil.which("nats-server")
+    if binary is None:
+        pytest.fail("nats-server is not installed (apt-get install nats-server); `make test` installs it")
+    store = tmp_path_factory.mktemp("nats")
+    port = free_port()
+    with (store / "nats.log").open("wb") as log:
+        proc = subprocess.Popen([binary, "-js", "-sd", str(store / "js"), "-a", "127.0.0.1", "-p", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while b"Server is ready" not in (store / "nats.log").read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"nats-server did not start: {(store / 'nats.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 @pytest.fixture
 def postgres_db(postgres_server: str) -> str:
     """A fresh, empty database on the test PostgreSQL server."""

@@ -114,10 +114,11 @@ class RunningPlatform:
         return resp.json()  # type: ignore[no-any-return]
 
     def invoke(self, name: str, event: Any = None, *, raw: bytes | None = None,
-               timeout: float = 120) -> requests.Response:
-        """Invoke a function."""
+               timeout: float = 120, kind: str | None = None) -> requests.Response:
+        """Invoke a function (`kind`: the invocation type, "Event" for an async call)."""
         body = raw if raw is not None else json.dumps(event).encode()
-        return requests.post(f"{self.url}/v1/functions/{name}/invoke", data=body, headers=self.headers,
+        headers = self.headers if kind is None else {**self.headers, "X-Cumulus-Invocation-Type": kind}
+        return requests.post(f"{self.url}/v1/functions/{name}/invoke", data=body, headers=headers,
                              timeout=timeout)
 
     def get(self, path: str) -> Any:
@@ -157,7 +158,7 @@ def start_platform(data_dir: Path, *, extra_env: dict[str, str] | None = None,
     control plane on the same database made it (HA)."""
     port = port or free_port()
     env = {**os.environ, "DOCKER_HOST": DOCKER_HOST, "CUMULUS_RECONCILE_INTERVAL_S": "0.2",
-           "CUMULUS_QUEUE_TIMEOUT_S": "10",
+           "CUMULUS_QUEUE_TIMEOUT_S": "10", "CUMULUS_ASYNC_RETRY_BASE_S": "0.5",
            "CUMULUS_HEARTBEAT_INTERVAL_S": "0.5", "PIP_NO_INDEX": "1", **(extra_env or {})}
     log = (data_dir / "up.out").open("wb") if data_dir.exists() else None
     data_dir.mkdir(parents=True, exist_ok=True)

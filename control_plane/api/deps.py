@@ -19,6 +19,7 @@ from control_plane.fleet import Fleet, Joins
 from control_plane.functions import FunctionService
 from control_plane.gateway import Gateway, InvokeEndpoint
 from control_plane.identity import CLUSTER, Accounts, Admin, Authenticator, NodeIdentity, Principal, authorize
+from control_plane.jobs import AsyncCalls
 from control_plane.metering import Metering
 from control_plane.store import Store
 from control_plane.telemetry import Telemetry
@@ -41,6 +42,7 @@ class Services(Protocol):
     leadership: Leadership
     telemetry: Telemetry
     metering: Metering
+    async_calls: AsyncCalls
 
     def control_plane_urls(self) -> list[str]:
         """Where the cluster's live control planes are."""

@@ -15,12 +15,10 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -34,9 +32,12 @@ from control_plane.cli.client import (
     load_credentials,
     save_credentials,
 )
+from control_plane.cli.late import call as _call
+from control_plane.cli.late import client as _client
+from control_plane.cli.late import err as _err
+from control_plane.cli.late import fail as _fail
+from control_plane.cli.late import out as _out
 from control_plane.core import default_data_dir
-
-T = TypeVar("T")
 
 
 class Role(enum.StrEnum):
@@ -65,40 +66,6 @@ class BudgetAction(enum.StrEnum):
 
 
 QUOTA_NAMES = ("functions", "concurrency", "memory_mib", "instances", "rps", "burst")  # identity's QUOTAS
-
-# -- the app's console and error helpers ---------------------------------------------------------------
-# `control_plane.cli.app` imports this module to register its commands, so these look its helpers up
-# when a command runs (by then the app is whole), whichever of the two modules was imported first.
-
-
-def _out() -> Console:
-    from control_plane.cli.app import out
-
-    return out
-
-
-def _err() -> Console:
-    from control_plane.cli.app import err
-
-    return err
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    from control_plane.cli.app import fail
-
-    fail(message, code)
-
-
-def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    from control_plane.cli.app import call
-
-    return call(fn, *args, **kwargs)  # type: ignore[no-any-return]
-
-
-def _client() -> Client:
-    from control_plane.cli.app import client
-
-    return client()
 
 
 def _target(key: str) -> str | None:

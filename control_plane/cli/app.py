@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from control_plane.cli.accounts import register as register_accounts
+from control_plane.cli.async_calls import register_async
 from control_plane.cli.client import DEFAULT_URL, Client, ClientError, function_path
 from control_plane.cli.simulate import register as register_simulate
 from control_plane.cli.usage import register as register_usage
@@ -94,6 +95,9 @@ def up(data_dir: Annotated[Path | None, typer.Option(
        min_nodes: Annotated[int | None, typer.Option(help="fewest nodes [1]")] = None,
        max_nodes: Annotated[int | None, typer.Option(help="most nodes; autoscaling in between [1]")] = None,
        db: Annotated[str | None, typer.Option(help="database URL [SQLite in the data dir]")] = None,
+       queue_url: Annotated[str | None, typer.Option(
+           help="the async calls' durable queue: a NATS JetStream server, nats://HOST:PORT [the "
+                "database]")] = None,
        config: Annotated[Path | None, typer.Option(help="TOML file: settings, node types, provider")] = None,
        example: Annotated[bool, typer.Option(help="deploy examples/hello on start")] = True,
        keep_nodes: Annotated[bool, typer.Option(help="leave nodes running on exit")] = False,
@@ -113,7 +117,8 @@ def up(data_dir: Annotated[Path | None, typer.Option(
         fail(str(exc))
     values = {k: v for k, v in file.settings.items() if f"CUMULUS_{k.upper()}" not in os.environ}
     flags = {"data_dir": data_dir.resolve() if data_dir else None, "port": port, "host": host,
-             "provider": provider, "min_nodes": min_nodes, "max_nodes": max_nodes, "db": db}
+             "provider": provider, "min_nodes": min_nodes, "max_nodes": max_nodes, "db": db,
+             "queue_url": queue_url}
     values.update({k: v for k, v in flags.items() if v is not None})
     try:
         settings = Settings(**values)
@@ -218,7 +223,15 @@ def deploy(path: Annotated[Path | None, typer.Argument(
                help="egress (outbound only) or none (no network); default: the cluster's")] = None,
            env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None,
            secret_env: Annotated[list[str] | None, typer.Option(
-               help="KEY=VALUE, repeatable: sealed in the database, never shown again")] = None) -> None:
+               help="KEY=VALUE, repeatable: sealed in the database, never shown again")] = None,
+           max_retries: Annotated[int, typer.Option(help="async calls: attempts after a failed one")] = 2,
+           max_event_age: Annotated[float, typer.Option(
+               help="async calls: seconds an event may wait before it is dead-lettered")] = 21600.0,
+           on_success: Annotated[str | None, typer.Option(
+               help="async calls: function:NAME gets a record of each success")] = None,
+           on_failure: Annotated[str, typer.Option(
+               help="async calls out of retries: dlq (the dead-letter queue), function:NAME, or "
+                    "none")] = "dlq") -> None:
     """Deploy a new version of a function and print its endpoint."""
     from control_plane.core import InvalidCode
     from control_plane.functions import zip_folder
@@ -244,7 +257,9 @@ def deploy(path: Annotated[Path | None, typer.Argument(
     config: dict[str, Any] = {"name": name, "handler": handler, "memory_mb": memory, "cpu_millis": cpu,
               "timeout_s": timeout, "concurrency": concurrency, "min_instances": min_instances,
               "max_instances": max_instances, **_keep_alive(keep_alive), "env": _parse_env(env or []),
-              "secret_env": _parse_env(secret_env or [], "--secret-env")}
+              "secret_env": _parse_env(secret_env or [], "--secret-env"), "max_retries": max_retries,
+              "max_event_age_s": max_event_age, "on_success": on_success,
+              "on_failure": None if on_failure == "none" else on_failure}
     if runtime is not None:
         config["runtime"] = runtime
     if network is not None:
@@ -263,8 +278,11 @@ def deploy(path: Annotated[Path | None, typer.Argument(
 @app.command()
 def invoke(name: Annotated[str, typer.Argument(help="the function to call: NAME or TENANT/NAME")],
            data: Annotated[str, typer.Option("--data", "-d",
-                                             help="event JSON, @file, or - for stdin")] = "{}") -> None:
-    """Invoke a function and print its JSON result."""
+                                             help="event JSON, @file, or - for stdin")] = "{}",
+           run_async: Annotated[bool, typer.Option(
+               "--async", help="queue the call and print its request id at once (`cumulus invocations` "
+                               "shows how it went)")] = False) -> None:
+    """Invoke a function and print its JSON result (or, --async, queue the call)."""
     if data == "-":
         event = sys.stdin.buffer.read()
     elif data.startswith("@"):
@@ -280,7 +298,7 @@ def invoke(name: Annotated[str, typer.Argument(help="the function to call: NAME 
         fail(f"the event is not valid JSON: {exc}")
     c = client()
     try:
-        resp = c.invoke(name, event)
+        resp = c.invoke(name, event, invocation_type="Event" if run_async else None)
     except ClientError as exc:
         tb = exc.extra.get("traceback")
         if tb:
@@ -365,3 +383,4 @@ def control_planes() -> None:
 register_simulate(app)
 register_accounts(app)
 register_usage(app)
+register_async(app)

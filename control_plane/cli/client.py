@@ -233,10 +233,13 @@ class Client:
             return None
         return resp.json() if resp.status_code == 200 else None
 
-    def invoke(self, name: str, event: bytes) -> requests.Response:
-        """Invoke a function; returns the raw response (result JSON and headers)."""
-        return self.request("POST", function_path(name, "/invoke"), data=event,
-                            headers={"Content-Type": "application/json"})
+    def invoke(self, name: str, event: bytes, invocation_type: str | None = None) -> requests.Response:
+        """Invoke a function (`invocation_type` "Event": queue an async call); returns the raw
+        response (result JSON and headers; for an async call, its request id)."""
+        headers = {"Content-Type": "application/json"}
+        if invocation_type is not None:
+            headers["X-Cumulus-Invocation-Type"] = invocation_type
+        return self.request("POST", function_path(name, "/invoke"), data=event, headers=headers)
 
     def get(self, path: str, params: dict[str, str] | None = None) -> Any:
         """GET (with `params` in the query) and decode JSON."""

@@ -10,18 +10,16 @@ exact decimals, never floats, and the CSV export is the server's own, byte for b
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from control_plane.cli.client import Client
-
-T = TypeVar("T")
+from control_plane.cli.late import call as _call
+from control_plane.cli.late import client as _client
+from control_plane.cli.late import out as _out
 
 
 class Grouping(enum.StrEnum):
@@ -37,25 +35,6 @@ class BillFormat(enum.StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
-
-
-# -- the app's console and error helpers (looked up when a command runs; see `accounts`) ---------------
-def _out() -> Console:
-    from control_plane.cli.app import out
-
-    return out
-
-
-def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    from control_plane.cli.app import call
-
-    return call(fn, *args, **kwargs)  # type: ignore[no-any-return]
-
-
-def _client() -> Client:
-    from control_plane.cli.app import client
-
-    return client()
 
 
 # -- showing ---------------------------------------------------------------------------------------------

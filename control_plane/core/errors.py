@@ -63,6 +63,18 @@ class InvalidConfig(CumulusError):
     status, type = 422, "InvalidConfig"
 
 
+class InvalidRequest(CumulusError):
+    """A request the API cannot take as it is (a header with an unknown value, say)."""
+
+    status, type = 400, "InvalidRequest"
+
+
+class QueueUnavailable(CumulusError):
+    """The durable queue (the database, or the job broker) does not take jobs just now."""
+
+    status, type = 503, "QueueUnavailable"
+
+
 class RequirementsFailed(CumulusError):
     status, type = 422, "RequirementsInstallFailed"
 

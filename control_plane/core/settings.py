@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     # "none" (no network at all) for a cluster that allows functions no network by default.
     default_network: Literal["none", "egress"] = "egress"
     budget_check_interval_s: float = Field(default=10.0, gt=0)  # how often budgets are priced
+    # The durable queue under async calls, schedules, the bus and workflows: the database (empty),
+    # or a NATS JetStream server (`nats://host:port`) shared by the cluster's control planes.
+    queue_url: str = Field(default="", pattern=r"^(nats://[^\s/]+)?$")
+    job_lease_s: float = Field(default=60.0, ge=1)  # a worker holds a job this long between renewals
+    async_concurrency: int = Field(default=32, ge=1)  # async calls run at once by each control plane
+    async_retry_base_s: float = Field(default=60.0, ge=0)  # first back-off after a failure (Lambda: ~1 min)
 
     @property
     def db_url(self) -> str:

@@ -23,6 +23,7 @@ ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 RESERVED_ENV_PREFIX = "CUMULUS_"
 DEFAULT_KEEP_ALIVE = "adaptive"
 MAX_ENV_BYTES = 32 * 1024  # all keys and values together, UTF-8 (Lambda allows 4 KiB)
+DESTINATION_PATTERN = r"^(dlq|function:([a-z][a-z0-9-]{0,62}/)?[a-z][a-z0-9-]{0,62})$"
 
 
 class FunctionCreate(FunctionBase):
@@ -65,6 +66,17 @@ class FunctionCreate(FunctionBase):
                                 f"values, {MAX_ENV_BYTES // 1024} KiB in all (with secret_env)")
     secret_env: dict[str, str] = Field(default_factory=dict, description="environment variables sealed "
                                        "in the database and never shown again (only their names)")
+    max_retries: int = Field(default=2, ge=0, le=10, description="async calls: attempts after a failed "
+                             "one (Lambda's default, 2)")
+    max_event_age_s: float = Field(default=21600.0, ge=60, le=86400, description="async calls: how long "
+                                   "an event may wait for its (next) attempt before it is dead-lettered")
+    on_success: str | None = Field(default=None, pattern=DESTINATION_PATTERN, description="async calls: "
+                                   "'function:NAME' gets a record of each success (Lambda's destination "
+                                   "record)")
+    on_failure: str | None = Field(default="dlq", pattern=DESTINATION_PATTERN, description="async calls: "
+                                   "where a call out of retries goes: 'dlq' (the dead-letter queue, "
+                                   "`cumulus dlq`), 'function:NAME' (a destination record), or null "
+                                   "(dropped, its failure kept in `cumulus invocations`)")
 
     @field_validator("env", "secret_env")
     @classmethod

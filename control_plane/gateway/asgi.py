@@ -16,8 +16,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from control_plane.core import MAX_PAYLOAD_BYTES, CumulusError, PayloadTooLarge
-from control_plane.gateway.events import check_event
+from control_plane.core import MAX_PAYLOAD_BYTES, CumulusError, InvalidRequest, PayloadTooLarge
+from control_plane.gateway.events import check_event, check_stored_event
 from control_plane.gateway.gateway import Gateway
 from control_plane.gateway.pools import InvokeResult
 from control_plane.identity import FunctionRef, Governor, Principal
@@ -30,6 +30,12 @@ SUFFIX = "/invoke"
 Admit = Callable[[bytes | None, str], Awaitable[tuple[Principal, FunctionRef]]]
 """The caller of an `Authorization` header value and the function a name in the URL means, once the
 caller may invoke it; raises `Unauthorized`, `Forbidden` (or another CumulusError)."""
+
+Enqueue = Callable[[FunctionRef, bytes], Awaitable[str]]
+"""Accept an async call of the function with this event (durably); its request id."""
+
+INVOCATION_TYPES = (b"x-cumulus-invocation-type", b"x-amz-invocation-type")
+MAX_ASYNC_EVENT_BYTES = 256 * 1024  # Lambda's limit for an async call's event
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,23 +68,29 @@ async def read_body(receive: Receive, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
 class InvokeEndpoint:
     """One invocation over HTTP: authenticate, read, invoke, answer (errors included)."""
 
-    def __init__(self, gateway: Gateway, admit: Admit, governor: Governor | None = None) -> None:
+    def __init__(self, gateway: Gateway, admit: Admit, governor: Governor | None = None,
+                 enqueue: Enqueue | None = None) -> None:
         self.gateway = gateway
         self.admit = admit
         self.governor = governor  # the tenants' rate, concurrency and budget
+        self.enqueue = enqueue  # async calls (`X-Cumulus-Invocation-Type: Event`), if this platform has them
 
     async def answer(self, name: str, headers: Iterable[tuple[bytes, bytes]], receive: Receive) -> HttpAnswer:
         """The answer to invoking `name` with the request these headers and body belong to."""
         status, out, body = 500, [(b"content-type", b"application/json")], b""
         try:
-            auth = None
+            auth = kind = None
             length = 0
             for key, value in headers:
                 if key == b"authorization":
                     auth = value
                 elif key == b"content-length":
                     length = int(value)
+                elif key in INVOCATION_TYPES:
+                    kind = value
             _, fn = await self.admit(auth, name)
+            if kind is not None and kind != b"RequestResponse":
+                return await self._not_now(fn, kind, length, receive)
             if length > MAX_PAYLOAD_BYTES:
                 raise PayloadTooLarge(f"the event is over the limit of {MAX_PAYLOAD_BYTES} bytes")
             if self.governor is None:
@@ -99,6 +111,28 @@ class InvokeEndpoint:
             body = json.dumps({"error": {"type": "InternalError", "message": repr(exc)}}).encode()
         out.append((b"content-length", str(len(body)).encode()))
         return HttpAnswer(status, out, body)
+
+    async def _not_now(self, fn: FunctionRef, kind: bytes, length: int, receive: Receive) -> HttpAnswer:
+        """An async call (`Event`: 202 with its request id, once it is queued durably) or a dry run
+        (`DryRun`: 204, the caller may invoke the function)."""
+        if kind not in (b"Event", b"DryRun"):
+            raise InvalidRequest(f"unknown invocation type {kind.decode('latin-1')[:40]!r}: Event, "
+                                 "RequestResponse or DryRun")
+        await self.gateway.pool(fn.key)  # FunctionNotFound before anything is accepted
+        if kind == b"DryRun":
+            return HttpAnswer(204, [(b"content-length", b"0")], b"")
+        if self.enqueue is None:
+            raise InvalidRequest("this control plane takes no async calls")
+        if length > MAX_ASYNC_EVENT_BYTES:
+            raise PayloadTooLarge(f"an async call's event is over the limit of {MAX_ASYNC_EVENT_BYTES} bytes")
+        if self.governor is not None:
+            self.governor.check_budget(fn.tenant)
+        event = await read_body(receive, MAX_ASYNC_EVENT_BYTES)
+        await check_stored_event(event or b"null")
+        rid = await self.enqueue(fn, event or b"null")
+        body = json.dumps({"request_id": rid, "status": "queued"}).encode()
+        return HttpAnswer(202, [(b"content-type", b"application/json"), (b"x-request-id", rid.encode()),
+                                (b"content-length", str(len(body)).encode())], body)
 
     async def _invoke(self, key: str, receive: Receive) -> InvokeResult:
         event = await read_body(receive)

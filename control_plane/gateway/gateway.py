@@ -310,10 +310,11 @@ class Gateway(InstanceLifecycle):
             async with pool.cond:
                 pool.cond.notify(1)
 
-    async def invoke(self, name: str, body: bytes) -> InvokeResult:
-        """Run one invocation of `name` with `body` as the event."""
+    async def invoke(self, name: str, body: bytes, call_id: str | None = None) -> InvokeResult:
+        """Run one invocation of `name` with `body` as the event (under `call_id`, if given: an
+        async call's attempt)."""
         pool = await self.pool(name)
-        call_id = request_id()
+        call_id = call_id or request_id()
         started = time.time()
         for attempt in range(3):
             inst, cold = await self.acquire(pool)

@@ -91,10 +91,7 @@ class Governor:
         if limits is None:
             self.in_flight[tenant] = self.in_flight.get(tenant, 0) + 1
             return
-        if limits.over_budget and limits.throttle:
-            raise BudgetExceeded(f"tenant {tenant} spent its budget for {limits.over_budget}; its calls are "
-                                 "refused until the budget is raised or the month ends",
-                                 retry_after_s=3600)
+        self.check_budget(tenant)
         running = self.in_flight.get(tenant, 0)
         if limits.concurrency is not None:
             share = math.ceil(self._share(limits.concurrency)) if limits.concurrency else 0
@@ -108,6 +105,15 @@ class Governor:
                 raise QuotaExceeded(f"tenant {tenant} is over its quota of {limits.rps:g} invocations per "
                                     "second" + self._split(), quota="rps", retry_after_s=wait)
         self.in_flight[tenant] = running + 1
+
+    def check_budget(self, tenant: str) -> None:
+        """BudgetExceeded if the tenant is over its budget with the throttle action (an async call
+        is refused at the door then; its rate and concurrency apply when it runs)."""
+        limits = self.limits.get(tenant)
+        if limits is not None and limits.over_budget and limits.throttle:
+            raise BudgetExceeded(f"tenant {tenant} spent its budget for {limits.over_budget}; its calls are "
+                                 "refused until the budget is raised or the month ends",
+                                 retry_after_s=3600)
 
     def leave(self, tenant: str) -> None:
         """A call admitted by `admit` ended."""

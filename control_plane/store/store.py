@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from control_plane.store.accounts import AccountRepository
+from control_plane.store.async_calls import AsyncCallRepository
 from control_plane.store.cluster import ClusterRepository
 from control_plane.store.engine import Database
 from control_plane.store.functions import FunctionRepository
 from control_plane.store.intents import IntentRepository
+from control_plane.store.jobs import JobRepository
 from control_plane.store.nodes import NodeRepository
 from control_plane.store.telemetry import TelemetryRepository
 from control_plane.store.usage import UsageRepository
 
 
 class Store(Database, FunctionRepository, AccountRepository, NodeRepository, IntentRepository,
-            ClusterRepository, TelemetryRepository, UsageRepository):
+            ClusterRepository, TelemetryRepository, UsageRepository, JobRepository,
+            AsyncCallRepository):
     """Functions and versions, accounts (tenants, users, tokens, grants), nodes and join tokens,
-    intents, the cluster (members, lease, secrets), events and invocation logs, usage and budgets.
+    intents, the cluster (members, lease, secrets), events and invocation logs, usage and budgets,
+    the durable queue's jobs, async calls and dead letters.
     Every method is one unit of work, called on a thread. On the invocation path: a function's
     version at its first call, a token lookup when the token cache misses, and the instance
     intents of a cold start."""

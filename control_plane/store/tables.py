@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -281,3 +281,51 @@ class BudgetAlert(SQLModel, table=True):
     spent: float
     budget: float
     at: float = Field(default_factory=time.time)
+
+
+class QueuedJob(SQLModel, table=True):
+    """A job of the durable queue (`control_plane.jobs`): waiting, leased, or done (kept as a
+    tombstone for the dedupe window, so a key put again is known as a duplicate)."""
+
+    __table_args__ = (UniqueConstraint("queue", "key"), Index("ix_queuedjob_ready", "queue", "done_at",
+                                                               "available_at"))
+    id: int | None = Field(default=None, primary_key=True)
+    queue: str
+    key: str
+    body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    available_at: float
+    lease_token: str | None = None
+    lease_until: float | None = None
+    deliveries: int = 0
+    done_at: float | None = None
+    created_at: float = Field(default_factory=time.time)
+
+
+class AsyncInvocation(SQLModel, table=True):
+    """An async call (`X-Cumulus-Invocation-Type: Event`): its state and attempts. The event itself
+    travels in its job; a dead-lettered one is kept in `DeadLetter`."""
+
+    request_id: str = Field(primary_key=True)
+    tenant: str = Field(index=True)
+    function: str = Field(index=True)  # the function's key
+    state: str = Field(index=True)  # queued | running | retrying | succeeded | failed | dead_lettered
+    attempts: int = 0
+    enqueued_at: float = Field(index=True)
+    updated_at: float
+    next_attempt_at: float | None = None
+    source: str = "api"  # api | schedule:NAME | rule:NAME | workflow:EXECUTION | destination:REQUEST
+    error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    duplicates: int = 0  # deliveries of an attempt already run (at-least-once), detected by request id
+
+
+class DeadLetter(SQLModel, table=True):
+    """An async call that ran out of retries or of age, with its event, until redriven."""
+
+    request_id: str = Field(primary_key=True)
+    tenant: str = Field(index=True)
+    function: str = Field(index=True)
+    event: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    attempts: int
+    reason: str  # retries_exhausted | event_too_old | function_gone
+    error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    dead_at: float = Field(index=True)

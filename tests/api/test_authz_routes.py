@@ -269,6 +269,12 @@ ACCESS: dict[RouteKey, Rule | tuple[Rule, ...]] = {
     ("GET", "/v1/functions"): Rule(Who.USER, at("/v1/functions?tenant=acme")),
     ("GET", "/v1/functions/{ref:path}/logs"): Rule(Who.PERMISSION, at("/v1/functions/acme/alpha/logs"),
                                                    permission=P.LOGS),
+    ("GET", "/v1/functions/{ref:path}/invocations"): Rule(
+        Who.PERMISSION, at("/v1/functions/acme/alpha/invocations"), permission=P.LOGS),
+    ("GET", "/v1/functions/{ref:path}/dlq"): Rule(Who.PERMISSION, at("/v1/functions/acme/alpha/dlq"),
+                                                  permission=P.LOGS),
+    ("POST", "/v1/functions/{ref:path}/dlq/redrive"): Rule(
+        Who.PERMISSION, at("/v1/functions/acme/alpha/dlq/redrive", json={}), permission=P.INVOKE),
     ("POST", "/v1/functions/{ref:path}/invoke"): (
         Rule(Who.PERMISSION, invoke("acme/alpha", fastapi=True), (503,), P.INVOKE, variant="tenant/name"),
         Rule(Who.OWN_TENANT, invoke("alpha", fastapi=True), (503, 404), P.INVOKE, variant="bare")),

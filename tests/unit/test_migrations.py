@@ -15,6 +15,9 @@ from sqlmodel import SQLModel
 from control_plane.functions import FunctionCreate
 from control_plane.store import Store, downgrade, hash_token, migrate
 
+VERSIONS = Path(migrate.__code__.co_filename).parent / "migrations" / "versions"
+HEAD = max(p.name[:4] for p in VERSIONS.glob("[0-9][0-9][0-9][0-9]_*.py"))  # the newest revision
+
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -28,7 +31,7 @@ def test_empty_database_gets_the_models_schema(db_url: str) -> None:
     with store.engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(ctx, SQLModel.metadata) == []
-        assert ctx.get_current_revision() == "0011"
+        assert ctx.get_current_revision() == HEAD
     Store(db_url)  # a second start is a no-op
 
 
@@ -104,7 +107,7 @@ def test_a_migration_that_fails_halfway_changes_nothing_and_a_later_start_finish
         conn.execute(text("UPDATE functionversion SET config_json = '{}' WHERE function = 'broken'"))
     migrate(engine)
     with engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0011"
+        assert MigrationContext.configure(conn).get_current_revision() == HEAD
     engine.dispose()
 
 
@@ -149,3 +152,15 @@ def test_the_admin_token_is_made_once_however_often_the_control_plane_starts(db_
     for _ in range(3):
         assert Store(db_url).ensure_admin_token() is None
     assert [t.name for t in Store(db_url).tokens(user="admin")] == ["admin"]
+
+
+def test_0012_adds_the_job_queue_and_async_calls_and_takes_them_away(db_url: str) -> None:
+    engine = create_engine(db_url)
+    migrate(engine)
+    tables = set(inspect(engine).get_table_names())
+    assert {"queuedjob", "asyncinvocation", "deadletter"} <= tables
+    downgrade(engine, "0011")
+    assert not {"queuedjob", "asyncinvocation", "deadletter"} & set(inspect(engine).get_table_names())
+    migrate(engine)
+    assert {"queuedjob", "asyncinvocation", "deadletter"} <= set(inspect(engine).get_table_names())
+    engine.dispose()

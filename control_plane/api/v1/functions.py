@@ -1,13 +1,14 @@
-"""`/v1/functions`: deploy, list, read, delete, invoke, and read the logs of functions."""
+"""`/v1/functions`: deploy, list, read, delete, invoke, and read the logs of functions; their async
+calls and dead letters."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, Response, Security, UploadFile
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.deps import CurrentUser, Services, ServicesDep, function_url
@@ -19,6 +20,7 @@ from control_plane.core import (
     InvalidConfig,
     NotFound,
     PayloadTooLarge,
+    QueueUnavailable,
     QuotaExceeded,
 )
 from control_plane.functions import (
@@ -44,10 +46,12 @@ from control_plane.identity import (
     authorize,
     check_function_name,
 )
+from control_plane.jobs import JobQueueError
 from control_plane.store import Function
 from control_plane.telemetry import InvocationPublic
 
 router = APIRouter(prefix="/v1/functions", tags=["functions"])
+AsyncState = Literal["queued", "running", "retrying", "succeeded", "failed", "dead_lettered"]
 builds = APIRouter(prefix="/v1/builds", tags=["functions"])
 
 
@@ -211,6 +215,80 @@ async def logs(ref: str, svc: ServicesDep, user: CurrentUser,
     await svc.telemetry.flush()
     rows = await run_in_threadpool(svc.store.logs, fn.key, limit)
     return [InvocationPublic.model_validate(r) for r in rows]
+
+
+class AsyncCallPublic(BaseModel):
+    """An async call and where it stands."""
+
+    request_id: str
+    function: str
+    state: str = Field(description="queued, running, retrying, succeeded, failed or dead_lettered")
+    attempts: int
+    enqueued_at: float
+    updated_at: float
+    next_attempt_at: float | None
+    source: str = Field(description="api, redrive, destination:REQUEST, schedule:NAME, rule:NAME, ...")
+    error: dict[str, Any] | None
+    duplicates: int = Field(description="deliveries of an attempt that may have run already (at-least-once)")
+
+
+class DeadLetterPublic(BaseModel):
+    """An async call that ran out of retries (or of age), with its event."""
+
+    request_id: str
+    function: str
+    reason: str = Field(description="retries_exhausted, event_too_old or function_gone")
+    attempts: int
+    error: dict[str, Any] | None
+    event: str
+    dead_at: float
+
+
+class Redrive(BaseModel):
+    """Which dead letters to queue again (none named: all of the function's)."""
+
+    request_ids: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+class Redriven(BaseModel):
+    redriven: list[str]
+
+
+@router.get("/{ref:path}/invocations", responses=errors(401, 403, 404, 422))
+async def async_invocations(ref: str, svc: ServicesDep, user: CurrentUser,
+                            state: Annotated[list[AsyncState] | None, Query()] = None,
+                            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[AsyncCallPublic]:
+    """The function's async calls, newest first (the `logs` permission)."""
+    fn = await _function(user, ref, Permission.LOGS)
+    await run_in_threadpool(svc.functions.latest, fn.key)
+    rows = await run_in_threadpool(lambda: svc.store.async_calls(function=fn.key, states=state or (),
+                                                                 limit=limit))
+    return [AsyncCallPublic.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.get("/{ref:path}/dlq", responses=errors(401, 403, 404, 422))
+async def dead_letters(ref: str, svc: ServicesDep, user: CurrentUser,
+                       limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[DeadLetterPublic]:
+    """The function's dead letters, newest first (the `logs` permission)."""
+    fn = await _function(user, ref, Permission.LOGS)
+    await run_in_threadpool(svc.functions.latest, fn.key)
+    rows = await run_in_threadpool(lambda: svc.store.dead_letters(function=fn.key, limit=limit))
+    return [DeadLetterPublic(request_id=r.request_id, function=r.function, reason=r.reason,
+                             attempts=r.attempts, error=r.error, event=r.event.decode("utf-8", "replace"),
+                             dead_at=r.dead_at) for r in rows]
+
+
+@router.post("/{ref:path}/dlq/redrive", responses=errors(400, 401, 403, 404, 422, 503))
+async def redrive(ref: str, svc: ServicesDep, user: CurrentUser, body: Redrive | None = None) -> Redriven:
+    """Queue the function's dead letters again, as new calls from their first attempt (the
+    `invoke` permission)."""
+    fn = await _function(user, ref, Permission.INVOKE)
+    await run_in_threadpool(svc.functions.latest, fn.key)
+    try:
+        done = await svc.async_calls.redrive(fn.key, (body or Redrive()).request_ids)
+    except JobQueueError as exc:
+        raise QueueUnavailable(f"the dead letters were not queued: {exc}") from exc
+    return Redriven(redriven=done)
 
 
 @router.post("/{ref:path}/invoke", dependencies=[Security(bearer)],

@@ -1,0 +1,332 @@
+"""Async invocations: accepted at once (202), run later by the workers of every control plane, with
+retries, an event age limit, and on-success / on-failure destinations (another function, or the
+dead-letter queue).
+
+The flow of one call, whose request id is its job's key:
+
+1. `enqueue` puts the job (durable once the 202 goes out), then records the call as `queued` (if
+   that record is lost with a crash, the worker makes it).
+2. A worker takes the job and moves the call to `running` for attempt n — a compare-and-set on
+   (state, attempts), so two workers holding the same job (at-least-once) never both run it.
+3. It calls the function through the same gateway, quotas and limits as a synchronous call. Attempt
+   1 has the call's request id, attempt n the id `<request id>-<n>`: what a function, its logs and
+   its usage records see. A delivery of an attempt that may already have run (its worker died) runs
+   it again under the same id, and is counted in `duplicates`.
+4. The outcome: success → `succeeded` (and the on-success destination); a function error → retried
+   after `retry_base_s` x 2^(n-1) while retries are left, then the on-failure destination (`dlq`:
+   a dead letter, kept with its event until redriven). Being throttled (the function at its
+   `max_instances`, the tenant at a quota, no capacity) or the platform failing under the call (a
+   node lost) is not an attempt: the job comes back later. An event older than `max_event_age_s`
+   is dead-lettered.
+
+Destinations get Lambda's record: `{"version", "timestamp", "requestContext": {"requestId",
+"functionArn", "condition", "approximateInvokeCount"}, "requestPayload", "responseContext",
+"responsePayload"}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from control_plane.core import (
+    BudgetExceeded,
+    CumulusError,
+    FunctionNotFound,
+    InstanceStartFailed,
+    NoCapacity,
+    NodeUnavailable,
+    QueueUnavailable,
+    QuotaExceeded,
+    Throttled,
+    request_id,
+)
+from control_plane.jobs.queue import Job, JobQueue, JobQueueError, Lease, LeaseLost
+
+log = logging.getLogger("cumulus.jobs")
+
+QUEUE = "invoke"
+STATES = ("queued", "running", "retrying", "succeeded", "failed", "dead_lettered")
+DELAYED = (Throttled, QuotaExceeded, BudgetExceeded, NoCapacity)  # waits, then tries again
+PLATFORM = (NodeUnavailable, InstanceStartFailed)  # not the function's fault: not an attempt
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncSettings:
+    """A function's async settings (from its latest version)."""
+
+    tenant: str
+    max_retries: int = 2
+    max_event_age_s: float = 21600.0
+    on_success: str | None = None  # "function:NAME" or None
+    on_failure: str | None = "dlq"  # "dlq", "function:NAME" or None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a run of the function answered: its HTTP status and body."""
+
+    status: int
+    body: bytes
+
+
+Run = Callable[[str, bytes, str], Awaitable[Outcome]]
+"""Call function `key` with the event under request id `call_id` (raises CumulusError as a sync
+call would: throttled, not found, node lost...)."""
+
+
+class AsyncCallStore(Protocol):
+    """What the async calls keep in the store (`control_plane.store.Store`)."""
+
+    def record_async_call(self, row: dict[str, Any]) -> bool: ...
+    def async_call(self, request_id: str) -> Any: ...
+    def move_async_call(self, request_id: str, *, was: tuple[str, int], to: dict[str, Any]) -> bool: ...
+    def count_duplicate(self, request_id: str) -> None: ...
+    def dead_letter(self, request_id: str, *, attempts: int, from_state: str, letter: dict[str, Any],
+                    now: float) -> bool: ...
+    def take_dead_letters(self, function: str, request_ids: Sequence[str] = (), *,
+                          now: float) -> list[Any]: ...
+
+
+def attempt_id(request: str, attempt: int) -> str:
+    """The request id attempt `attempt` of an async call runs under."""
+    return request if attempt <= 1 else f"{request}-{attempt}"
+
+
+class AsyncCalls:
+    """Enqueue async calls, and run them (`serve`: this control plane's workers)."""
+
+    def __init__(self, store: AsyncCallStore, queue: JobQueue, run: Run,
+                 settings_of: Callable[[str], AsyncSettings | None], *, concurrency: int = 32,
+                 retry_base_s: float = 60.0, wall: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.queue = queue
+        self.run = run
+        self.settings_of = settings_of
+        self.concurrency = concurrency
+        self.retry_base_s = retry_base_s
+        self.wall = wall
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def _move(self, rid: str, was: tuple[str, int], to: dict[str, Any]) -> bool:
+        """Compare-and-set the call's state (False: another worker moved it first)."""
+        return bool(await self._db(self.store.move_async_call, rid, was=was, to=to))
+
+    # -- accepting ---------------------------------------------------------------------------------
+    async def enqueue(self, function: str, tenant: str, event: bytes, *, source: str = "api",
+                      key: str | None = None, delay_s: float = 0.0) -> str:
+        """Accept an async call of `function`; its request id. `key` makes it idempotent (a
+        schedule's firing, a rule's target): the same key is the same call, accepted once."""
+        rid = key or request_id()
+        now = self.wall()
+        body = {"request_id": rid, "function": function, "tenant": tenant, "event": event.decode(),
+                "enqueued_at": now, "source": source}
+        try:
+            new = await self.queue.put([Job(QUEUE, rid, body, available_at=now + delay_s)])
+        except JobQueueError as exc:
+            raise QueueUnavailable(f"the call was not queued: {exc}") from exc
+        if new[0]:
+            with contextlib.suppress(Exception):  # queued: the worker records it if this fails
+                await self._db(self.store.record_async_call, _row(body, now))
+        return rid
+
+    async def redrive(self, function: str, request_ids: Sequence[str] = ()) -> list[str]:
+        """Queue the function's dead letters again (those named, or all); their request ids."""
+        now = self.wall()
+        letters = await self._db(self.store.take_dead_letters, function, request_ids, now=now)
+        jobs = [Job(QUEUE, f"{letter.request_id}:redrive:{now:.6f}",
+                    {"request_id": letter.request_id, "function": letter.function, "tenant": letter.tenant,
+                     "event": letter.event.decode(), "enqueued_at": now, "source": "redrive"})
+                for letter in letters]
+        if jobs:
+            await self.queue.put(jobs)
+        return [letter.request_id for letter in letters]
+
+    # -- running -----------------------------------------------------------------------------------
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Take and run jobs until `stop`, at most `concurrency` at once."""
+        failures = 0
+        while not stop.is_set():
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                leases = await self.queue.take(QUEUE, free, wait_s=1.0)
+                failures = 0
+            except JobQueueError as exc:
+                leases = []
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    log.warning("event=async_take_failed failures=%d error=%s", failures, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), min(5.0, 0.2 * failures))
+            for lease in leases:
+                task = asyncio.create_task(self._handle_logged(lease))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _handle_logged(self, lease: Lease) -> None:
+        try:
+            await self.handle(lease)
+        except LeaseLost:
+            log.info("event=async_lease_lost request=%s", lease.body.get("request_id"))
+        except Exception:  # the job comes back when its lease ends
+            log.exception("event=async_job_failed request=%s", lease.body.get("request_id"))
+
+    async def handle(self, lease: Lease) -> str:
+        """Run one delivery of a job; what became of the call (for tests and logs)."""
+        body = lease.body
+        rid, function = str(body["request_id"]), str(body["function"])
+        now = self.wall()
+        call = await self._db(self.store.async_call, rid)
+        if call is None:  # its enqueue died between the job and the record
+            await self._db(self.store.record_async_call, _row(body, now))
+            call = await self._db(self.store.async_call, rid)
+        if call.state in ("succeeded", "failed", "dead_lettered"):
+            await self._db(self.store.count_duplicate, rid)  # a delivery after the end: nothing to do
+            await self.queue.done(lease)
+            return "duplicate"
+        settings = await self._db(self.settings_of, function)
+        if settings is None:
+            gone = {"type": "FunctionNotFound", "message": f"no function named {function!r}"}
+            return await self._dead(lease, call, "function_gone", gone)
+        if now - float(body["enqueued_at"]) > settings.max_event_age_s:
+            return await self._dead(lease, call, "event_too_old",
+                                    {"type": "EventTooOld", "message": f"the event waited more than "
+                                     f"{settings.max_event_age_s:g}s"})
+        rerun = call.state == "running"  # its last worker died (or its job came twice): same attempt
+        attempt = call.attempts if rerun else call.attempts + 1
+        if rerun:
+            await self._db(self.store.count_duplicate, rid)
+        running = {"state": "running", "attempts": attempt, "updated_at": now, "next_attempt_at": None}
+        if not await self._move(rid, (call.state, call.attempts), running):
+            await self.queue.retry(lease, 0.5)  # another worker moved it: look again
+            return "raced"
+        keeper = asyncio.create_task(self._keep(lease))
+        try:
+            outcome = await self.run(function, body["event"].encode(), attempt_id(rid, attempt))
+        except DELAYED + PLATFORM as exc:
+            keeper.cancel()
+            delay = min(30.0, 0.25 * 2 ** min(lease.deliveries, 7)) * random.uniform(0.5, 1.0)
+            await self._move(rid, ("running", attempt),
+                             {"state": "queued", "attempts": attempt - 1, "updated_at": self.wall(),
+                              "next_attempt_at": self.wall() + delay, "error": _error_of(exc)})
+            await self.queue.retry(lease, delay)
+            return "delayed"
+        except FunctionNotFound as exc:
+            keeper.cancel()
+            call.state, call.attempts = "running", attempt
+            return await self._dead(lease, call, "function_gone", _error_of(exc))
+        except CumulusError as exc:
+            outcome = Outcome(exc.status, json.dumps(exc.body()).encode())
+        finally:
+            keeper.cancel()
+        return await self._settle(lease, call, settings, attempt, outcome)
+
+    async def _keep(self, lease: Lease) -> None:
+        """Renew the lease while the function runs."""
+        while True:
+            await asyncio.sleep(max(0.2, self.queue.lease_s / 3))
+            with contextlib.suppress(JobQueueError):
+                await self.queue.extend(lease)
+
+    async def _settle(self, lease: Lease, call: Any, settings: AsyncSettings, attempt: int,
+                      outcome: Outcome) -> str:
+        rid, body, now = call.request_id, lease.body, self.wall()
+        if outcome.status < 400:
+            if await self._move(rid, ("running", attempt), {"state": "succeeded", "updated_at": now,
+                                                            "error": None}):
+                await self._destination(settings.on_success, body, settings, attempt, "Success", outcome)
+            await self.queue.done(lease)
+            return "succeeded"
+        error = _error_body(outcome)
+        if attempt <= settings.max_retries:
+            delay = self.retry_base_s * 2 ** (attempt - 1)
+            if await self._move(rid, ("running", attempt), {"state": "retrying", "updated_at": now,
+                                                            "next_attempt_at": now + delay, "error": error}):
+                await self.queue.retry(lease, delay)
+            else:
+                await self.queue.done(lease)
+            return "retrying"
+        if settings.on_failure == "dlq":
+            call.state, call.attempts = "running", attempt
+            return await self._dead(lease, call, "retries_exhausted", error)
+        if await self._move(rid, ("running", attempt), {"state": "failed", "updated_at": now,
+                                                        "error": error}):
+            await self._destination(settings.on_failure, body, settings, attempt, "RetriesExhausted", outcome)
+        await self.queue.done(lease)
+        return "failed"
+
+    async def _dead(self, lease: Lease, call: Any, reason: str, error: dict[str, Any]) -> str:
+        body = lease.body
+        letter = {"tenant": body["tenant"], "function": body["function"], "event": body["event"].encode(),
+                  "reason": reason, "error": error}
+        await self._db(self.store.dead_letter, call.request_id, attempts=call.attempts, from_state=call.state,
+                       letter=letter, now=self.wall())
+        await self.queue.done(lease)
+        return "dead_lettered"
+
+    async def _destination(self, target: str | None, body: dict[str, Any], settings: AsyncSettings,
+                           attempt: int, condition: str, outcome: Outcome) -> None:
+        if not target or not target.startswith("function:"):
+            return
+        try:
+            payload: Any = json.loads(body["event"])
+        except ValueError:
+            payload = body["event"]
+        try:
+            response: Any = json.loads(outcome.body)
+        except ValueError:
+            response = outcome.body.decode("utf-8", "replace")
+        record = {"version": "1.0", "timestamp": _iso(self.wall()),
+                  "requestContext": {"requestId": body["request_id"], "functionArn": body["function"],
+                                     "condition": condition, "approximateInvokeCount": attempt},
+                  "requestPayload": payload,
+                  "responseContext": {"statusCode": outcome.status, "executedVersion": "$LATEST"},
+                  "responsePayload": response}
+        tenant, _, name = target.split(":", 1)[1].rpartition("/")
+        if tenant and tenant != settings.tenant:  # a destination is in the function's own tenant
+            log.warning("event=destination_refused request=%s target=%s", body["request_id"], target)
+            return
+        key = name if settings.tenant == "default" else f"{settings.tenant}/{name}"
+        await self.enqueue(key, settings.tenant, json.dumps(record).encode(),
+                           source=f"destination:{body['request_id']}",
+                           key=f"{body['request_id']}:{condition}")
+
+
+def _row(body: dict[str, Any], now: float) -> dict[str, Any]:
+    return {"request_id": body["request_id"], "tenant": body["tenant"], "function": body["function"],
+            "state": "queued", "attempts": 0, "enqueued_at": float(body["enqueued_at"]), "updated_at": now,
+            "source": body.get("source", "api"), "duplicates": 0}
+
+
+def _error_of(exc: CumulusError) -> dict[str, Any]:
+    return {"type": exc.type, "message": exc.message[:2000]}
+
+
+def _error_body(outcome: Outcome) -> dict[str, Any]:
+    try:
+        error = json.loads(outcome.body)["error"]
+        return {"type": str(error.get("type", "Error")), "message": str(error.get("message", ""))[:2000]}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {"type": "Error", "message": outcome.body.decode("utf-8", "replace")[:2000]}
+
+
+def _iso(ts: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,252 @@
+"""Async calls (`control_plane.jobs.async_calls`) on the store's queue (SQLite), with the function
+played by a script: retries and their back-off, the dead-letter queue and its redrive, throttling
+and platform faults that are not attempts, the event age limit, a deleted function, destinations,
+idempotent keys, and a worker that dies mid-call (the attempt runs again under the same id,
+counted as a duplicate). The real thing, through Docker, is tests/integration/test_async.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from control_plane.core import FunctionNotFound, NodeUnavailable, QuotaExceeded, Throttled
+from control_plane.jobs import AsyncCalls, AsyncSettings, Job, Outcome, StoreQueue, attempt_id
+from control_plane.store import Store
+
+OK = Outcome(200, b'{"ok": true}')
+BOOM = Outcome(500, json.dumps({"error": {"type": "HandlerError", "message": "boom"}}).encode())
+
+
+class Script:
+    """The function(s): per call id, what the next call answers (an Outcome or an exception)."""
+
+    def __init__(self, answers: list[Outcome | Exception] | None = None) -> None:
+        self.answers = list(answers or [])
+        self.calls: list[tuple[str, bytes, str]] = []
+        self.default: Outcome = OK
+
+    async def __call__(self, key: str, event: bytes, call_id: str) -> Outcome:
+        self.calls.append((key, event, call_id))
+        answer = self.answers.pop(0) if self.answers else self.default
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def _calls(tmp_path: Path, script: Script, settings: dict[str, AsyncSettings | None] | None = None,
+           *, lease_s: float = 1.0, base: float = 0.05) -> tuple[AsyncCalls, Store, StoreQueue]:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    queue = StoreQueue(store, lease_s=lease_s, poll_max_s=0.05)
+    known = settings if settings is not None else {}
+    calls = AsyncCalls(store, queue, script, lambda key: known.get(key, AsyncSettings(tenant="default")),
+                       concurrency=4, retry_base_s=base)
+    return calls, store, queue
+
+
+async def _serving(calls: AsyncCalls, until: Callable[[], Awaitable[bool]], within_s: float = 20) -> None:
+    stop = asyncio.Event()
+    worker = asyncio.create_task(calls.serve(stop))
+    try:
+        deadline = time.monotonic() + within_s
+        while not await until():
+            assert time.monotonic() < deadline, "timed out"
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await worker
+
+
+def _state(store: Store, rid: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        call = store.async_call(rid)
+        return call is not None and call.state in ("succeeded", "failed", "dead_lettered")
+    return check
+
+
+def test_a_call_that_succeeds_runs_once_under_its_request_id(tmp_path: Path) -> None:
+    script = Script()
+    calls, store, queue = _calls(tmp_path, script)
+
+    async def scenario() -> None:
+        rid = await calls.enqueue("fn", "default", b'{"n": 1}')
+        assert store.async_call(rid).state == "queued"
+        await _serving(calls, _state(store, rid))
+        call = store.async_call(rid)
+        assert (call.state, call.attempts, call.duplicates) == ("succeeded", 1, 0)
+        assert script.calls == [("fn", b'{"n": 1}', rid)]
+        assert await queue.depth("invoke") == 0
+    asyncio.run(scenario())
+
+
+def test_failed_attempts_are_retried_with_back_off_under_their_own_ids(tmp_path: Path) -> None:
+    script = Script([BOOM, BOOM, OK])
+    calls, store, _ = _calls(tmp_path, script, base=0.3)
+
+    async def scenario() -> None:
+        rid = await calls.enqueue("fn", "default", b"{}")
+        started = time.time()
+        await _serving(calls, _state(store, rid))
+        assert time.time() - started >= 0.3 + 0.6 - 0.05  # base, then twice the base
+        call = store.async_call(rid)
+        assert (call.state, call.attempts) == ("succeeded", 3)
+        assert [c[2] for c in script.calls] == [rid, f"{rid}-2", f"{rid}-3"] == [attempt_id(rid, n)
+                                                                               for n in (1, 2, 3)]
+    asyncio.run(scenario())
+
+
+def test_a_call_out_of_retries_is_dead_lettered_with_its_event_and_redriven(tmp_path: Path) -> None:
+    script = Script()
+    script.default = BOOM
+    calls, store, _ = _calls(tmp_path, script, {"fn": AsyncSettings(tenant="default", max_retries=1)})
+
+    async def scenario() -> None:
+        rid = await calls.enqueue("fn", "default", b'{"keep": "me"}')
+        await _serving(calls, _state(store, rid))
+        call = store.async_call(rid)
+        assert (call.state, call.attempts, call.error["type"]) == ("dead_lettered", 2, "HandlerError")
+        [letter] = store.dead_letters(function="fn")
+        assert (letter.request_id, letter.event) == (rid, b'{"keep": "me"}')
+        assert letter.reason == "retries_exhausted"
+        script.default = OK  # fixed: the redrive runs it again, from its first attempt
+        assert await calls.redrive("fn") == [rid]
+        assert store.dead_letters(function="fn") == []
+        await _serving(calls, _state(store, rid))
+        call = store.async_call(rid)
+        assert (call.state, call.attempts) == ("succeeded", 1)
+        assert script.calls[-1] == ("fn", b'{"keep": "me"}', rid)
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("fault", [Throttled("at max_instances"), QuotaExceeded("rps", quota="rps"),
+                                   NodeUnavailable("node lost")])
+def test_throttling_and_platform_faults_delay_and_are_no_attempt(tmp_path: Path, fault: Exception) -> None:
+    script = Script([fault, fault, fault, OK])
+    calls, store, _ = _calls(tmp_path, script, {"fn": AsyncSettings(tenant="default", max_retries=0)})
+
+    async def scenario() -> None:
+        rid = await calls.enqueue("fn", "default", b"{}")
+        await _serving(calls, _state(store, rid))
+        call = store.async_call(rid)
+        assert (call.state, call.attempts) == ("succeeded", 1)  # with no retries at all
+        assert [c[2] for c in script.calls] == [rid] * 4
+    asyncio.run(scenario())
+
+
+def test_an_event_older_than_its_max_age_is_dead_lettered_unrun(tmp_path: Path) -> None:
+    script = Script()
+    calls, store, queue = _calls(tmp_path, script,
+                                 {"fn": AsyncSettings(tenant="default", max_event_age_s=60)})
+
+    async def scenario() -> None:
+        await queue.put([Job("invoke", "old", {"request_id": "old", "function": "fn", "tenant": "default",
+                                               "event": "{}", "enqueued_at": time.time() - 61})])
+        await _serving(calls, _state(store, "old"))
+        assert store.async_call("old").state == "dead_lettered" and script.calls == []
+        assert store.dead_letters()[0].reason == "event_too_old"
+    asyncio.run(scenario())
+
+
+def test_a_deleted_function_dead_letters_its_calls(tmp_path: Path) -> None:
+    script = Script([FunctionNotFound("gone")])
+    calls, store, _ = _calls(tmp_path, script, {"was": None})
+
+    async def scenario() -> None:
+        before = await calls.enqueue("was", "default", b"{}")
+        await _serving(calls, _state(store, before))
+        assert store.async_call(before).state == "dead_lettered" and script.calls == []
+        assert store.dead_letters()[0].reason == "function_gone"
+    asyncio.run(scenario())
+
+
+def test_destinations_get_lambdas_record(tmp_path: Path) -> None:
+    script = Script([OK, BOOM])
+    settings = {"acme/fn": AsyncSettings(tenant="acme", max_retries=0, on_success="function:audit",
+                                         on_failure="function:acme/oops"),
+                "acme/audit": AsyncSettings(tenant="acme"), "acme/oops": AsyncSettings(tenant="acme")}
+    calls, store, _ = _calls(tmp_path, script, settings)
+
+    async def scenario() -> None:
+        good = await calls.enqueue("acme/fn", "acme", b'{"i": 1}')
+        bad = await calls.enqueue("acme/fn", "acme", b'{"i": 2}')
+
+        async def all_done() -> bool:
+            return len(script.calls) == 4 and all(c.state in ("succeeded", "failed")
+                                                  for c in store.async_calls())
+        await _serving(calls, all_done)
+        assert store.async_call(good).state == "succeeded" and store.async_call(bad).state == "failed"
+        sent = {key: json.loads(event) for key, event, _ in script.calls[2:]}
+        ok, failed = sent["acme/audit"], sent["acme/oops"]
+        assert ok["requestContext"] == {"requestId": good, "functionArn": "acme/fn", "condition": "Success",
+                                        "approximateInvokeCount": 1}
+        assert ok["requestPayload"] == {"i": 1} and ok["responsePayload"] == {"ok": True}
+        assert failed["requestContext"]["condition"] == "RetriesExhausted"
+        assert failed["responsePayload"]["error"]["type"] == "HandlerError"
+        sources = {c.function: c.source for c in store.async_calls()}
+        assert sources["acme/audit"] == f"destination:{good}"
+    asyncio.run(scenario())
+
+
+def test_a_destination_in_another_tenant_is_refused(tmp_path: Path) -> None:
+    script = Script()
+    calls, store, _ = _calls(tmp_path, script, {"acme/fn": AsyncSettings(tenant="acme",
+                                                                         on_success="function:globex/spy")})
+
+    async def scenario() -> None:
+        rid = await calls.enqueue("acme/fn", "acme", b"{}")
+        await _serving(calls, _state(store, rid))
+        await asyncio.sleep(0.3)
+        assert [c.function for c in store.async_calls()] == ["acme/fn"] and len(script.calls) == 1
+    asyncio.run(scenario())
+
+
+def test_a_key_enqueued_twice_is_one_call(tmp_path: Path) -> None:
+    script = Script()
+    calls, store, queue = _calls(tmp_path, script)
+
+    async def scenario() -> None:
+        a = await calls.enqueue("fn", "default", b"{}", key="schedule:nightly:1700000000")
+        b = await calls.enqueue("fn", "default", b"{}", key="schedule:nightly:1700000000")
+        assert a == b and len(store.async_calls()) == 1 and await queue.depth("invoke") == 1
+    asyncio.run(scenario())
+
+
+def test_a_worker_that_dies_mid_call_leaves_the_attempt_to_another_which_counts_it(tmp_path: Path) -> None:
+    script = Script()
+    calls, store, queue = _calls(tmp_path, script, lease_s=0.5)
+
+    async def scenario() -> None:
+        rid = await calls.enqueue("fn", "default", b"{}")
+        # A worker took the job and started attempt 1, then died (no done, no retry, no result).
+        [_lease] = await queue.take("invoke", 1)
+        assert store.move_async_call(rid, was=("queued", 0), to={"state": "running", "attempts": 1,
+                                                                 "updated_at": time.time()})
+        await _serving(calls, _state(store, rid))
+        call = store.async_call(rid)
+        assert (call.state, call.attempts, call.duplicates) == ("succeeded", 1, 1)
+        assert [c[2] for c in script.calls] == [rid]  # the same attempt, under the same id
+    asyncio.run(scenario())
+
+
+def test_a_job_delivered_after_its_call_ended_is_a_counted_duplicate(tmp_path: Path) -> None:
+    script = Script()
+    calls, store, queue = _calls(tmp_path, script)
+
+    async def scenario() -> None:
+        rid = await calls.enqueue("fn", "default", b"{}")
+        await _serving(calls, _state(store, rid))
+        body: dict[str, Any] = {"request_id": rid, "function": "fn", "tenant": "default", "event": "{}",
+                                "enqueued_at": time.time()}
+        await queue.put([Job("invoke", f"{rid}:again", body)])  # as a broker's redelivery would
+        await _serving(calls, lambda: _depth_zero(queue))
+        assert store.async_call(rid).duplicates == 1 and len(script.calls) == 1
+    asyncio.run(scenario())
+
+
+async def _depth_zero(queue: StoreQueue) -> bool:
+    return await queue.depth("invoke") == 0
