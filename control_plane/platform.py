@@ -45,6 +45,7 @@ from control_plane.identity import (
 from control_plane.jobs import AsyncCalls, AsyncSettings, JobQueue, NatsQueue, Outcome, StoreQueue
 from control_plane.metering import Metering, PriceSheet
 from control_plane.reconcile import Reconciler
+from control_plane.schedules import Schedules
 from control_plane.store import InstanceIntent, Store
 from control_plane.telemetry import Telemetry
 from node_agent.image import DEFAULT_RUNTIME, RUNTIMES, ImageBuildError, rootfs_cached, runtime_rootfs
@@ -149,6 +150,7 @@ class Platform:
         self.async_calls = AsyncCalls(self.store, self.jobs, self._run_async, self._async_settings,
                                       concurrency=settings.async_concurrency,
                                       retry_base_s=settings.async_retry_base_s)
+        self.schedules = Schedules(self.store, self.async_calls.enqueue)
         self.invoke = InvokeEndpoint(self.gateway, self.auth.invoker, self.governor,
                                      enqueue=lambda fn, event: self.async_calls.enqueue(fn.key, fn.tenant,
                                                                                         event))
@@ -253,7 +255,8 @@ class Platform:
                        asyncio.create_task(self.leadership.run(self._stop)),
                        asyncio.create_task(self.metering.watch_budgets(
                            self._stop, self.settings.budget_check_interval_s, self._leads)),
-                       asyncio.create_task(self.async_calls.serve(self._stop))]
+                       asyncio.create_task(self.async_calls.serve(self._stop)),
+                       asyncio.create_task(self.schedules.run(self._stop))]
 
     async def stop(self) -> None:
         """Stop the loops, hand leadership over, flush logs and close connections (nodes keep

@@ -21,6 +21,7 @@ from control_plane.gateway import Gateway, InvokeEndpoint
 from control_plane.identity import CLUSTER, Accounts, Admin, Authenticator, NodeIdentity, Principal, authorize
 from control_plane.jobs import AsyncCalls
 from control_plane.metering import Metering
+from control_plane.schedules import Schedules
 from control_plane.store import Store
 from control_plane.telemetry import Telemetry
 
@@ -43,6 +44,7 @@ class Services(Protocol):
     telemetry: Telemetry
     metering: Metering
     async_calls: AsyncCalls
+    schedules: Schedules
 
     def control_plane_urls(self) -> list[str]:
         """Where the cluster's live control planes are."""

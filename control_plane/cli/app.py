@@ -23,6 +23,7 @@ from rich.table import Table
 from control_plane.cli.accounts import register as register_accounts
 from control_plane.cli.async_calls import register_async
 from control_plane.cli.client import DEFAULT_URL, Client, ClientError, function_path
+from control_plane.cli.schedules import register_schedules
 from control_plane.cli.simulate import register as register_simulate
 from control_plane.cli.usage import register as register_usage
 from control_plane.core import DEFAULT_PORT, Settings, version
@@ -384,3 +385,4 @@ register_simulate(app)
 register_accounts(app)
 register_usage(app)
 register_async(app)
+register_schedules(app)

@@ -29,6 +29,7 @@ from control_plane.store.tables import (
     NodeCredential,
     NodeRecord,
     ProviderIntent,
+    Schedule,
     Tenant,
     UserAccount,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "NodeCredential",
     "NodeRecord",
     "ProviderIntent",
+    "Schedule",
     "Store",
     "Tenant",
     "TokenHolder",

@@ -10,16 +10,17 @@ from control_plane.store.functions import FunctionRepository
 from control_plane.store.intents import IntentRepository
 from control_plane.store.jobs import JobRepository
 from control_plane.store.nodes import NodeRepository
+from control_plane.store.schedules import ScheduleRepository
 from control_plane.store.telemetry import TelemetryRepository
 from control_plane.store.usage import UsageRepository
 
 
 class Store(Database, FunctionRepository, AccountRepository, NodeRepository, IntentRepository,
             ClusterRepository, TelemetryRepository, UsageRepository, JobRepository,
-            AsyncCallRepository):
+            AsyncCallRepository, ScheduleRepository):
     """Functions and versions, accounts (tenants, users, tokens, grants), nodes and join tokens,
     intents, the cluster (members, lease, secrets), events and invocation logs, usage and budgets,
-    the durable queue's jobs, async calls and dead letters.
+    the durable queue's jobs, async calls and dead letters, schedules.
     Every method is one unit of work, called on a thread. On the invocation path: a function's
     version at its first call, a token lookup when the token cache misses, and the instance
     intents of a cold start."""

@@ -329,3 +329,23 @@ class DeadLetter(SQLModel, table=True):
     reason: str  # retries_exhausted | event_too_old | function_gone
     error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     dead_at: float = Field(index=True)
+
+
+class Schedule(SQLModel, table=True):
+    """A schedule: a cron expression (in a time zone) or a rate, firing async calls of a function.
+    `next_fire_at` moves on by compare-and-set, so that of several control planes one fires each."""
+
+    key: str = Field(primary_key=True)  # `tenant/name` (the bare name in the default tenant)
+    tenant: str = Field(index=True)
+    name: str
+    function: str = Field(index=True)  # the target function's key
+    cron: str | None = None
+    rate_s: float | None = None
+    tz: str = "UTC"
+    anchor: float = 0.0
+    data: str = "{}"  # the event's `detail`, JSON
+    catch_up: bool = True  # a firing missed while no control plane ran: once on return, or skipped
+    next_fire_at: float = Field(index=True)
+    last_fired_at: float | None = None
+    fired: int = 0
+    created_at: float = Field(default_factory=time.time)

@@ -223,6 +223,12 @@ class World:
         self.admin("POST", "/v1/functions", 201, **deploy_body(ref))
         return ref
 
+    def schedule(self) -> str:
+        """A new schedule of acme's (calling alpha), for a route to read or delete."""
+        ref = self.fresh("acme/sched")
+        self.admin("POST", "/v1/schedules", 201, json={"name": ref, "function": "acme/alpha", "rate": "1d"})
+        return ref
+
     def join_token(self) -> str:
         return self.api.platform.store.issue_join_token(f"req-{uuid.uuid4().hex}", "test", "t", ttl_s=60)
 
@@ -286,6 +292,13 @@ ACCESS: dict[RouteKey, Rule | tuple[Rule, ...]] = {
     ("DELETE", "/v1/functions/{ref:path}"): Rule(
         Who.PERMISSION, lambda w, _: (f"/v1/functions/{w.fresh_function()}", {}), (204,), P.DEPLOY,
         pattern="doomed-*"),
+    # schedules
+    ("POST", "/v1/schedules"): Rule(Who.PERMISSION, lambda w, _: ("/v1/schedules", {"json": {
+        "name": f"acme/{w.fresh('tick')}", "function": "acme/alpha", "rate": "1d"}}), (201,), P.DEPLOY),
+    ("GET", "/v1/schedules"): Rule(Who.USER, at("/v1/schedules?tenant=acme")),
+    ("GET", "/v1/schedules/{ref:path}"): Rule(Who.MEMBER, lambda w, _: (f"/v1/schedules/{w.schedule()}", {})),
+    ("DELETE", "/v1/schedules/{ref:path}"): Rule(
+        Who.PERMISSION, lambda w, _: (f"/v1/schedules/{w.schedule()}", {}), (204,), P.DEPLOY),
     ("GET", "/v1/builds/{build_id}"): Rule(Who.BUILD_OWNER, at("/v1/builds/{build}")),
     # the fleet
     ("GET", "/v1/nodes"): Rule(Who.CLUSTER_ADMIN, at("/v1/nodes")),

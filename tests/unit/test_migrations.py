@@ -164,3 +164,14 @@ def test_0012_adds_the_job_queue_and_async_calls_and_takes_them_away(db_url: str
     migrate(engine)
     assert {"queuedjob", "asyncinvocation", "deadletter"} <= set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def test_0013_adds_schedules_and_takes_them_away(db_url: str) -> None:
+    engine = create_engine(db_url)
+    migrate(engine)
+    assert "schedule" in inspect(engine).get_table_names()
+    downgrade(engine, "0012")
+    assert "schedule" not in inspect(engine).get_table_names()
+    migrate(engine)
+    assert "schedule" in inspect(engine).get_table_names()
+    engine.dispose()

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from control_plane.api.v1 import accounts, fleet, functions, usage
+from control_plane.api.v1 import accounts, fleet, functions, schedules, usage
 
 router = APIRouter()
 router.include_router(functions.router)
@@ -10,5 +10,6 @@ router.include_router(functions.builds)
 router.include_router(fleet.router)
 router.include_router(accounts.router)
 router.include_router(usage.router)
+router.include_router(schedules.router)
 
 __all__ = ["router"]
