@@ -22,6 +22,7 @@ from control_plane.core import (
     SystemClock,
     private_dir,
 )
+from control_plane.eventbus import EventBus
 from control_plane.fleet import AgentPackage, Fleet, FleetAutoscaler, Joins, build_provider, node_types
 from control_plane.functions import (
     Builder,
@@ -151,6 +152,7 @@ class Platform:
                                       concurrency=settings.async_concurrency,
                                       retry_base_s=settings.async_retry_base_s)
         self.schedules = Schedules(self.store, self.async_calls.enqueue)
+        self.bus = EventBus(self.store, self.async_calls.enqueue)
         self.invoke = InvokeEndpoint(self.gateway, self.auth.invoker, self.governor,
                                      enqueue=lambda fn, event: self.async_calls.enqueue(fn.key, fn.tenant,
                                                                                         event))

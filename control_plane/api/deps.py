@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from control_plane.api.openapi import bearer
 from control_plane.cluster import Leadership
 from control_plane.core import Clock, Settings
+from control_plane.eventbus import EventBus
 from control_plane.fleet import Fleet, Joins
 from control_plane.functions import FunctionService
 from control_plane.gateway import Gateway, InvokeEndpoint
@@ -45,6 +46,7 @@ class Services(Protocol):
     metering: Metering
     async_calls: AsyncCalls
     schedules: Schedules
+    bus: EventBus
 
     def control_plane_urls(self) -> list[str]:
         """Where the cluster's live control planes are."""

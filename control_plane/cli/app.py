@@ -22,6 +22,7 @@ from rich.table import Table
 
 from control_plane.cli.accounts import register as register_accounts
 from control_plane.cli.async_calls import register_async
+from control_plane.cli.bus import register_bus
 from control_plane.cli.client import DEFAULT_URL, Client, ClientError, function_path
 from control_plane.cli.schedules import register_schedules
 from control_plane.cli.simulate import register as register_simulate
@@ -386,3 +387,4 @@ register_accounts(app)
 register_usage(app)
 register_async(app)
 register_schedules(app)
+register_bus(app)

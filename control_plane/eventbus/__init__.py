@@ -1,5 +1,7 @@
-"""The event bus: EventBridge-shaped events routed by rules (event patterns) to targets."""
+"""The event bus: EventBridge-shaped events routed by rules (event patterns) to targets (`bus`),
+and the pure pattern language and input transforms (`patterns`)."""
 
+from control_plane.eventbus.bus import EventBus, check_rule, pattern_matches
 from control_plane.eventbus.patterns import (
     InvalidPattern,
     InvalidTransform,
@@ -10,5 +12,5 @@ from control_plane.eventbus.patterns import (
     matches,
 )
 
-__all__ = ["InvalidPattern", "InvalidTransform", "Pattern", "Transform", "compile_pattern",
-           "compile_transform", "matches"]
+__all__ = ["EventBus", "InvalidPattern", "InvalidTransform", "Pattern", "Transform", "check_rule",
+           "compile_pattern", "compile_transform", "matches", "pattern_matches"]

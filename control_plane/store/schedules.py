@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import col, select
 
+from control_plane.store.keyed import add_keyed, delete_keyed, get_keyed, list_keyed
 from control_plane.store.tables import Schedule
 from control_plane.store.unit import Repository
 
@@ -16,34 +17,17 @@ class ScheduleRepository(Repository):
 
     def add_schedule(self, row: dict[str, Any]) -> Schedule | None:
         """Store a new schedule; None if its key is taken."""
-        with self.session() as s:
-            if s.get(Schedule, row["key"]) is not None:
-                return None
-            schedule = Schedule(**row)
-            s.add(schedule)
-            s.flush()
-            s.expunge(schedule)
-            return schedule
+        return add_keyed(self.session, Schedule, row)
 
     def schedule(self, key: str) -> Schedule | None:
-        with self.session() as s:
-            return s.get(Schedule, key)
+        return get_keyed(self.session, Schedule, key)
 
     def schedules(self, tenant: str | None = None) -> list[Schedule]:
         """By key."""
-        with self.session() as s:
-            q = select(Schedule)
-            if tenant is not None:
-                q = q.where(col(Schedule.tenant) == tenant)
-            return list(s.exec(q.order_by(col(Schedule.key))).all())
+        return list_keyed(self.session, Schedule, tenant)
 
     def delete_schedule(self, key: str) -> bool:
-        with self.session() as s:
-            schedule = s.get(Schedule, key)
-            if schedule is None:
-                return False
-            s.delete(schedule)
-            return True
+        return delete_keyed(self.session, Schedule, key)
 
     def due_schedules(self, now: float, limit: int = 500) -> list[Schedule]:
         """Schedules whose next firing is at or before `now`, earliest first."""

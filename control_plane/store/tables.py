@@ -349,3 +349,16 @@ class Schedule(SQLModel, table=True):
     last_fired_at: float | None = None
     fired: int = 0
     created_at: float = Field(default_factory=time.time)
+
+
+class BusRule(SQLModel, table=True):
+    """A rule of a tenant's event bus: events matching `pattern` go to `target`, transformed."""
+
+    key: str = Field(primary_key=True)  # `tenant/name` (the bare name in the default tenant)
+    tenant: str = Field(index=True)
+    name: str
+    pattern: str  # the event pattern, JSON
+    target: str  # "function:KEY"
+    input_paths: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    input_template: str | None = None
+    created_at: float = Field(default_factory=time.time)

@@ -229,6 +229,13 @@ class World:
         self.admin("POST", "/v1/schedules", 201, json={"name": ref, "function": "acme/alpha", "rate": "1d"})
         return ref
 
+    def bus_rule(self) -> str:
+        """A new rule of acme's bus (calling alpha), for a route to read or delete."""
+        ref = self.fresh("acme/route")
+        self.admin("POST", "/v1/bus/rules", 201, json={"name": ref, "pattern": {"source": ["x"]},
+                                                       "target": "acme/alpha"})
+        return ref
+
     def join_token(self) -> str:
         return self.api.platform.store.issue_join_token(f"req-{uuid.uuid4().hex}", "test", "t", ttl_s=60)
 
@@ -299,6 +306,18 @@ ACCESS: dict[RouteKey, Rule | tuple[Rule, ...]] = {
     ("GET", "/v1/schedules/{ref:path}"): Rule(Who.MEMBER, lambda w, _: (f"/v1/schedules/{w.schedule()}", {})),
     ("DELETE", "/v1/schedules/{ref:path}"): Rule(
         Who.PERMISSION, lambda w, _: (f"/v1/schedules/{w.schedule()}", {}), (204,), P.DEPLOY),
+    # the event bus
+    ("POST", "/v1/bus/events"): Rule(Who.PERMISSION, at("/v1/bus/events", json={"tenant": "acme", "entries": [
+        {"source": "test", "detail-type": "t", "detail": {}}]}), permission=P.INVOKE, pattern="*"),
+    ("POST", "/v1/bus/test-pattern"): Rule(Who.USER, at("/v1/bus/test-pattern", json={
+        "EventPattern": {"source": ["x"]}, "Event": {"source": "x"}})),
+    ("POST", "/v1/bus/rules"): Rule(Who.PERMISSION, lambda w, _: ("/v1/bus/rules", {"json": {
+        "name": f"acme/{w.fresh('route')}", "pattern": {"source": ["x"]}, "target": "acme/alpha"}}),
+        (201,), P.DEPLOY),
+    ("GET", "/v1/bus/rules"): Rule(Who.USER, at("/v1/bus/rules?tenant=acme")),
+    ("GET", "/v1/bus/rules/{ref:path}"): Rule(Who.MEMBER, lambda w, _: (f"/v1/bus/rules/{w.bus_rule()}", {})),
+    ("DELETE", "/v1/bus/rules/{ref:path}"): Rule(
+        Who.PERMISSION, lambda w, _: (f"/v1/bus/rules/{w.bus_rule()}", {}), (204,), P.DEPLOY),
     ("GET", "/v1/builds/{build_id}"): Rule(Who.BUILD_OWNER, at("/v1/builds/{build}")),
     # the fleet
     ("GET", "/v1/nodes"): Rule(Who.CLUSTER_ADMIN, at("/v1/nodes")),

@@ -166,12 +166,14 @@ def test_0012_adds_the_job_queue_and_async_calls_and_takes_them_away(db_url: str
     engine.dispose()
 
 
-def test_0013_adds_schedules_and_takes_them_away(db_url: str) -> None:
+@pytest.mark.parametrize(("revision", "table"), [("0013", "schedule"), ("0014", "busrule")])
+def test_the_event_rooms_tables_come_and_go_with_their_revision(db_url: str, revision: str,
+                                                               table: str) -> None:
     engine = create_engine(db_url)
     migrate(engine)
-    assert "schedule" in inspect(engine).get_table_names()
-    downgrade(engine, "0012")
-    assert "schedule" not in inspect(engine).get_table_names()
+    assert table in inspect(engine).get_table_names()
+    downgrade(engine, f"{int(revision) - 1:04d}")
+    assert table not in inspect(engine).get_table_names()
     migrate(engine)
-    assert "schedule" in inspect(engine).get_table_names()
+    assert table in inspect(engine).get_table_names()
     engine.dispose()

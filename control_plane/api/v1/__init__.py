@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from control_plane.api.v1 import accounts, fleet, functions, schedules, usage
+from control_plane.api.v1 import accounts, bus, fleet, functions, schedules, usage
 
 router = APIRouter()
 router.include_router(functions.router)
@@ -11,5 +11,6 @@ router.include_router(fleet.router)
 router.include_router(accounts.router)
 router.include_router(usage.router)
 router.include_router(schedules.router)
+router.include_router(bus.router)
 
 __all__ = ["router"]

@@ -11,8 +11,9 @@ from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.deps import CurrentUser, ServicesDep
 from control_plane.api.openapi import errors
-from control_plane.core import Forbidden, NotFound
-from control_plane.identity import CLUSTER, Admin, FunctionRef, Permission, allowed, authorize
+from control_plane.api.v1.owned import owned_row, tenant_rows
+from control_plane.core import Forbidden
+from control_plane.identity import Admin, FunctionRef, Permission, authorize
 from control_plane.schedules import iso
 
 router = APIRouter(prefix="/v1/schedules", tags=["events"])
@@ -78,31 +79,22 @@ async def list_schedules(svc: ServicesDep, user: CurrentUser,
                              "whose schedules (default: the caller's tenant; `*`: every tenant's, for "
                              "cluster admins)"))] = None) -> list[SchedulePublic]:
     """The schedules of a tenant whose functions the caller may see."""
-    if tenant == "*":
-        authorize(user, Admin.CLUSTER, CLUSTER)
-    rows = await run_in_threadpool(svc.store.schedules, None if tenant == "*" else tenant or user.tenant)
-    return [_public(r) for r in rows if allowed(user, Admin.READ, FunctionRef.of_key(r.function))]
+    return [_public(r) for r in await tenant_rows(user, tenant, svc.store.schedules, _function)]
 
 
-async def _schedule(svc: ServicesDep, user: CurrentUser, ref: str, action: Permission | Admin) -> Any:
-    key = FunctionRef.parse(ref, user.tenant)
-    row = await run_in_threadpool(svc.store.schedule, key.key)
-    # Whether it exists or not, another tenant's schedule is forbidden (nothing leaks across).
-    authorize(user, action, FunctionRef.of_key(row.function) if row is not None else key)
-    if row is None:
-        raise NotFound(f"no schedule {ref!r}")
-    return row
+def _function(row: Any) -> str:
+    return str(row.function)
 
 
 @router.get("/{ref:path}", responses=errors(401, 403, 404))
 async def get_schedule(ref: str, svc: ServicesDep, user: CurrentUser) -> SchedulePublic:
     """One schedule."""
-    return _public(await _schedule(svc, user, ref, Admin.READ))
+    return _public(await owned_row(user, ref, Admin.READ, svc.store.schedule, _function, "schedule"))
 
 
 @router.delete("/{ref:path}", status_code=204, responses=errors(401, 403, 404))
 async def delete_schedule(ref: str, svc: ServicesDep, user: CurrentUser) -> Response:
     """Remove a schedule (the `deploy` permission on its function); firings already queued still run."""
-    row = await _schedule(svc, user, ref, Permission.DEPLOY)
+    row = await owned_row(user, ref, Permission.DEPLOY, svc.store.schedule, _function, "schedule")
     await svc.schedules.remove(row.key)
     return Response(status_code=204)
