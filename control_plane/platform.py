@@ -49,6 +49,7 @@ from control_plane.reconcile import Reconciler
 from control_plane.schedules import Schedules
 from control_plane.store import InstanceIntent, Store
 from control_plane.telemetry import Telemetry
+from control_plane.workflows import Workflows
 from node_agent.image import DEFAULT_RUNTIME, RUNTIMES, ImageBuildError, rootfs_cached, runtime_rootfs
 from placement import FleetPolicy
 from provisioners.base import NodeProvider
@@ -152,7 +153,9 @@ class Platform:
                                       concurrency=settings.async_concurrency,
                                       retry_base_s=settings.async_retry_base_s)
         self.schedules = Schedules(self.store, self.async_calls.enqueue)
-        self.bus = EventBus(self.store, self.async_calls.enqueue)
+        self.workflows = Workflows(self.store, self.jobs, self._run_async,
+                                   concurrency=settings.async_concurrency)
+        self.bus = EventBus(self.store, self.async_calls.enqueue, start_workflow=self.workflows.start)
         self.invoke = InvokeEndpoint(self.gateway, self.auth.invoker, self.governor,
                                      enqueue=lambda fn, event: self.async_calls.enqueue(fn.key, fn.tenant,
                                                                                         event))
@@ -258,7 +261,8 @@ class Platform:
                        asyncio.create_task(self.metering.watch_budgets(
                            self._stop, self.settings.budget_check_interval_s, self._leads)),
                        asyncio.create_task(self.async_calls.serve(self._stop)),
-                       asyncio.create_task(self.schedules.run(self._stop))]
+                       asyncio.create_task(self.schedules.run(self._stop)),
+                       asyncio.create_task(self.workflows.serve(self._stop))]
 
     async def stop(self) -> None:
         """Stop the loops, hand leadership over, flush logs and close connections (nodes keep

@@ -25,6 +25,7 @@ from control_plane.metering import Metering
 from control_plane.schedules import Schedules
 from control_plane.store import Store
 from control_plane.telemetry import Telemetry
+from control_plane.workflows import Workflows
 
 
 class Services(Protocol):
@@ -47,6 +48,7 @@ class Services(Protocol):
     async_calls: AsyncCalls
     schedules: Schedules
     bus: EventBus
+    workflows: Workflows
 
     def control_plane_urls(self) -> list[str]:
         """Where the cluster's live control planes are."""

@@ -27,6 +27,7 @@ from control_plane.cli.client import DEFAULT_URL, Client, ClientError, function_
 from control_plane.cli.schedules import register_schedules
 from control_plane.cli.simulate import register as register_simulate
 from control_plane.cli.usage import register as register_usage
+from control_plane.cli.workflows import register_workflows
 from control_plane.core import DEFAULT_PORT, Settings, version
 
 HELP = """Cumulus: self-hosted serverless functions.
@@ -388,3 +389,4 @@ register_usage(app)
 register_async(app)
 register_schedules(app)
 register_bus(app)
+register_workflows(app)

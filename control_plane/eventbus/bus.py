@@ -12,7 +12,9 @@ within that time).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import hashlib
 import json
 import time
 import uuid
@@ -49,12 +51,17 @@ class Enqueue(Protocol):
                        key: str | None = None, delay_s: float = 0.0) -> str: ...
 
 
+class StartWorkflow(Protocol):
+    async def __call__(self, key: str, input: Any, *, name: str | None = None,
+                       execution_id: str | None = None) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
     key: str
     name: str
     pattern: Pattern
-    target: str  # the function's key
+    target: str  # the function's key, or `workflow:KEY`
     transform: Transform | None
 
 
@@ -96,9 +103,10 @@ class EventBus:
     """Every tenant's bus: its rules, and the events put to it."""
 
     def __init__(self, store: RuleStore, enqueue: Enqueue, *, refresh_s: float = 2.0,
-                 wall: Callable[[], float] = time.time) -> None:
+                 start_workflow: StartWorkflow | None = None, wall: Callable[[], float] = time.time) -> None:
         self.store = store
         self.enqueue = enqueue
+        self.start_workflow = start_workflow
         self.refresh_s = refresh_s
         self.wall = wall
         self._rules: dict[str, list[CompiledRule]] = {}
@@ -142,6 +150,15 @@ class EventBus:
                             CompiledRule(row.key, row.name, pattern, row.target, transform))
                     self._rules, self._mark = by_tenant, mark
         return self._rules.get(tenant, [])
+
+    async def _start(self, rule: CompiledRule, payload: Any, key: str) -> None:
+        """A workflow target: an execution, whose id is the event's and rule's (started once)."""
+        if self.start_workflow is None:
+            raise InvalidConfig("this control plane runs no workflows")
+        execution_id = hashlib.sha256(key.encode()).hexdigest()[:32]
+        with contextlib.suppress(ConflictError):  # the same event again: already started
+            await self.start_workflow(rule.target.removeprefix("workflow:"), payload,
+                                      name=f"{rule.name}-{execution_id[:12]}", execution_id=execution_id)
 
     # -- events --------------------------------------------------------------------------------------
     @staticmethod
@@ -189,8 +206,12 @@ class EventBus:
                     continue
                 payload = (rule.transform.apply(event, rule_name=rule.name, ingestion_time=iso(now))
                            if rule.transform is not None else event)
-                await self.enqueue(rule.target, tenant, json.dumps(payload).encode(),
-                                   source=f"rule:{rule.name}", key=f"bus:{event['id']}:{rule.key}")
+                key = f"bus:{event['id']}:{rule.key}"
+                if rule.target.startswith("workflow:"):
+                    await self._start(rule, payload, key)
+                else:
+                    await self.enqueue(rule.target, tenant, json.dumps(payload).encode(),
+                                       source=f"rule:{rule.name}", key=key)
                 matched.append(rule.name)
             out.append({"id": event["id"], "matched_rules": matched})
         return out

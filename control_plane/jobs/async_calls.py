@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -48,7 +47,8 @@ from control_plane.core import (
     Throttled,
     request_id,
 )
-from control_plane.jobs.queue import Job, JobQueue, JobQueueError, Lease, LeaseLost
+from control_plane.jobs.queue import Job, JobQueue, JobQueueError, Lease
+from control_plane.jobs.worker import keep_lease, serve_queue, wait_backoff
 
 log = logging.getLogger("cumulus.jobs")
 
@@ -113,7 +113,6 @@ class AsyncCalls:
         self.concurrency = concurrency
         self.retry_base_s = retry_base_s
         self.wall = wall
-        self._running: set[asyncio.Task[None]] = set()
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -155,37 +154,7 @@ class AsyncCalls:
     # -- running -----------------------------------------------------------------------------------
     async def serve(self, stop: asyncio.Event) -> None:
         """Take and run jobs until `stop`, at most `concurrency` at once."""
-        failures = 0
-        while not stop.is_set():
-            free = self.concurrency - len(self._running)
-            if free <= 0:
-                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
-                continue
-            try:
-                leases = await self.queue.take(QUEUE, free, wait_s=1.0)
-                failures = 0
-            except JobQueueError as exc:
-                leases = []
-                failures += 1
-                if failures in (1, 10) or failures % 100 == 0:
-                    log.warning("event=async_take_failed failures=%d error=%s", failures, exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), min(5.0, 0.2 * failures))
-            for lease in leases:
-                task = asyncio.create_task(self._handle_logged(lease))
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
-        for task in list(self._running):
-            task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
-
-    async def _handle_logged(self, lease: Lease) -> None:
-        try:
-            await self.handle(lease)
-        except LeaseLost:
-            log.info("event=async_lease_lost request=%s", lease.body.get("request_id"))
-        except Exception:  # the job comes back when its lease ends
-            log.exception("event=async_job_failed request=%s", lease.body.get("request_id"))
+        await serve_queue(self.queue, QUEUE, self.handle, stop, concurrency=self.concurrency)
 
     async def handle(self, lease: Lease) -> str:
         """Run one delivery of a job; what became of the call (for tests and logs)."""
@@ -216,12 +185,12 @@ class AsyncCalls:
         if not await self._move(rid, (call.state, call.attempts), running):
             await self.queue.retry(lease, 0.5)  # another worker moved it: look again
             return "raced"
-        keeper = asyncio.create_task(self._keep(lease))
+        keeper = asyncio.create_task(keep_lease(self.queue, lease))
         try:
             outcome = await self.run(function, body["event"].encode(), attempt_id(rid, attempt))
         except DELAYED + PLATFORM as exc:
             keeper.cancel()
-            delay = min(30.0, 0.25 * 2 ** min(lease.deliveries, 7)) * random.uniform(0.5, 1.0)
+            delay = wait_backoff(lease.deliveries)
             await self._move(rid, ("running", attempt),
                              {"state": "queued", "attempts": attempt - 1, "updated_at": self.wall(),
                               "next_attempt_at": self.wall() + delay, "error": _error_of(exc)})
@@ -236,13 +205,6 @@ class AsyncCalls:
         finally:
             keeper.cancel()
         return await self._settle(lease, call, settings, attempt, outcome)
-
-    async def _keep(self, lease: Lease) -> None:
-        """Renew the lease while the function runs."""
-        while True:
-            await asyncio.sleep(max(0.2, self.queue.lease_s / 3))
-            with contextlib.suppress(JobQueueError):
-                await self.queue.extend(lease)
 
     async def _settle(self, lease: Lease, call: Any, settings: AsyncSettings, attempt: int,
                       outcome: Outcome) -> str:

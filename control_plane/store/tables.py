@@ -362,3 +362,48 @@ class BusRule(SQLModel, table=True):
     input_paths: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     input_template: str | None = None
     created_at: float = Field(default_factory=time.time)
+
+
+class Workflow(SQLModel, table=True):
+    """A state machine (Amazon States Language) of a tenant; its executions keep the definition
+    they started with."""
+
+    key: str = Field(primary_key=True)  # `tenant/name` (the bare name in the default tenant)
+    tenant: str = Field(index=True)
+    name: str
+    definition: str  # JSON
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+
+
+class WorkflowExecution(SQLModel, table=True):
+    """One run of a workflow: the interpreter's state after its last step (moved on by
+    compare-and-set on `version`), and how it ended."""
+
+    id: str = Field(primary_key=True)
+    workflow: str = Field(index=True)  # the workflow's key
+    tenant: str = Field(index=True)
+    name: str
+    definition: str  # JSON, as it started
+    status: str = Field(index=True)  # RUNNING | SUCCEEDED | FAILED
+    state: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    version: int = 1
+    input: str  # JSON
+    output: str | None = None
+    error: str | None = None
+    cause: str | None = None
+    started_at: float
+    ended_at: float | None = None
+
+
+class WorkflowEvent(SQLModel, table=True):
+    """One event of an execution's history, in order."""
+
+    __table_args__ = (UniqueConstraint("execution", "seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    execution: str = Field(index=True)
+    seq: int
+    type: str
+    state_name: str | None = None
+    timestamp: float
+    details: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))

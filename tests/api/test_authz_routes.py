@@ -147,6 +147,7 @@ class World:
     def __init__(self, api: Api) -> None:
         self.api = api
         self._serial = itertools.count()
+        self._workflows: set[str] = set()
         self.callers: dict[str, dict[str, str]] = {
             "anonymous": {}, "basic-scheme": {"Authorization": "Basic eHl6"},
             "bearer-nothing": {"Authorization": "Bearer"},
@@ -236,6 +237,17 @@ class World:
                                                        "target": "acme/alpha"})
         return ref
 
+    def workflow(self, ref: str = "acme/alpha") -> str:
+        """A workflow of acme's (a Pass state only), deployed if it is not yet."""
+        if ref not in self._workflows:
+            self.admin("POST", "/v1/workflows", 201, json={"name": ref, "definition": PASS_ONLY})
+            self._workflows.add(ref)
+        return ref
+
+    def execution(self) -> str:
+        """An execution of acme/alpha's workflow."""
+        return str(self.admin("POST", f"/v1/workflows/{self.workflow()}/executions", 201, json={})["id"])
+
     def join_token(self) -> str:
         return self.api.platform.store.issue_join_token(f"req-{uuid.uuid4().hex}", "test", "t", ttl_s=60)
 
@@ -270,6 +282,7 @@ def heartbeat(w: World, _: str) -> tuple[str, dict[str, Any]]:
 
 
 P, ANY_ACME = Permission, "*"
+PASS_ONLY = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
 ACCESS: dict[RouteKey, Rule | tuple[Rule, ...]] = {
     ("GET", "/healthz"): Rule(Who.ANYONE, at("/healthz")),
     ("GET", "/openapi.json"): Rule(Who.ANYONE, at("/openapi.json")),
@@ -318,6 +331,24 @@ ACCESS: dict[RouteKey, Rule | tuple[Rule, ...]] = {
     ("GET", "/v1/bus/rules/{ref:path}"): Rule(Who.MEMBER, lambda w, _: (f"/v1/bus/rules/{w.bus_rule()}", {})),
     ("DELETE", "/v1/bus/rules/{ref:path}"): Rule(
         Who.PERMISSION, lambda w, _: (f"/v1/bus/rules/{w.bus_rule()}", {}), (204,), P.DEPLOY),
+    # workflows
+    ("POST", "/v1/workflows"): Rule(Who.PERMISSION, at("/v1/workflows", json={"name": "acme/alpha",
+                                                                           "definition": PASS_ONLY}),
+                                    (201,), P.DEPLOY),
+    ("GET", "/v1/workflows"): Rule(Who.USER, at("/v1/workflows")),
+    ("GET", "/v1/workflows/{ref:path}"): Rule(Who.MEMBER, lambda w, _: (f"/v1/workflows/{w.workflow()}", {})),
+    ("DELETE", "/v1/workflows/{ref:path}"): Rule(
+        Who.PERMISSION, lambda w, _: (f"/v1/workflows/{w.workflow(w.fresh('acme/doomed'))}", {}), (204,),
+        P.DEPLOY, pattern="doomed-*"),
+    ("GET", "/v1/workflows/{ref:path}/executions"): Rule(
+        Who.PERMISSION, lambda w, _: (f"/v1/workflows/{w.workflow()}/executions", {}), permission=P.LOGS),
+    ("POST", "/v1/workflows/{ref:path}/executions"): Rule(
+        Who.PERMISSION, lambda w, _: (f"/v1/workflows/{w.workflow()}/executions", {"json": {}}), (201,),
+        P.INVOKE),
+    ("GET", "/v1/executions/{execution_id}"): Rule(
+        Who.PERMISSION, lambda w, _: (f"/v1/executions/{w.execution()}", {}), permission=P.LOGS),
+    ("GET", "/v1/executions/{execution_id}/history"): Rule(
+        Who.PERMISSION, lambda w, _: (f"/v1/executions/{w.execution()}/history", {}), permission=P.LOGS),
     ("GET", "/v1/builds/{build_id}"): Rule(Who.BUILD_OWNER, at("/v1/builds/{build}")),
     # the fleet
     ("GET", "/v1/nodes"): Rule(Who.CLUSTER_ADMIN, at("/v1/nodes")),

@@ -166,7 +166,8 @@ def test_0012_adds_the_job_queue_and_async_calls_and_takes_them_away(db_url: str
     engine.dispose()
 
 
-@pytest.mark.parametrize(("revision", "table"), [("0013", "schedule"), ("0014", "busrule")])
+@pytest.mark.parametrize(("revision", "table"), [("0013", "schedule"), ("0014", "busrule"),
+                                                 ("0015", "workflowexecution")])
 def test_the_event_rooms_tables_come_and_go_with_their_revision(db_url: str, revision: str,
                                                                table: str) -> None:
     engine = create_engine(db_url)

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from control_plane.api.deps import CurrentUser, ServicesDep
 from control_plane.api.openapi import errors
 from control_plane.api.v1.owned import owned_row, tenant_rows
-from control_plane.core import Forbidden, InvalidConfig
+from control_plane.core import Forbidden, InvalidConfig, NotFound
 from control_plane.eventbus import pattern_matches
 from control_plane.identity import Admin, FunctionRef, Permission, authorize
 
@@ -55,9 +55,9 @@ class TestPattern(BaseModel):
 class RuleCreate(BaseModel):
     name: str = Field(pattern=NAME, description="NAME (the caller's tenant) or TENANT/NAME")
     pattern: Any = Field(description="an EventBridge event pattern (an object, or its JSON text)")
-    target: str = Field(pattern=r"^(function:)?([a-z][a-z0-9-]{0,62}/)?[a-z][a-z0-9-]{0,62}$",
+    target: str = Field(pattern=r"^(function:|workflow:)?([a-z][a-z0-9-]{0,62}/)?[a-z][a-z0-9-]{0,62}$",
                         description="the function (NAME or function:NAME, same tenant) each match calls "
-                                    "(async)")
+                                    "(async), or workflow:NAME, started with the event as its input")
     input_paths: dict[str, str] | None = Field(default=None, description="InputPathsMap: names to paths")
     input_template: str | None = Field(default=None, max_length=8192,
                                        description="InputTemplate, with <name> placeholders")
@@ -103,14 +103,20 @@ async def test_event_pattern(body: TestPattern, user: CurrentUser) -> dict[str, 
 async def add_rule(body: RuleCreate, svc: ServicesDep, user: CurrentUser) -> RulePublic:
     """Add a rule (the `deploy` permission on its target function)."""
     ref = FunctionRef.parse(body.name, user.tenant)
-    fn = FunctionRef.parse(body.target.removeprefix("function:"), ref.tenant)
+    workflow = body.target.startswith("workflow:")
+    fn = FunctionRef.parse(body.target.removeprefix("function:").removeprefix("workflow:"), ref.tenant)
     if fn.tenant != ref.tenant:
         raise Forbidden(f"a rule of tenant {ref.tenant} calls functions of {ref.tenant} only")
     authorize(user, Permission.DEPLOY, fn)
-    await run_in_threadpool(svc.functions.latest, fn.key)  # FunctionNotFound
+    if workflow:
+        if await run_in_threadpool(svc.store.workflow, fn.key) is None:
+            raise NotFound(f"no workflow {fn.key!r}")
+    else:
+        await run_in_threadpool(svc.functions.latest, fn.key)  # FunctionNotFound
+    target = f"workflow:{fn.key}" if workflow else fn.key
     try:
         row = await svc.bus.add_rule(key=ref.key, tenant=ref.tenant, name=ref.name, pattern=body.pattern,
-                                     target=fn.key, input_paths=body.input_paths,
+                                     target=target, input_paths=body.input_paths,
                                      input_template=body.input_template)
     except InvalidConfig as exc:
         raise InvalidPatternError(exc.message) from None
@@ -127,7 +133,7 @@ async def list_rules(svc: ServicesDep, user: CurrentUser,
 
 
 def _target(row: Any) -> str:
-    return str(row.target)
+    return str(row.target).removeprefix("workflow:")
 
 
 @router.get("/rules/{ref:path}", responses=errors(401, 403, 404))
