@@ -294,6 +294,9 @@ async def redrive(ref: str, svc: ServicesDep, user: CurrentUser, body: Redrive |
 @router.post("/{ref:path}/invoke", dependencies=[Security(bearer)],
              responses={200: {"description": "the handler's JSON result",
                               "content": {"application/json": {"schema": {}}}},
+                        202: {"description": "X-Cumulus-Invocation-Type: Event: the async call is queued "
+                                             "(`{request_id, status}`)"},
+                        204: {"description": "X-Cumulus-Invocation-Type: DryRun: the caller may invoke it"},
                         **errors(400, 401, 403, 404, 413, 429, 502, 503, 504)},
              openapi_extra={"requestBody": {"required": False, "description": "the event: any JSON, up "
                                             "to 6 MB, nested at most 256 levels",

@@ -57,7 +57,7 @@ def _public(row: Any) -> SchedulePublic:
                           last_fired_at=row.last_fired_at, fired=row.fired)
 
 
-@router.post("", status_code=201, responses=errors(400, 401, 403, 409, 422))
+@router.post("", status_code=201, responses=errors(400, 401, 403, 404, 409, 422))
 async def add_schedule(body: ScheduleCreate, svc: ServicesDep, user: CurrentUser) -> SchedulePublic:
     """Add a schedule (the `deploy` permission on its function)."""
     ref = FunctionRef.parse(body.name, user.tenant)
