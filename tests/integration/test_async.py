@@ -14,6 +14,9 @@ import pytest
 from helpers import RunningPlatform, start_platform, wait_for
 
 pytestmark = pytest.mark.docker
+# Small and brief: the integration tests share one platform, whose node has room for so many
+# warm instances.
+SMALL = {"memory_mb": 128, "keep_alive_s": 5}
 
 ECHO = {"main.py": "import os\n\ndef handler(event, context):\n"
                    "    print('got', context.aws_request_id, event)\n    return event\n"}
@@ -50,7 +53,7 @@ def _ended(platform: RunningPlatform, name: str, count: int) -> list[dict[str, A
 
 
 def test_an_async_call_is_accepted_at_once_and_runs(queued: RunningPlatform) -> None:
-    queued.deploy_ok("later", ECHO)
+    queued.deploy_ok("later", ECHO, **SMALL)
     started = time.monotonic()
     resp = queued.invoke("later", {"n": 1}, kind="Event")
     assert resp.status_code == 202, resp.text
@@ -73,7 +76,7 @@ def test_a_failing_call_is_retried_then_dead_lettered_and_redriven_once_fixed(
         queued: RunningPlatform) -> None:
     fail = {"main.py": "def handler(event, context):\n"
                        "    raise RuntimeError('not yet ' + context.aws_request_id)\n"}
-    queued.deploy_ok("flaky", fail, max_retries=1)
+    queued.deploy_ok("flaky", fail, max_retries=1, **SMALL)
     rid = queued.invoke("flaky", {"keep": "me"}, kind="Event").json()["request_id"]
     [call] = _ended(queued, "flaky", 1)
     assert (call["state"], call["attempts"]) == ("dead_lettered", 2)
@@ -83,7 +86,7 @@ def test_a_failing_call_is_retried_then_dead_lettered_and_redriven_once_fixed(
         rid, "retries_exhausted", {"keep": "me"})
     listed = queued.cli("dlq", "ls", "flaky")
     assert listed.returncode == 0 and rid in listed.stdout and "retries_exhausted" in listed.stdout
-    queued.deploy_ok("flaky", ECHO, max_retries=1)  # fixed
+    queued.deploy_ok("flaky", ECHO, max_retries=1, **SMALL)  # fixed
     redriven = queued.cli("dlq", "redrive", "flaky")
     assert redriven.returncode == 0 and "queued 1 dead letter" in redriven.stdout, redriven.stderr
     wait_for(lambda: _calls(queued, "flaky")[0]["state"] == "succeeded", 120, interval=0.2,
@@ -94,7 +97,7 @@ def test_a_failing_call_is_retried_then_dead_lettered_and_redriven_once_fixed(
 
 def test_calls_beyond_the_functions_instances_wait_and_none_fails(queued: RunningPlatform) -> None:
     slow = {"main.py": "import time\n\ndef handler(event, context):\n    time.sleep(1)\n    return event\n"}
-    queued.deploy_ok("narrow", slow, max_instances=1, concurrency=1, max_retries=0)
+    queued.deploy_ok("narrow", slow, max_instances=1, concurrency=1, max_retries=0, **SMALL)
     rids = {queued.invoke("narrow", {"i": i}, kind="Event").json()["request_id"] for i in range(6)}
     calls = _ended(queued, "narrow", 6)
     assert {c["request_id"] for c in calls} == rids
@@ -102,10 +105,10 @@ def test_calls_beyond_the_functions_instances_wait_and_none_fails(queued: Runnin
 
 
 def test_destinations_get_a_record_of_success_and_of_failure(queued: RunningPlatform) -> None:
-    queued.deploy_ok("audit", ECHO)
-    queued.deploy_ok("works", ECHO, on_success="function:audit")
+    queued.deploy_ok("audit", ECHO, **SMALL)
+    queued.deploy_ok("works", ECHO, on_success="function:audit", **SMALL)
     queued.deploy_ok("breaks", {"main.py": "def handler(event, context):\n    raise ValueError('no')\n"},
-                       max_retries=0, on_failure="function:audit")
+                       max_retries=0, on_failure="function:audit", **SMALL)
     good = queued.invoke("works", {"x": 1}, kind="Event").json()["request_id"]
     bad = queued.invoke("breaks", {"x": 2}, kind="Event").json()["request_id"]
     records = _ended(queued, "audit", 2)
@@ -125,7 +128,7 @@ def test_destinations_get_a_record_of_success_and_of_failure(queued: RunningPlat
 ])
 def test_the_door_refuses_before_queueing(platform: RunningPlatform, name: str, body: bytes, kind: str,
                                           status: int, error: str) -> None:
-    platform.deploy_ok("later", ECHO)
+    platform.deploy_ok("later", ECHO, **SMALL)
     before = len(_calls(platform, "later"))
     resp = platform.invoke(name, raw=body, kind=kind)
     assert resp.status_code == status and resp.json()["error"]["type"] == error, resp.text
@@ -133,7 +136,7 @@ def test_the_door_refuses_before_queueing(platform: RunningPlatform, name: str, 
 
 
 def test_a_dry_run_checks_the_caller_and_runs_nothing(platform: RunningPlatform) -> None:
-    platform.deploy_ok("later", ECHO)
+    platform.deploy_ok("later", ECHO, **SMALL)
     before = len(platform.get("/v1/functions/later/logs"))
     resp = platform.invoke("later", {}, kind="DryRun")
     assert resp.status_code == 204 and resp.content == b""

@@ -13,6 +13,9 @@ import requests
 from helpers import RunningPlatform, wait_for
 
 pytestmark = pytest.mark.docker
+# Small and brief: the integration tests share one platform, whose node has room for so many
+# warm instances.
+SMALL = {"memory_mb": 128, "keep_alive_s": 5}
 
 ECHO = {"main.py": "import json\n\ndef handler(event, context):\n"
                    "    print('event', json.dumps(event, sort_keys=True))\n    return event\n"}
@@ -35,8 +38,8 @@ def _post(platform: RunningPlatform, path: str, body: Any) -> requests.Response:
 
 
 def test_rules_route_matching_events_to_functions_transformed(platform: RunningPlatform) -> None:
-    platform.deploy_ok("big-orders", ECHO)
-    platform.deploy_ok("order-audit", ECHO)
+    platform.deploy_ok("big-orders", ECHO, **SMALL)
+    platform.deploy_ok("order-audit", ECHO, **SMALL)
     big = platform.cli("bus", "rule", "add", "big", "--target", "big-orders", "--pattern",
                        '{"source": ["shop"], "detail": {"total": [{"numeric": [">", 100]}]}}')
     assert big.returncode == 0, big.stderr
@@ -68,7 +71,7 @@ def test_rules_route_matching_events_to_functions_transformed(platform: RunningP
 
 
 def test_the_same_event_put_twice_reaches_each_target_once(platform: RunningPlatform) -> None:
-    platform.deploy_ok("once", ECHO)
+    platform.deploy_ok("once", ECHO, **SMALL)
     assert _post(platform, "/v1/bus/rules", {"name": "once", "pattern": {"source": ["twice"]},
                                              "target": "once"}).status_code == 201
     entry = {"id": "evt-0001", "source": "twice", "detail-type": "t", "detail": {"n": 1}}
@@ -107,7 +110,7 @@ def test_test_pattern_answers_without_routing(platform: RunningPlatform, pattern
 def test_bad_patterns_and_events_are_400s_that_store_nothing(platform: RunningPlatform, path: str,
                                                              body: Any, status: int, kind: str,
                                                              said: str) -> None:
-    platform.deploy_ok("once", ECHO)
+    platform.deploy_ok("once", ECHO, **SMALL)
     before = platform.get("/v1/bus/rules")
     resp = _post(platform, path, body)
     assert resp.status_code == status and resp.json()["error"]["type"] == kind, resp.text

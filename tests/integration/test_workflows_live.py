@@ -17,6 +17,9 @@ import requests
 from helpers import RunningPlatform, start_platform, wait_for
 
 pytestmark = pytest.mark.docker
+# Small and brief: the integration tests share one platform, whose node has room for so many
+# warm instances.
+SMALL = {"memory_mb": 128, "keep_alive_s": 5}
 
 ORDER_YAML = """
 Comment: price an order, square its items, at most two at a time
@@ -69,9 +72,10 @@ States:
 
 
 def _deploy_functions(plat: RunningPlatform) -> None:
-    plat.deploy_ok("wf-price", {"main.py": "def handler(e, c):\n    return e['qty'] * 60\n"})
-    plat.deploy_ok("wf-square", {"main.py": "def handler(e, c):\n    return e * e\n"}, max_instances=4)
-    plat.deploy_ok("wf-fail", {"main.py": "def handler(e, c):\n    raise RuntimeError('always')\n"})
+    plat.deploy_ok("wf-price", {"main.py": "def handler(e, c):\n    return e['qty'] * 60\n"}, **SMALL)
+    plat.deploy_ok("wf-square", {"main.py": "def handler(e, c):\n    return e * e\n"}, max_instances=4,
+                   **SMALL)
+    plat.deploy_ok("wf-fail", {"main.py": "def handler(e, c):\n    raise RuntimeError('always')\n"}, **SMALL)
 
 
 def _ended(plat: RunningPlatform, execution: str, within_s: float = 120) -> dict[str, Any]:
@@ -109,7 +113,8 @@ def test_a_yaml_state_machine_runs_its_functions_and_keeps_its_history(platform:
 def test_a_wait_across_a_control_plane_sigkill_ends_on_time(docker_engine: None, tmp_path: Path) -> None:
     plat = start_platform(tmp_path / "cp")
     try:
-        plat.deploy_ok("wf-after", {"main.py": "import time\n\ndef handler(e, c):\n    return time.time()\n"})
+        after = {"main.py": "import time\n\ndef handler(e, c):\n    return time.time()\n"}
+        plat.deploy_ok("wf-after", after, **SMALL)
         nap = {"StartAt": "Nap", "States": {"Nap": {"Type": "Wait", "Seconds": 8, "Next": "After"},
                                             "After": {"Type": "Task", "Resource": "wf-after", "End": True}}}
         assert requests.post(plat.url + "/v1/workflows", json={"name": "nap", "definition": nap},
