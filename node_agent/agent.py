@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +31,8 @@ from node_agent.runtime import (
     ContainerSpec,
 )
 from node_agent.runtime_api import RuntimeApiInitError, RuntimeApiSession
+from node_agent.services import ServicesServer, error_body
+from node_agent.shim import cumulus_wire as wire
 from node_agent.shim_client import ShimAnswerTooLarge, ShimClient, ShimConnectionError
 
 log = logging.getLogger("cumulus.agent")
@@ -40,6 +42,8 @@ SHIM_DIR = Path(__file__).parent / "shim"
 # the user's imports), then its own quota: a 250m quota would otherwise stretch a 30 ms start to 100+.
 INIT_CPU_MILLIS = 1000
 RUNTIME_API_PORT = 9001  # where an image function's process finds the Runtime API (its own loopback)
+USAGE_WAIT_S = 2.0  # how long a stop waits for its instance's usage record to be stored
+SERVICE_TIMEOUT_S = 30.0  # a control plane's answer to a service request (mail: the relay's)
 
 
 class InstanceState(enum.StrEnum):
@@ -75,6 +79,7 @@ class Instance:
     owner: str = ""
     shim: ShimClient | None = None
     session: RuntimeApiSession | None = None  # an image function's Runtime API
+    services: ServicesServer | None = None  # `context.services`, on a socket in its own folder
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     # Metering: when it started (wall clock), how long calls kept it busy, whether a call paid its start.
     started_at: float = field(default_factory=time.time)
@@ -168,6 +173,7 @@ class NodeAgent:
                 inst.shim.close()
             if inst.session is not None:
                 await inst.session.close()
+            await self._close_services(inst)
         if self._http is not None:
             await self._http.close()
 
@@ -180,6 +186,7 @@ class NodeAgent:
             image_fn = info.labels.get(LABEL_PACKAGE) == "image"
             if info.running and not image_fn and sock.exists():
                 inst = self._adopt(info, sock)
+                await self._open_services(inst, sock.parent)
                 log.info("event=instance_adopted instance=%s function=%s", inst.instance_id, inst.function)
             else:
                 await asyncio.to_thread(self.runtime.remove, info.instance_id)
@@ -346,6 +353,7 @@ class NodeAgent:
             inst.ready.set()
             if inst.session is not None:
                 await inst.session.close()
+            await self._close_services(inst)
             await asyncio.to_thread(self.runtime.remove, instance_id)
             if isinstance(exc, InstanceStartError | asyncio.CancelledError):
                 raise
@@ -363,8 +371,43 @@ class NodeAgent:
         env = dict(req.env)
         env.update({"CUMULUS_HANDLER": req.handler, "CUMULUS_FUNCTION_NAME": req.function,
                     "CUMULUS_FUNCTION_VERSION": str(req.version), "CUMULUS_MEMORY_MB": str(req.memory_mib),
-                    "CUMULUS_CONCURRENCY": str(req.concurrency)})
+                    "CUMULUS_CONCURRENCY": str(req.concurrency),
+                    "CUMULUS_SERVICES_SOCKET": f"{wire.SOCKET_DIR}/{wire.SERVICES_NAME}"})
         return env
+
+    # -- services ------------------------------------------------------------------------------
+    async def _open_services(self, inst: Instance, folder: Path) -> None:
+        """Serve `context.services` to the instance, in its socket folder. A failure is logged, not
+        fatal: the function runs, and its calls to a service answer ServiceUnavailable."""
+        server = ServicesServer(instance_id=inst.instance_id, function=inst.function,
+                                forward=self._forward_service)
+        try:
+            await server.start(folder)
+        except OSError as exc:
+            log.warning("event=services_not_served instance=%s error=%r", inst.instance_id, exc)
+            return
+        inst.services = server
+
+    async def _close_services(self, inst: Instance) -> None:
+        server, inst.services = inst.services, None
+        if server is not None:
+            await server.close()
+
+    async def _forward_service(self, route: str, body: bytes,
+                               headers: Mapping[str, str]) -> tuple[int, bytes, Mapping[str, str]]:
+        """A service request to a control plane (the configured one, then the others): its answer,
+        or 503 ServiceUnavailable when none answered."""
+        assert self._http is not None
+        timeout = aiohttp.ClientTimeout(total=SERVICE_TIMEOUT_S)
+        last = "no control plane is known"
+        for url in self._urls(route):
+            try:
+                async with self._http.post(url, data=body, headers=headers, timeout=timeout) as resp:
+                    answer = await resp.content.read(wire.MAX_SERVICE_REQUEST_BYTES)
+                    return resp.status, answer, dict(resp.headers)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = f"{url}: {exc!r}"
+        return 503, error_body("ServiceUnavailable", f"no control plane answered the node: {last}"), {}
 
     async def _start_image(self, inst: Instance, req: p.InstanceStart) -> None:
         """An image's own process, held until its Runtime API listens in its namespace (and its
@@ -392,6 +435,7 @@ class NodeAgent:
                              owner=req.owner, network=self.egress_network if egress else "", egress=egress,
                              package_type="image", command=(*entrypoint, *cmd), gate_binary=self.gate_binary)
         info = await asyncio.to_thread(self.runtime.run, spec)
+        await self._open_services(inst, self.runtime.socket_path(info).parent)
         sock = await asyncio.to_thread(self.runtime.listen_inside, info, RUNTIME_API_PORT)
         inst.session = RuntimeApiSession(function=req.function, version=req.version,
                                          memory_mib=req.memory_mib, concurrency=req.concurrency)
@@ -434,6 +478,7 @@ class NodeAgent:
                              network=self.egress_network if egress else "", egress=egress)
         info = await asyncio.to_thread(self.runtime.run, spec)
         inst.socket_path = self.runtime.socket_path(info)
+        await self._open_services(inst, inst.socket_path.parent)
         await self._wait_socket(inst)
         if req.cpu_millis < INIT_CPU_MILLIS:
             self._background(asyncio.to_thread(self.runtime.set_cpu, inst.instance_id, req.cpu_millis))
@@ -462,15 +507,21 @@ class NodeAgent:
         if inst is not None and inst.session is not None:
             await inst.session.close()
         await asyncio.to_thread(self.runtime.remove, instance_id)
+        seq = 0
         if self.instances.pop(instance_id, None) is not None and inst is not None:
-            self._meter_instance(inst)
+            seq = self._meter_instance(inst)
         if inst is not None and inst.shim is not None:
             inst.shim.close()
+        if inst is not None:
+            await self._close_services(inst)
         log.info("event=instance_stopped instance=%s", instance_id)
+        # Answered once a control plane stored the instance's record (or after a short wait): a
+        # node removed once its last instance stopped takes no unsent usage with it.
+        await self.meter.wait_stored(seq, USAGE_WAIT_S)
 
-    def _meter_instance(self, inst: Instance) -> None:
+    def _meter_instance(self, inst: Instance) -> int:
         busy = inst.busy_ms + ((time.perf_counter() - inst.busy_since) * 1000 if inst.in_flight else 0.0)
-        self.meter.instance(instance_id=inst.instance_id, function=inst.function, version=inst.version,
+        return self.meter.instance(instance_id=inst.instance_id, function=inst.function, version=inst.version,
                             memory_mib=inst.memory_mib, started_at=inst.started_at, ended_at=time.time(),
                             busy_ms=busy, init_ms=inst.start_ms)
 

@@ -47,6 +47,10 @@ class UsageMeter:
         self._seq = 0
         self._unwritten: list[str] = []
         self._acked_lines = 0
+        self._acked = 0  # the highest sequence number a control plane stored
+        self._ack_event = asyncio.Event()  # set (and replaced) at each acknowledgement
+        self.kick = asyncio.Event()  # set: the sending loop posts at once, not at its next tick
+        self.sending = False  # a sending loop runs (`send_usage`)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._load()
 
@@ -60,15 +64,17 @@ class UsageMeter:
                    "outcome": outcome})
 
     def instance(self, *, instance_id: str, function: str, version: int, memory_mib: int,
-                 started_at: float, ended_at: float, busy_ms: float, init_ms: float) -> None:
-        """An instance that stopped: its lifetime, and how much of it no call was running."""
-        self._add({"kind": "instance", "instance_id": instance_id, "function": function, "version": version,
-                   "memory_mib": memory_mib, "started_at": started_at, "ended_at": max(ended_at, started_at),
-                   "busy_ms": round(max(0.0, busy_ms), 3), "init_ms": round(max(0.0, init_ms), 3)})
+                 started_at: float, ended_at: float, busy_ms: float, init_ms: float) -> int:
+        """An instance that stopped: its lifetime, and how much of it no call was running. Its
+        sequence number (0 when metering is off), for `wait_stored`."""
+        return self._add({"kind": "instance", "instance_id": instance_id, "function": function,
+                          "version": version, "memory_mib": memory_mib, "started_at": started_at,
+                          "ended_at": max(ended_at, started_at), "busy_ms": round(max(0.0, busy_ms), 3),
+                          "init_ms": round(max(0.0, init_ms), 3)})
 
-    def _add(self, record: dict[str, Any]) -> None:
+    def _add(self, record: dict[str, Any]) -> int:
         if not self.enabled:
-            return
+            return 0
         self._seq += 1
         record["seq"] = self._seq
         line = json.dumps(record, separators=(",", ":"))
@@ -81,6 +87,7 @@ class UsageMeter:
             if self.dropped in (1, 100) or self.dropped % 10_000 == 0:
                 log.error("event=usage_dropped dropped=%d kind=%s (no control plane stored usage for "
                           "%d records)", self.dropped, lost["kind"], self.max_pending)
+        return self._seq
 
     # -- the journal -------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -155,8 +162,28 @@ class UsageMeter:
             out.append(record)
         return out
 
+    async def wait_stored(self, seq: int, timeout_s: float) -> bool:
+        """Have the sending loop post now, and wait until a control plane stored record `seq`;
+        False if it did not within `timeout_s` (or no loop sends: the record stays journaled)."""
+        if not self.sending or not seq:
+            return False
+        self.kick.set()
+        deadline = time.monotonic() + timeout_s
+        while self._acked < seq:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._ack_event.wait(), left)
+            except TimeoutError:
+                return False
+        return True
+
     def acknowledge(self, up_to: int) -> None:
         """A control plane stored every record up to sequence number `up_to`."""
+        self._acked = max(self._acked, up_to)
+        acked, self._ack_event = self._ack_event, asyncio.Event()
+        acked.set()
         done = 0
         while self.pending:
             seq = next(iter(self.pending))
@@ -175,7 +202,9 @@ async def send_usage(meter: UsageMeter, post: Callable[[list[dict[str, Any]]], A
     (an awaitable that returns once a control plane committed them, or raises); acknowledge on
     success, retry later on failure."""
     failures = 0
+    meter.sending = True
     while not stop.is_set():
+        meter.kick.clear()
         try:
             await meter.flush()
             records = meter.batch()
@@ -190,8 +219,8 @@ async def send_usage(meter: UsageMeter, post: Callable[[list[dict[str, Any]]], A
             if failures in (1, 10) or failures % 100 == 0:
                 log.warning("event=usage_send_failed failures=%d pending=%d error=%r",
                             failures, len(meter.pending), exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s * min(8, 1 + failures))
+        await _either(stop, meter.kick, interval_s * min(8, 1 + failures))
+    meter.sending = False
     # Stopping: what is left (the instances just stopped, say) is journaled, and sent if it can be.
     with contextlib.suppress(Exception):
         await meter.flush()
@@ -200,3 +229,13 @@ async def send_usage(meter: UsageMeter, post: Callable[[list[dict[str, Any]]], A
             await post(records)
             meter.acknowledge(records[-1]["seq"])
         await meter.flush()
+
+
+async def _either(a: asyncio.Event, b: asyncio.Event, timeout_s: float) -> None:
+    """Return once `a` or `b` is set, or after `timeout_s`."""
+    waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()

@@ -46,6 +46,7 @@ from aiohttp.typedefs import Handler
 
 from node_agent.protocol import CRASHED
 from node_agent.shim import cumulus_wire as wire
+from node_agent.sites import BoundedSockSite
 
 __all__ = [
     "API_VERSION",
@@ -182,52 +183,6 @@ async def _read_bounded(request: web.Request, limit: int) -> bytes | None:
     return bytes(buf)
 
 
-class _Refused(asyncio.Protocol):
-    """A connection over the session's limit: closed at once."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.abort()  # frees the descriptor now, without a lingering close
-        else:
-            transport.close()
-
-
-class _BoundedSockSite(web.BaseSite):
-    """`web.SockSite` with a cap on open connections (a soft cap: a burst of accepts may pass it by
-    at most the backlog before the count catches up)."""
-
-    def __init__(self, runner: web.AppRunner, sock: socket.socket, *, max_connections: int,
-                 backlog: int) -> None:
-        super().__init__(runner, backlog=backlog)
-        self._app_runner = runner
-        self._listen_sock = sock
-        self._listen_backlog = backlog
-        self._max_connections = max_connections
-        host, port = sock.getsockname()[:2]
-        self._site_name = f"http://{host}:{port}"
-
-    @property
-    def name(self) -> str:
-        """The site's address, as a URL."""
-        return self._site_name
-
-    async def start(self) -> None:
-        """Serve on the socket."""
-        await super().start()
-        server = self._app_runner.server
-        assert server is not None
-
-        def factory() -> asyncio.BaseProtocol:
-            if len(server.connections) >= self._max_connections:
-                log.warning("event=runtime_api_connection_refused open=%d", len(server.connections))
-                return _Refused()
-            return server()
-
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(factory, sock=self._listen_sock,
-                                                  backlog=self._listen_backlog)
-
-
 class RuntimeApiSession:
     """The Lambda Runtime API of one instance: events in through `invoke()`, out to the runtime's
     long polls, answers back.
@@ -297,8 +252,8 @@ class RuntimeApiSession:
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         self._runner = runner
-        site = _BoundedSockSite(runner, sock, max_connections=self.max_connections,
-                                backlog=min(128, self.max_connections))
+        site = BoundedSockSite(runner, sock, max_connections=self.max_connections,
+                               backlog=min(128, self.max_connections), what="runtime_api")
         try:
             await site.start()
         except BaseException:

@@ -59,6 +59,19 @@ class _CapturingStream(io.TextIOBase):
             self._local.truncated = True
         return len(text)
 
+    def write_whole(self, text: str) -> None:
+        """Write `text` only if all of it fits in the invocation's buffer (a structured entry is
+        kept whole or dropped, never cut)."""
+        buf: bytearray | None = getattr(self._local, "buf", None)
+        if buf is None:
+            self._real.write(text)
+            return
+        data = text.encode("utf-8", "replace")
+        if len(buf) + len(data) > wire.MAX_LOG_BYTES:
+            self._local.truncated = True
+            return
+        buf += data
+
     def flush(self) -> None:
         self._real.flush()
 
@@ -66,8 +79,130 @@ class _CapturingStream(io.TextIOBase):
         return True
 
 
+class ServiceError(Exception):
+    """A service of the platform refused or failed a request: `type` names why (as the API's
+    errors do: `MailNotConfigured`, `QuotaExceeded`, `InvalidMail`, `MailRelayError`,
+    `ServiceUnavailable`...), `status` is its HTTP status and `retry_after_s` says when trying
+    again may succeed (a rate limit), else None."""
+
+    def __init__(self, type: str, message: str, status: int, retry_after_s: float | None = None) -> None:
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.message = message
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+class Mail:
+    """`context.services.mail`: mail through the cluster's SMTP relay, sent by the node agent as
+    this function's tenant (the function needs no network and holds no credential)."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    def send(self, to: str | list[str], subject: str, body: str, *, cc: str | list[str] | None = None,
+             bcc: str | list[str] | None = None, reply_to: str | None = None,
+             html: str | None = None) -> str:
+        """Send one message and return its Message-ID once the relay took it; `ServiceError` if it
+        was refused (invalid, over the tenant's rate, mail not configured) or not sent."""
+        doc: dict[str, Any] = {"to": to, "subject": subject, "body": body}
+        for key, value in (("cc", cc), ("bcc", bcc), ("reply_to", reply_to), ("html", html)):
+            if value is not None:
+                doc[key] = value
+        answer = self._services.call(wire.MAIL_PATH, doc)
+        return str(answer.get("message_id", ""))
+
+
+class Services:
+    """`context.services`: what the platform offers a function, reached through the node agent
+    (a unix socket in the instance's own folder), never over the network."""
+
+    Error = ServiceError
+
+    def __init__(self, request_id: str, deadline: float) -> None:
+        self._request_id = request_id
+        self._deadline = deadline
+        self.mail = Mail(self)
+
+    def log(self, level: str, message: str, **fields: Any) -> None:
+        """Write one structured entry (a JSON line: time, level, message, request id, fields) to
+        this call's logs. `level` is one of DEBUG, INFO, WARNING (WARN), ERROR, CRITICAL; a field
+        that is not JSON is written as its repr. An entry that does not fit in what is left of the
+        call's log bound is dropped whole (and the logs say output was dropped)."""
+        name = str(level).upper()
+        name = "WARNING" if name == "WARN" else name
+        if name not in wire.LOG_LEVELS:
+            raise ValueError(f"unknown log level {level!r}: use one of {', '.join(wire.LOG_LEVELS)}")
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+        entry: dict[str, Any] = {"time": stamp, "level": name, "message": str(message),
+                                 "request_id": self._request_id}
+        if fields:
+            entry["fields"] = fields
+        line = json.dumps(entry, default=repr, ensure_ascii=False, separators=(",", ":")) + "\n"
+        stream = sys.stdout
+        if isinstance(stream, _CapturingStream):
+            stream.write_whole(line)
+        else:
+            stream.write(line)
+
+    def call(self, path: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """POST `doc` to the agent's services; its JSON answer, or `ServiceError`."""
+        body = json.dumps(doc).encode()
+        if len(body) > wire.MAX_SERVICE_REQUEST_BYTES:
+            raise ServiceError("PayloadTooLarge", f"the request is {len(body)} bytes of JSON; the limit is "
+                                                  f"{wire.MAX_SERVICE_REQUEST_BYTES}", 413)
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise ServiceError("Timeout", "the invocation has no time left", 504)
+        path = os.environ.get("CUMULUS_SERVICES_SOCKET", f"{wire.SOCKET_DIR}/{wire.SERVICES_NAME}")
+        conn = _unix_connection(path, timeout=min(60.0, left))
+        try:
+            conn.request("POST", path, body, {"Content-Type": "application/json",
+                                             wire.REQUEST_ID_HEADER: self._request_id})
+            answer = conn.getresponse()
+            data = answer.read(wire.MAX_SERVICE_REQUEST_BYTES)
+            status, retry_after = answer.status, answer.getheader("Retry-After")
+        except OSError as exc:
+            raise ServiceError("ServiceUnavailable", f"the node's services did not answer: {exc}",
+                               503) from None
+        finally:
+            conn.close()
+        try:
+            parsed = json.loads(data) if data else {}
+        except ValueError:
+            parsed = {}
+        if 200 <= status < 300 and isinstance(parsed, dict):
+            return parsed
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        error = error if isinstance(error, dict) else {}
+        raise ServiceError(str(error.get("type", "ServiceError")),
+                           str(error.get("message", f"the service answered {status}")), status,
+                           float(retry_after) if retry_after and retry_after.isdigit() else None)
+
+
+def _unix_connection(path: str, timeout: float) -> Any:
+    """An http.client connection over the unix socket `path` (http.client is imported only when a
+    function calls a service: it stays off the cold-start path)."""
+    import http.client
+
+    class Connection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(path)
+            except OSError:
+                sock.close()
+                raise
+            self.sock = sock
+
+    return Connection("localhost", timeout=timeout)
+
+
 class Context:
-    """What the handler gets as `context`, shaped like AWS Lambda's."""
+    """What the handler gets as `context`, shaped like AWS Lambda's, with the platform's
+    `services` (`log`, `mail`)."""
 
     def __init__(self, request_id: str, deadline: float) -> None:
         self.function_name = os.environ.get("CUMULUS_FUNCTION_NAME", "")
@@ -76,6 +211,7 @@ class Context:
         self.request_id = request_id
         self.aws_request_id = request_id
         self._deadline = deadline
+        self.services = Services(request_id, deadline)
 
     def get_remaining_time_in_millis(self) -> int:
         """Milliseconds left before the platform stops this invocation."""

@@ -17,6 +17,15 @@ GATE_NAME = ".gate"  # in SOCKET_DIR: written by the node once a networked conta
 GATE_WAIT_S = 30.0  # how long a shim waits for it before it gives up
 INVOKE_PATH = "/invoke"
 
+# The node's services for one instance (`context.services`): the agent listens on SERVICES_NAME in
+# SOCKET_DIR, one socket per instance, so whoever connects is that instance (and its tenant):
+#   POST MAIL_PATH  {"to", "subject", "body", "cc"?, "bcc"?, "reply_to"?, "html"?}
+#                   202 {"message_id"}; else an error {"error": {"type", "message"}}
+SERVICES_NAME = "services.sock"
+MAIL_PATH = "/v1/mail"
+MAX_SERVICE_REQUEST_BYTES = 512 * 1024  # of one request's body; the agent refuses a longer one
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # of `context.services.log`
+
 # Request headers (agent -> shim)
 REQUEST_ID_HEADER = "X-Request-Id"
 DEADLINE_HEADER = "X-Deadline-Ms"
