@@ -27,3 +27,4 @@ bench: bootstrap
 	$(VENV)/bin/python benchmarks/invoke_bench.py
 	$(VENV)/bin/python benchmarks/metering_bench.py
 	$(VENV)/bin/python benchmarks/placement_bench.py
+	$(VENV)/bin/python benchmarks/events_bench.py

@@ -16,61 +16,29 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from bench_platform import Platform, start, stop, wait_up
 from invoke_bench import RawClient, code_zip, latencies, pct, python_load, wrk
-
-from provisioners.net import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 INSTANCES = 4
 
 
-@dataclass
-class Platform:
-    """One `cumulus up` with a warm function and a developer's token."""
-
-    label: str
-    proc: subprocess.Popen[bytes]
-    data_dir: Path
-    port: int
-    token: str = ""
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-def start(label: str, metering: bool) -> Platform:
-    data_dir = Path(tempfile.mkdtemp(prefix=f"cumulus-bench-{label}-"))
-    port = free_port()
-    env = {**os.environ, "DOCKER_HOST": os.environ.get("DOCKER_HOST", "unix:///run/cumulus-docker.sock"),
-           "CUMULUS_AGENT_METERING": "true" if metering else "false"}
-    log = (data_dir / "up.out").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "control_plane.cli", "up", "--data-dir", str(data_dir),
-                             "--port", str(port), "--no-example"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, cwd=REPO)
-    return Platform(label, proc, data_dir, port)
+def start_metering(label: str, metering: bool) -> Platform:
+    return start(label, {"CUMULUS_AGENT_METERING": "true" if metering else "false"})
 
 
 def prepare(p: Platform) -> None:
     """Wait for it; a tenant with a rate quota (high enough never to refuse), its developer and a
     token; a function with warm instances."""
-    deadline = time.monotonic() + 180
-    while "Press Ctrl-C" not in (p.data_dir / "up.out").read_text():
-        if p.proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit((p.data_dir / "up.out").read_text())
-        time.sleep(0.2)
-    admin = {"Authorization": f"Bearer {(p.data_dir / 'admin.token').read_text().strip()}"}
+    wait_up(p)
+    admin = p.headers
 
     def post(path: str, body: dict[str, object]) -> dict[str, object]:
         r = requests.post(p.url + path, headers=admin, json=body, timeout=30)
@@ -136,15 +104,6 @@ def usage_records(p: Platform) -> int:
     return sum(int(row["invocations"]) for row in r.json())
 
 
-def stop(p: Platform) -> None:
-    p.proc.send_signal(signal.SIGINT)
-    try:
-        p.proc.wait(60)
-    except subprocess.TimeoutExpired:
-        p.proc.kill()
-    shutil.rmtree(p.data_dir, ignore_errors=True)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per platform")
@@ -153,7 +112,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients of the throughput runs")
     args = parser.parse_args()
 
-    on, off = start("metering-on", True), start("metering-off", False)
+    on, off = start_metering("metering-on", True), start_metering("metering-off", False)
     try:
         for p in (on, off):
             prepare(p)

@@ -47,6 +47,7 @@ from control_plane.jobs import AsyncCalls, AsyncSettings, JobQueue, NatsQueue, O
 from control_plane.metering import Metering, PriceSheet
 from control_plane.reconcile import Reconciler
 from control_plane.schedules import Schedules
+from control_plane.services import Mailer
 from control_plane.store import InstanceIntent, Store
 from control_plane.telemetry import Telemetry
 from control_plane.workflows import Workflows
@@ -101,6 +102,8 @@ class Platform:
         self.id = settings.control_plane_id or member_id(data / "control_plane.id")
         # Tenants' runtime quotas, each control plane admitting its share of the live ones'.
         self.governor = Governor(self.clock, peers=self._live_control_planes)
+        self.mailer = Mailer(settings.mail_relay, sender=settings.mail_from, governor=self.governor,
+                             per_min=settings.mail_per_min, timeout_s=settings.mail_timeout_s)
         self.auth = Authenticator(self.store, self.clock, governor=self.governor)
         self.accounts = Accounts(self.store, changed=self.auth.changed)
         self.telemetry = Telemetry(self.store, log_retention=settings.log_retention)
@@ -157,8 +160,8 @@ class Platform:
                                    concurrency=settings.async_concurrency)
         self.bus = EventBus(self.store, self.async_calls.enqueue, start_workflow=self.workflows.start)
         self.invoke = InvokeEndpoint(self.gateway, self.auth.invoker, self.governor,
-                                     enqueue=lambda fn, event: self.async_calls.enqueue(fn.key, fn.tenant,
-                                                                                        event))
+                                     enqueue=lambda fn, event, key: self.async_calls.enqueue(
+                                         fn.key, fn.tenant, event, key=key))
         self.node_types = node_types(settings, file)
         # Built anew by each control plane process, so new nodes get the code this one runs.
         shutil.rmtree(data / "agent-package", ignore_errors=True)

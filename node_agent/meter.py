@@ -219,7 +219,7 @@ async def send_usage(meter: UsageMeter, post: Callable[[list[dict[str, Any]]], A
             if failures in (1, 10) or failures % 100 == 0:
                 log.warning("event=usage_send_failed failures=%d pending=%d error=%r",
                             failures, len(meter.pending), exc)
-        await _either(stop, meter.kick, interval_s * min(8, 1 + failures))
+        await _either(stop, meter.kick, interval_s * min(4, 1 + failures))
     meter.sending = False
     # Stopping: what is left (the instances just stopped, say) is journaled, and sent if it can be.
     with contextlib.suppress(Exception):

@@ -35,12 +35,15 @@ __all__ = [
     "COLD_START_HEADER",
     "CRASHED",
     "DURATION_HEADER",
+    "FUNCTION_HEADER",
     "HANDLER_ERROR",
     "INIT_ERROR",
     "INSTANCE_GONE_HEADER",
+    "INSTANCE_HEADER",
     "INSTANCE_NOT_FOUND",
     "INVALID_EVENT",
     "LOG_BYTES_HEADER",
+    "MAIL_ROUTE",
     "MAX_ANSWER_BYTES",
     "MAX_RESULT_BYTES",
     "NOT_SERIALIZABLE",
@@ -69,6 +72,11 @@ TIMEOUT_HEADER = "X-Cumulus-Timeout-Ms"
 COLD_START_HEADER = "X-Cumulus-Cold-Start"
 # Agent -> control plane: usage records (`node_agent.meter`), stored before the answer.
 USAGE_ROUTE = "/v1/internal/usage"
+# A function's request to a service (`context.services`), forwarded by its node's agent with the
+# instance that made it (the control plane checks the instance was placed on that node).
+MAIL_ROUTE = "/v1/internal/services/mail"
+INSTANCE_HEADER = "X-Cumulus-Instance"
+FUNCTION_HEADER = "X-Cumulus-Function"
 # Agent -> control plane: the instance is gone (stopped, crashed, timed out), do not call it again.
 INSTANCE_GONE_HEADER = "X-Cumulus-Instance-Gone"
 

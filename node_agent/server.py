@@ -120,6 +120,9 @@ async def heartbeat_loop(agent: NodeAgent, settings: AgentSettings, started_at: 
                 answer = p.HeartbeatReply.model_validate_json(await resp.read())
             if failures.pop(base, 0):
                 log.info("event=heartbeat_restored control_plane=%s", base)
+                # A control plane is back: the usage held while none answered goes now, not at
+                # the sender's next backed-off try (a node lost soon after would take it along).
+                agent.meter.kick.set()
             return [reachable(u, configured) for u in answer.control_planes]
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             n = failures[base] = failures.get(base, 0) + 1

@@ -26,17 +26,16 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from node_agent.protocol import FUNCTION_HEADER, INSTANCE_HEADER, MAIL_ROUTE
 from node_agent.shim import cumulus_wire as wire
 from node_agent.sites import BoundedSockSite
 
-__all__ = ["INSTANCE_HEADER", "MAIL_ROUTE", "Forward", "ServicesServer", "error_body"]
+__all__ = ["Forward", "ServicesServer", "error_body"]
 
 log = logging.getLogger("cumulus.agent.services")
 
-MAIL_ROUTE = "/internal/v1/services/mail"  # on a control plane
-INSTANCE_HEADER = "X-Cumulus-Instance"
-FUNCTION_HEADER = "X-Cumulus-Function"
 MAX_CONNECTIONS = 8
+FUNCTION_UID = 65534  # what function containers run as (nobody)
 
 # (control plane route, body, headers) -> (status, body, headers): the agent's way to a control plane
 Forward = Callable[[str, bytes, Mapping[str, str]], Awaitable[tuple[int, bytes, Mapping[str, str]]]]
@@ -82,7 +81,10 @@ class ServicesServer:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(str(path))
-            os.chmod(path, 0o666)  # the function runs as nobody; the folder is its own
+            # Given to the function's user (nobody), who may then connect. lchown, not chmod: the
+            # folder is the function's, which could swap the socket for a symlink to a file of the
+            # host between bind and here; lchown would only change the link.
+            os.lchown(path, FUNCTION_UID, FUNCTION_UID)
             sock.listen(self.max_connections)
         except OSError:
             sock.close()

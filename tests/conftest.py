@@ -195,3 +195,12 @@ def postgres_db(postgres_server: str) -> str:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     engine.dispose()
     return f"{postgres_server}/{name}"
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[object]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1: the relay functions' mail is sent through."""
+    from smtp_relay import smtp_relay
+
+    with smtp_relay() as relay:
+        yield relay

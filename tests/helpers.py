@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,32 @@ def container_that_ran(function: str, hostname: str) -> str:
     assert len(ids) == 1, (hostname, [(c["Id"][:12], c["State"], c["Status"],
                                        c["Labels"].get("io.cumulus.instance")) for c in found])
     return str(ids[0])
+
+
+def run_shim(tmp: Path, code: str, env: dict[str, str] | None = None) -> Iterator[Path]:
+    """The real runtime shim as a process on this host, as a function container runs it (its own
+    folder holding `cumulus_wire.py`, nothing else of Cumulus importable), serving `code` as
+    main.py: yields its socket once it listens, kills it after."""
+    from node_agent.agent import SHIM_DIR
+
+    shim = tmp / "opt-cumulus"
+    shutil.copytree(SHIM_DIR, shim, ignore=shutil.ignore_patterns("__pycache__"))  # as mounted
+    task = tmp / "task"
+    task.mkdir()
+    (task / "main.py").write_text(code)
+    sock = tmp / "fn.sock"
+    full = {"CUMULUS_SOCKET": str(sock), "CUMULUS_HANDLER": "main.handler", "PYTHONPATH": str(task),
+            "PATH": "/usr/bin:/bin", **(env or {})}
+    # -S as in a container; no -I, so PYTHONPATH can stand in for the /var/task mount
+    proc = subprocess.Popen([sys.executable, "-S", str(shim / "cumulus_runtime.py")], env=full, cwd=tmp,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            assert proc.poll() is None, proc.communicate()[0].decode()
+            assert time.monotonic() < deadline, "the shim never opened its socket"
+            time.sleep(0.01)
+        yield sock
+    finally:
+        proc.kill()
+        proc.wait(10)

@@ -19,10 +19,20 @@ from control_plane.eventbus import EventBus
 from control_plane.fleet import Fleet, Joins
 from control_plane.functions import FunctionService
 from control_plane.gateway import Gateway, InvokeEndpoint
-from control_plane.identity import CLUSTER, Accounts, Admin, Authenticator, NodeIdentity, Principal, authorize
+from control_plane.identity import (
+    CLUSTER,
+    Accounts,
+    Admin,
+    Authenticator,
+    NodeIdentity,
+    NodeKeys,
+    Principal,
+    authorize,
+)
 from control_plane.jobs import AsyncCalls
 from control_plane.metering import Metering
 from control_plane.schedules import Schedules
+from control_plane.services import Mailer
 from control_plane.store import Store
 from control_plane.telemetry import Telemetry
 from control_plane.workflows import Workflows
@@ -49,6 +59,8 @@ class Services(Protocol):
     schedules: Schedules
     bus: EventBus
     workflows: Workflows
+    mailer: Mailer
+    keys: NodeKeys
 
     def control_plane_urls(self) -> list[str]:
         """Where the cluster's live control planes are."""

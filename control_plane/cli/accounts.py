@@ -65,7 +65,8 @@ class BudgetAction(enum.StrEnum):
     warn = "warn"
 
 
-QUOTA_NAMES = ("functions", "concurrency", "memory_mib", "instances", "rps", "burst")  # identity's QUOTAS
+# identity's QUOTAS
+QUOTA_NAMES = ("functions", "concurrency", "memory_mib", "instances", "rps", "burst", "mail_per_min")
 
 
 def _target(key: str) -> str | None:
@@ -157,6 +158,8 @@ Instances = Annotated[int | None, typer.Option(min=0, help="quota: instances at 
 Rps = Annotated[float | None, typer.Option(min=0, help="quota: invocations per second")]
 Burst = Annotated[int | None, typer.Option(min=1, help="quota: calls of credit above --rps [rps, at "
                                                        "least 1]")]
+MailPerMin = Annotated[int | None, typer.Option("--mail-per-min", min=0,
+                                               help="quota: messages its functions may send a minute")]
 Budget = Annotated[float | None, typer.Option(min=0, help="spend per calendar month, in the price sheet's "
                                                          "currency")]
 
@@ -180,13 +183,14 @@ def _show_tenant(t: dict[str, Any]) -> None:
 def tenant_create(name: Annotated[str, typer.Argument(help="the tenant's name: lowercase letters, digits, "
                                                              "dashes")],
                   functions: Functions = None, concurrency: Concurrency = None, memory_mib: MemoryMib = None,
-                  instances: Instances = None, rps: Rps = None, burst: Burst = None, budget: Budget = None,
+                  instances: Instances = None, rps: Rps = None, burst: Burst = None,
+                  mail_per_min: MailPerMin = None, budget: Budget = None,
                   budget_action: Annotated[BudgetAction | None, typer.Option(
                       help="over budget: throttle its invocations, or only warn [throttle]")] = None) -> None:
     """Create a tenant with its quotas (a quota not given is unbounded) and budget."""
     body: dict[str, Any] = {"name": name, "quotas": _quota_values(
         functions=functions, concurrency=concurrency, memory_mib=memory_mib, instances=instances, rps=rps,
-        burst=burst)}
+        burst=burst, mail_per_min=mail_per_min)}
     if budget is not None:
         body["budget"] = budget
     if budget_action is not None:
@@ -214,6 +218,7 @@ def tenant_show(name: Annotated[str, typer.Argument(help="the tenant")]) -> None
 def tenant_set(name: Annotated[str, typer.Argument(help="the tenant")],
                functions: Functions = None, concurrency: Concurrency = None, memory_mib: MemoryMib = None,
                instances: Instances = None, rps: Rps = None, burst: Burst = None,
+               mail_per_min: MailPerMin = None,
                unset: Annotated[list[str] | None, typer.Option(
                    help=f"remove a quota (then unbounded), repeatable: {', '.join(QUOTA_NAMES)}")] = None,
                budget: Budget = None,
@@ -223,7 +228,7 @@ def tenant_set(name: Annotated[str, typer.Argument(help="the tenant")],
     """Change a tenant's quotas (the others stay as they are) or budget (cluster admins)."""
     quotas: dict[str, float | None] = dict(_quota_values(
         functions=functions, concurrency=concurrency, memory_mib=memory_mib, instances=instances, rps=rps,
-        burst=burst))
+        burst=burst, mail_per_min=mail_per_min))
     for quota in unset or []:
         if quota.replace("-", "_") not in QUOTA_NAMES:
             _fail(f"--unset {quota!r}: no such quota; quotas: {', '.join(QUOTA_NAMES)}")

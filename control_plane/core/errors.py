@@ -75,6 +75,24 @@ class QueueUnavailable(CumulusError):
     status, type = 503, "QueueUnavailable"
 
 
+class MailNotConfigured(CumulusError):
+    """The cluster has no SMTP relay (`mail_relay`): functions cannot send mail."""
+
+    status, type = 503, "MailNotConfigured"
+
+
+class InvalidMail(CumulusError):
+    """A message a function asked to send is not one (an address, a header, a size)."""
+
+    status, type = 400, "InvalidMail"
+
+
+class MailRelayError(CumulusError):
+    """The SMTP relay could not be reached, or refused the message."""
+
+    status, type = 502, "MailRelayError"
+
+
 class RequirementsFailed(CumulusError):
     status, type = 422, "RequirementsInstallFailed"
 

@@ -102,6 +102,14 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(default=60.0, ge=1)  # a worker holds a job this long between renewals
     async_concurrency: int = Field(default=32, ge=1)  # async calls run at once by each control plane
     async_retry_base_s: float = Field(default=60.0, ge=0)  # first back-off after a failure (Lambda: ~1 min)
+    # Functions' mail (`context.services.mail`): the cluster's SMTP relay as a URL, empty for none
+    # (sending then answers MailNotConfigured): smtp://[user:password@]host[:port] (STARTTLS when
+    # the relay offers it) or smtps://... (TLS from the start); the sender of every message; the
+    # messages a tenant may send a minute (its quota `mail_per_min` overrides it); the relay's time.
+    mail_relay: str = Field(default="", pattern=r"^(smtps?://\S+)?$")
+    mail_from: str = "cumulus@localhost"
+    mail_per_min: int = Field(default=60, ge=0)
+    mail_timeout_s: float = Field(default=20.0, gt=0)
 
     @property
     def db_url(self) -> str:

@@ -2,6 +2,7 @@
 and the pure pattern language and input transforms (`patterns`)."""
 
 from control_plane.eventbus.bus import EventBus, check_rule, pattern_matches
+from control_plane.eventbus.index import RuleIndex, exact_sources
 from control_plane.eventbus.patterns import (
     InvalidPattern,
     InvalidTransform,
@@ -12,5 +13,6 @@ from control_plane.eventbus.patterns import (
     matches,
 )
 
-__all__ = ["EventBus", "InvalidPattern", "InvalidTransform", "Pattern", "Transform", "check_rule",
-           "compile_pattern", "compile_transform", "matches", "pattern_matches"]
+__all__ = ["EventBus", "InvalidPattern", "InvalidTransform", "Pattern", "RuleIndex", "Transform",
+           "check_rule", "compile_pattern", "compile_transform", "exact_sources", "matches",
+           "pattern_matches"]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from control_plane.core import ConflictError, InvalidConfig, InvalidEvent, NotFound
+from control_plane.eventbus.index import RuleIndex
 from control_plane.eventbus.patterns import (
     InvalidPattern,
     InvalidTransform,
@@ -63,6 +64,9 @@ class CompiledRule:
     pattern: Pattern
     target: str  # the function's key, or `workflow:KEY`
     transform: Transform | None
+
+
+NO_RULES: RuleIndex[CompiledRule] = RuleIndex([])
 
 
 def check_rule(pattern: Any, input_paths: Mapping[str, str] | None,
@@ -109,7 +113,7 @@ class EventBus:
         self.start_workflow = start_workflow
         self.refresh_s = refresh_s
         self.wall = wall
-        self._rules: dict[str, list[CompiledRule]] = {}
+        self._rules: dict[str, RuleIndex[CompiledRule]] = {}
         self._mark: tuple[int, float] | None = None
         self._checked = 0.0
         self._lock = asyncio.Lock()
@@ -136,7 +140,7 @@ class EventBus:
             raise NotFound(f"no rule {key!r}")
         self._mark = None
 
-    async def _current(self, tenant: str) -> list[CompiledRule]:
+    async def _current(self, tenant: str) -> RuleIndex[CompiledRule]:
         now = time.monotonic()
         if self._mark is None or now - self._checked >= self.refresh_s:
             async with self._lock:
@@ -148,8 +152,10 @@ class EventBus:
                         pattern, transform = check_rule(row.pattern, row.input_paths, row.input_template)
                         by_tenant.setdefault(row.tenant, []).append(
                             CompiledRule(row.key, row.name, pattern, row.target, transform))
-                    self._rules, self._mark = by_tenant, mark
-        return self._rules.get(tenant, [])
+                    self._rules = {tenant: RuleIndex([(r.pattern, r) for r in rules])
+                                   for tenant, rules in by_tenant.items()}
+                    self._mark = mark
+        return self._rules.get(tenant, NO_RULES)
 
     async def _start(self, rule: CompiledRule, payload: Any, key: str) -> None:
         """A workflow target: an execution, whose id is the event's and rule's (started once)."""
@@ -201,9 +207,7 @@ class EventBus:
         out = []
         for event in events:
             matched = []
-            for rule in rules:
-                if not rule.pattern.matches(event):
-                    continue
+            for rule in rules.matching(event):
                 payload = (rule.transform.apply(event, rule_name=rule.name, ingestion_time=iso(now))
                            if rule.transform is not None else event)
                 key = f"bus:{event['id']}:{rule.key}"

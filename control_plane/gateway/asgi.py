@@ -8,8 +8,10 @@ FastAPI (no routing, dependency injection or models on the hot path); FastAPI's 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +33,13 @@ Admit = Callable[[bytes | None, str], Awaitable[tuple[Principal, FunctionRef]]]
 """The caller of an `Authorization` header value and the function a name in the URL means, once the
 caller may invoke it; raises `Unauthorized`, `Forbidden` (or another CumulusError)."""
 
-Enqueue = Callable[[FunctionRef, bytes], Awaitable[str]]
-"""Accept an async call of the function with this event (durably); its request id."""
+Enqueue = Callable[[FunctionRef, bytes, str | None], Awaitable[str]]
+"""Accept an async call of the function with this event (durably), once per key if one is given;
+its request id."""
 
 INVOCATION_TYPES = (b"x-cumulus-invocation-type", b"x-amz-invocation-type")
 MAX_ASYNC_EVENT_BYTES = 256 * 1024  # Lambda's limit for an async call's event
+IDEMPOTENCY_KEY = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +83,7 @@ class InvokeEndpoint:
         """The answer to invoking `name` with the request these headers and body belong to."""
         status, out, body = 500, [(b"content-type", b"application/json")], b""
         try:
-            auth = kind = None
+            auth = kind = idempotency = None
             length = 0
             for key, value in headers:
                 if key == b"authorization":
@@ -88,9 +92,11 @@ class InvokeEndpoint:
                     length = int(value)
                 elif key in INVOCATION_TYPES:
                     kind = value
+                elif key == b"idempotency-key":
+                    idempotency = value
             _, fn = await self.admit(auth, name)
             if kind is not None and kind != b"RequestResponse":
-                return await self._not_now(fn, kind, length, receive)
+                return await self._not_now(fn, kind, length, receive, idempotency)
             if length > MAX_PAYLOAD_BYTES:
                 raise PayloadTooLarge(f"the event is over the limit of {MAX_PAYLOAD_BYTES} bytes")
             if self.governor is None:
@@ -112,12 +118,21 @@ class InvokeEndpoint:
         out.append((b"content-length", str(len(body)).encode()))
         return HttpAnswer(status, out, body)
 
-    async def _not_now(self, fn: FunctionRef, kind: bytes, length: int, receive: Receive) -> HttpAnswer:
+    async def _not_now(self, fn: FunctionRef, kind: bytes, length: int, receive: Receive,
+                       idempotency: bytes | None = None) -> HttpAnswer:
         """An async call (`Event`: 202 with its request id, once it is queued durably) or a dry run
-        (`DryRun`: 204, the caller may invoke the function)."""
+        (`DryRun`: 204, the caller may invoke the function). An async call with an `Idempotency-Key`
+        is accepted once per key and function (for the queue's dedupe window): sent again, say
+        after a lost answer, it answers the same request id and queues nothing."""
         if kind not in (b"Event", b"DryRun"):
             raise InvalidRequest(f"unknown invocation type {kind.decode('latin-1')[:40]!r}: Event, "
                                  "RequestResponse or DryRun")
+        key = None
+        if idempotency is not None:
+            if not IDEMPOTENCY_KEY.fullmatch(idempotency):
+                raise InvalidRequest("Idempotency-Key: 1 to 128 letters, digits and ._:- characters")
+            digest = hashlib.sha256(fn.key.encode() + b"\x00" + idempotency).hexdigest()[:32]
+            key = f"ik-{digest}"
         await self.gateway.pool(fn.key)  # FunctionNotFound before anything is accepted
         if kind == b"DryRun":
             return HttpAnswer(204, [(b"content-length", b"0")], b"")
@@ -129,7 +144,7 @@ class InvokeEndpoint:
             self.governor.check_budget(fn.tenant)
         event = await read_body(receive, MAX_ASYNC_EVENT_BYTES)
         await check_stored_event(event or b"null")
-        rid = await self.enqueue(fn, event or b"null")
+        rid = await self.enqueue(fn, event or b"null", key)
         body = json.dumps({"request_id": rid, "status": "queued"}).encode()
         return HttpAnswer(202, [(b"content-type", b"application/json"), (b"x-request-id", rid.encode()),
                                 (b"content-length", str(len(body)).encode())], body)

@@ -54,6 +54,7 @@ class TenantLimits:
     burst: int | None = None
     over_budget: str | None = None  # the month it went over its budget in
     throttle: bool = True  # refuse its calls while over budget (else only warn)
+    mail_per_min: int | None = None  # messages its functions may send a minute (None: the default)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Governor:
     limits: dict[str, TenantLimits] = field(default_factory=dict)
     in_flight: dict[str, int] = field(default_factory=dict)
     _buckets: LRUCache[str, Bucket] = field(default_factory=lambda: LRUCache(MAX_TENANTS))
+    _mail: LRUCache[str, Bucket] = field(default_factory=lambda: LRUCache(MAX_TENANTS))
 
     def load(self, tenants: Iterable[Tenant]) -> None:
         """Take the tenants' rows."""
@@ -75,11 +77,13 @@ class Governor:
             limits = TenantLimits(concurrency=_int(q.get("concurrency")), instances=_int(q.get("instances")),
                                   rps=float(q["rps"]) if "rps" in q else None,
                                   burst=_int(q.get("burst")), over_budget=tenant.over_budget_month,
-                                  throttle=tenant.budget_action == "throttle")
+                                  throttle=tenant.budget_action == "throttle",
+                                  mail_per_min=_int(q.get("mail_per_min")))
             if limits != TenantLimits():
                 new[name] = limits
         if new != self.limits:
             self._buckets.clear()  # rates changed: start the buckets anew
+            self._mail.clear()
         self.limits = new
 
     def _share(self, value: float) -> float:
@@ -105,6 +109,25 @@ class Governor:
                 raise QuotaExceeded(f"tenant {tenant} is over its quota of {limits.rps:g} invocations per "
                                     "second" + self._split(), quota="rps", retry_after_s=wait)
         self.in_flight[tenant] = running + 1
+
+    def admit_mail(self, tenant: str, default_per_min: int) -> None:
+        """One message of `tenant` may be sent (its quota `mail_per_min`, else `default_per_min`,
+        a minute's worth of credit), or 429 QuotaExceeded with when the next one may."""
+        limits = self.limits.get(tenant)
+        per_min = limits.mail_per_min if limits is not None and limits.mail_per_min is not None \
+            else default_per_min
+        if per_min <= 0:
+            raise QuotaExceeded(f"tenant {tenant} may send no mail (its quota mail_per_min is 0)",
+                                quota="mail_per_min", status=403)
+        bucket = self._mail.get(tenant)
+        if bucket is None or bucket.peers != self.peers() or bucket.rate != self._share(per_min / 60):
+            share = max(1.0, math.ceil(self._share(per_min)))
+            bucket = self._mail[tenant] = Bucket(self._share(per_min / 60), share, share, self.clock.now(),
+                                                 self.peers())
+        wait = bucket.take(self.clock.now())
+        if wait > 0:
+            raise QuotaExceeded(f"tenant {tenant} sent its {per_min} messages of this minute" + self._split(),
+                                quota="mail_per_min", retry_after_s=wait)
 
     def check_budget(self, tenant: str) -> None:
         """BudgetExceeded if the tenant is over its budget with the throttle action (an async call

@@ -15,6 +15,7 @@ QUOTAS: dict[str, str] = {
     "instances": "instances of the tenant's functions at once",
     "rps": "invocations per second (a token bucket, with `burst` calls of credit)",
     "burst": "calls the invocation bucket holds (default: rps, at least 1)",
+    "mail_per_min": "messages its functions may send a minute (default: the cluster's mail_per_min)",
 }
 
 
@@ -28,6 +29,7 @@ class Quotas(BaseModel):
     instances: int | None = Field(default=None, ge=0, description=QUOTAS["instances"])
     rps: float | None = Field(default=None, gt=0, le=1e6, description=QUOTAS["rps"])
     burst: int | None = Field(default=None, ge=1, le=10**7, description=QUOTAS["burst"])
+    mail_per_min: int | None = Field(default=None, ge=0, le=10**6, description=QUOTAS["mail_per_min"])
 
 
 class TenantCreate(BaseModel):

@@ -88,7 +88,7 @@ class AccountRepository(Repository):
             return token
 
     def identity_generation(self) -> int:
-        """Grows with every change of users, tokens and grants."""
+        """Grows with every change of tenants, users, tokens and grants."""
         with self.session() as s:
             row = s.get(Generation, IDENTITY)
             return row.value if row is not None else 0
@@ -103,6 +103,7 @@ class AccountRepository(Repository):
                     raise ConflictError(f"tenant {name!r} exists")
                 row = Tenant(name=name, quotas=quotas, budget=budget, budget_action=budget_action)
                 s.add(row)
+                _bump(s)  # every control plane reloads the tenants' quotas with the generation
                 return row
         except IntegrityError:
             raise ConflictError(f"tenant {name!r} exists") from None
@@ -121,6 +122,7 @@ class AccountRepository(Repository):
             if budget_action is not None:
                 row.budget_action = budget_action
             s.add(row)
+            _bump(s)
             return row
 
     @staticmethod

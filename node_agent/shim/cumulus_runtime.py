@@ -155,8 +155,8 @@ class Services:
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise ServiceError("Timeout", "the invocation has no time left", 504)
-        path = os.environ.get("CUMULUS_SERVICES_SOCKET", f"{wire.SOCKET_DIR}/{wire.SERVICES_NAME}")
-        conn = _unix_connection(path, timeout=min(60.0, left))
+        where = os.environ.get("CUMULUS_SERVICES_SOCKET", f"{wire.SOCKET_DIR}/{wire.SERVICES_NAME}")
+        conn = _unix_connection(where, timeout=min(60.0, left))
         try:
             conn.request("POST", path, body, {"Content-Type": "application/json",
                                              wire.REQUEST_ID_HEADER: self._request_id})

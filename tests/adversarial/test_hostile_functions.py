@@ -180,7 +180,7 @@ def test_a_function_sees_no_socket_secret_or_route_of_the_platform(platform: Run
                                                                     probe: str) -> None:
     status, seen, _ = _call(platform, "look")
     assert status == 200 and isinstance(seen, dict)
-    assert seen["uid"] == 65534 and seen["docker"] == [] and seen["sockets"] == ["fn.sock"]
+    assert seen["uid"] == 65534 and seen["docker"] == [] and seen["sockets"] == ["fn.sock", "services.sock"]
     # What would let it act as the platform: the admin token, the secret key, each node's own secrets.
     secrets = [platform.token, (platform.data_dir / "secret.key").read_text().strip()]
     for saved in (platform.data_dir / "nodes").glob("*/data/identity.json"):

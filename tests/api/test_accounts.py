@@ -231,7 +231,9 @@ def test_a_scoped_token_does_only_what_its_scopes_say(api: Api, org: Org) -> Non
 
 
 # -- revocation reaches every control plane within a second -------------------------------------------------
-def _two_control_planes(tmp_path: Path, db_url: str) -> Iterator[tuple[Api, Any]]:
+def _two_control_planes(tmp_path: Path, db_url: str) -> Iterator[tuple[Api, Any, Any]]:
+    """Two control planes on one database: the first as an `Api`, the second as a test client
+    and its `Platform`."""
     from cryptography.fernet import Fernet
 
     key = Fernet.generate_key().decode()
@@ -249,7 +251,7 @@ def _two_control_planes(tmp_path: Path, db_url: str) -> Iterator[tuple[Api, Any]
         asgi = build_asgi(platform)
         with TestClient(_FastPathOrFastAPI(asgi, asgi.app),  # type: ignore[arg-type,attr-defined]
                         base_url=settings.url) as b:
-            yield a, b
+            yield a, b, platform
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
@@ -261,7 +263,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def test_a_revoked_token_is_refused_by_another_control_plane_within_a_second(tmp_path: Path,
                                                                              db_url: str) -> None:
-    for a, b in _two_control_planes(tmp_path, db_url):
+    for a, b, _ in _two_control_planes(tmp_path, db_url):
         resp = a.client.post("/v1/tokens", headers=a.headers, json={"name": "shared"})
         secret, token_id = bearer(resp.json()["token"]), resp.json()["id"]
         for _ in range(3):  # b caches it (and the fast path answers from its cache)
@@ -287,3 +289,24 @@ def test_a_revoked_token_is_refused_by_another_control_plane_within_a_second(tmp
             assert time.monotonic() - granted < 1.0
             time.sleep(0.02)
     assert auth_module.FRESH_S + auth_module.POLL_S <= 1.0
+
+
+def test_a_tenants_quotas_reach_another_control_plane_within_a_second(tmp_path: Path, db_url: str) -> None:
+    """Made and changed on one control plane, with no other identity change: the other one's
+    governor has them within a poll."""
+    for a, _, b_platform in _two_control_planes(tmp_path, db_url):
+        other = b_platform.governor
+        quotas = {"rps": 5, "mail_per_min": 2}
+        assert a.client.post("/v1/tenants", headers=a.headers,
+                             json={"name": "quoted", "quotas": quotas}).status_code == 201
+        made = time.monotonic()
+        while "quoted" not in other.limits:
+            assert time.monotonic() - made < 1.0, "another control plane never learned the tenant's quotas"
+            time.sleep(0.02)
+        assert (other.limits["quoted"].rps, other.limits["quoted"].mail_per_min) == (5, 2)
+        assert a.client.patch("/v1/tenants/quoted", headers=a.headers,
+                              json={"quotas": {"mail_per_min": 7}}).status_code == 200
+        changed = time.monotonic()
+        while other.limits["quoted"].mail_per_min != 7:
+            assert time.monotonic() - changed < 1.0, "another control plane kept the old quota"
+            time.sleep(0.02)

@@ -387,6 +387,8 @@ ACCESS: dict[RouteKey, Rule | tuple[Rule, ...]] = {
     ("POST", "/v1/internal/heartbeat"): Rule(Who.NODE, heartbeat),
     ("POST", "/v1/internal/usage"): Rule(Who.NODE, lambda w, _: ("/v1/internal/usage", {"json": {
         "node_id": w.node_id, "records": []}})),
+    # (no instance named: refused once past the credential, before any mail)
+    ("POST", "/v1/internal/services/mail"): Rule(Who.NODE, at("/v1/internal/services/mail", json={}), (400,)),
     ("GET", "/v1/internal/artifacts/{digest}"): Rule(Who.NODE, at("/v1/internal/artifacts/{digest}")),
     ("GET", "/v1/internal/runtimes/{runtime}"): Rule(Who.NODE, at("/v1/internal/runtimes/no-such-runtime"),
                                                      (404,)),  # a real one would be built: slow

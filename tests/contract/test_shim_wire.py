@@ -8,18 +8,14 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
-import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import run_shim
 
 from control_plane.core import OUTCOME_STATUS
 from node_agent import protocol as p
-from node_agent.agent import SHIM_DIR
 from node_agent.shim import cumulus_wire
 from node_agent.shim_client import ShimAnswerTooLarge, ShimClient
 
@@ -43,33 +39,9 @@ def handler(event, context):
 """
 
 
-def _serve(tmp: Path, code: str) -> Iterator[Path]:
-    shim = tmp / "opt-cumulus"
-    shutil.copytree(SHIM_DIR, shim, ignore=shutil.ignore_patterns("__pycache__"))  # as mounted
-    task = tmp / "task"
-    task.mkdir()
-    (task / "main.py").write_text(code)
-    sock = tmp / "fn.sock"
-    env = {"CUMULUS_SOCKET": str(sock), "CUMULUS_HANDLER": "main.handler", "PYTHONPATH": str(task),
-           "PATH": "/usr/bin:/bin"}
-    # -S as in a container; no -I, so PYTHONPATH can stand in for the /var/task mount
-    proc = subprocess.Popen([sys.executable, "-S", str(shim / "cumulus_runtime.py")], env=env, cwd=tmp,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20
-        while not sock.exists():
-            assert proc.poll() is None, proc.communicate()[0].decode()
-            assert time.monotonic() < deadline, "the shim never opened its socket"
-            time.sleep(0.01)
-        yield sock
-    finally:
-        proc.kill()
-        proc.wait(10)
-
-
 @pytest.fixture
 def shim(tmp_path: Path) -> Iterator[Path]:
-    yield from _serve(tmp_path, HANDLER)
+    yield from run_shim(tmp_path, HANDLER)
 
 
 def _call(sock: Path, body: bytes) -> tuple[str, str, object]:
@@ -108,7 +80,7 @@ def test_every_outcome_of_the_shim_reads_as_the_protocol_names_it(shim: Path) ->
 
 
 def test_an_import_failure_is_the_init_outcome(tmp_path: Path) -> None:
-    for sock in _serve(tmp_path, "import no_such_module\n"):
+    for sock in run_shim(tmp_path, "import no_such_module\n"):
         outcome, _, error = _call(sock, b"{}")
         assert outcome == p.INIT_ERROR and isinstance(error, dict) and "no_such_module" in error["message"]
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import RunningPlatform, start_platform, wait_for
+from helpers import RunningPlatform, wait_for
 
 pytestmark = pytest.mark.docker
 # Small and brief: the integration tests share one platform, whose node has room for so many
@@ -20,23 +19,6 @@ SMALL = {"memory_mb": 128, "keep_alive_s": 5}
 
 ECHO = {"main.py": "import os\n\ndef handler(event, context):\n"
                    "    print('got', context.aws_request_id, event)\n    return event\n"}
-
-
-@pytest.fixture(scope="module", params=["store", pytest.param("nats", marks=pytest.mark.broker)])
-def queued(request: pytest.FixtureRequest,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
-    """A platform whose async calls queue in its database (the integration tests' shared one), or
-    in a NATS JetStream server."""
-    if request.param == "store":
-        yield request.getfixturevalue("platform")
-        return
-    url = request.getfixturevalue("nats_server")
-    env = {**request.getfixturevalue("package_index").pip_env(), "CUMULUS_QUEUE_URL": url}
-    plat = start_platform(tmp_path_factory.mktemp("async-nats"), extra_env=env)
-    try:
-        yield plat
-    finally:
-        plat.stop()
 
 
 def _calls(platform: RunningPlatform, name: str, **query: str) -> list[dict[str, Any]]:

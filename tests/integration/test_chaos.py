@@ -12,7 +12,6 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 import requests
 from helpers import RunningPlatform, make_zip, start_platform, wait_for
 
-from provisioners.local import LocalProvider, _alive
+from provisioners.local import LocalProvider
 
 pytestmark = pytest.mark.docker
 
@@ -62,16 +61,6 @@ class Load:
                 outcome = "connection error"
                 time.sleep(0.1)
             self.results.append((outcome, time.monotonic() - t))
-
-
-@pytest.fixture
-def chaos_dir(docker_engine: None, tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path / "chaos"
-    # Whatever happened, leave no agent or container behind.
-    for meta in (tmp_path / "chaos" / "nodes").glob("*/node.json"):
-        pid = json.loads(meta.read_text())["pid"]
-        if _alive(pid):
-            os.kill(pid, signal.SIGTERM)
 
 
 def _kill(plat: RunningPlatform) -> None:

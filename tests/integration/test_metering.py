@@ -142,19 +142,6 @@ class Caller:
                 self.refused[f"{resp.status_code} {resp.text[:60]}"] += 1
 
 
-@pytest.fixture
-def chaos_dir(docker_engine: None, tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path / "metering-chaos"
-    import os
-
-    from provisioners.local import _alive
-
-    for meta in (tmp_path / "metering-chaos" / "nodes").glob("*/node.json"):
-        pid = json.loads(meta.read_text())["pid"]
-        if _alive(pid):
-            os.kill(pid, signal.SIGTERM)
-
-
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
 def test_sigkills_of_the_control_plane_lose_no_record_and_count_none_twice(
         chaos_dir: Path, database: str, request: pytest.FixtureRequest) -> None:

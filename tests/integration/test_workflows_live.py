@@ -1,5 +1,6 @@
 """Workflows through `cumulus up`, a node agent and Docker: a state machine in YAML runs its Tasks'
-functions (Choice, Map with MaxConcurrency, Retry, Catch), its history is stored; a control plane
+functions (Choice, Map with MaxConcurrency, Retry, Catch) with its work queued in the database or on
+NATS JetStream, its history is stored; a control plane
 SIGKILLed during a Wait resumes and the Wait ends on time; a bus rule starts a workflow once per
 event. The interpreter: tests/unit/test_asl_*.py; the executor's durability: tests/unit/
 test_workflow_executor.py."""
@@ -85,8 +86,9 @@ def _ended(plat: RunningPlatform, execution: str, within_s: float = 120) -> dict
     return wait_for(ended, within_s, interval=0.2, what=f"execution {execution} to end")  # type: ignore[no-any-return]
 
 
-def test_a_yaml_state_machine_runs_its_functions_and_keeps_its_history(platform: RunningPlatform,
+def test_a_yaml_state_machine_runs_its_functions_and_keeps_its_history(queued: RunningPlatform,
                                                                        tmp_path: Path) -> None:
+    platform = queued  # its Tasks and timers queued in the database, or on NATS JetStream
     _deploy_functions(platform)
     (tmp_path / "order.yaml").write_text(ORDER_YAML)
     deployed = platform.cli("workflow", "deploy", "order", str(tmp_path / "order.yaml"))

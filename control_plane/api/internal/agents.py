@@ -4,16 +4,29 @@ artifacts, and the agent package new nodes install."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.deps import CurrentNode, NodeAgent, ServicesDep
-from control_plane.core import Forbidden, NotFound
+from control_plane.core import Forbidden, InvalidRequest, NotFound, id_prefix
 from control_plane.fleet import AGENT_PACKAGE_ROUTE
 from control_plane.gateway import RUNTIMES_ROUTE
-from node_agent.protocol import USAGE_ROUTE, Heartbeat, HeartbeatReply, JoinRequest, JoinResult, UsageBatch
+from control_plane.identity import FunctionRef
+from node_agent.protocol import (
+    FUNCTION_HEADER,
+    INSTANCE_HEADER,
+    MAIL_ROUTE,
+    REQUEST_ID_HEADER,
+    USAGE_ROUTE,
+    Heartbeat,
+    HeartbeatReply,
+    JoinRequest,
+    JoinResult,
+    UsageBatch,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -39,6 +52,22 @@ async def usage(batch: UsageBatch, svc: ServicesDep, node: CurrentNode) -> dict[
     stored = await run_in_threadpool(svc.metering.ingest, node.node_id, batch)
     svc.gateway.answered.stored(node.node_id, (r.request_id for r in batch.records if r.request_id))
     return {"stored": stored, "received": len(batch.records)}
+
+
+@router.post(MAIL_ROUTE, status_code=202)
+async def mail(request: Request, svc: ServicesDep, node: CurrentNode) -> dict[str, Any]:
+    """A function's message (`context.services.mail.send`), forwarded by its node's agent: sent as
+    the tenant of the instance's function, once the instance is one placed on that node."""
+    instance = request.headers.get(INSTANCE_HEADER, "")
+    function = request.headers.get(FUNCTION_HEADER, "")
+    if not instance or not function:
+        raise InvalidRequest(f"a service request names its instance ({INSTANCE_HEADER}) and function "
+                             f"({FUNCTION_HEADER})")
+    if instance.rpartition("-")[0] != id_prefix(function) or not svc.keys.placed_on(instance, node.node_id):
+        raise Forbidden(f"node {node.node_id} runs no instance {instance[:128]} of {function[:128]}")
+    tenant = FunctionRef.of_key(function).tenant
+    return await svc.mailer.send(await request.body(), tenant=tenant, function=function,
+                                 request_id=request.headers.get(REQUEST_ID_HEADER, "")[:128])
 
 
 @router.post("/v1/internal/join", response_model=JoinResult)

@@ -308,7 +308,12 @@ async def invoke(ref: str, request: Request, svc: ServicesDep) -> Response:
     Served by a raw ASGI fast path in front of FastAPI (`control_plane.gateway.InvokeFastPath`);
     this route delegates to the same implementation and documents it. Headers `X-Cumulus-Cold-Start`
     and `X-Cumulus-Duration-Ms` tell whether the call waited for a new instance and how long the
-    handler ran."""
+    handler ran.
+
+    `X-Cumulus-Invocation-Type: Event` (or Lambda's `X-Amz-Invocation-Type`) queues the call and
+    answers 202 with its request id; with `Idempotency-Key: KEY` (1-128 of `A-Za-z0-9._:-`) it is
+    accepted once per key and function for 6 hours: sent again (after a lost answer, say), it
+    answers the same request id and queues nothing. `DryRun` answers 204 if the caller may invoke."""
     answer = await svc.invoke.answer(ref, request.headers.raw, request.receive)
     headers = {k.decode(): v.decode() for k, v in answer.headers if k != b"content-length"}
     return Response(content=answer.body, status_code=answer.status, headers=headers)
