@@ -107,6 +107,9 @@ class Workflows:
         self.recover_s = recover_s
         self.wall = wall
         self._machines: dict[str, Machine] = {}
+        # Events waiting to be applied, by execution, and the task applying them (see `feed`).
+        self._inbox: dict[str, list[tuple[Event, asyncio.Future[str]]]] = {}
+        self._feeders: dict[str, asyncio.Task[None]] = {}
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -243,21 +246,68 @@ class Workflows:
         return TaskFailed(token, kind, cause)
 
     async def feed(self, execution_id: str, event: Event) -> str:
-        """Advance the execution by `event` (compare-and-set, again while another worker moves it
-        on), then put the jobs of what the step asks for."""
+        """Advance the execution by `event`, then put the jobs of what the step asks for; what
+        came of it. The events of one execution that arrive while it is being advanced are applied
+        together, in one step (one read, one compare-and-set, one put of their jobs), by one task
+        of this control plane: the results of a Map's many branches neither rewrite the execution's
+        state one by one nor race each other for it."""
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._inbox.setdefault(execution_id, []).append((event, done))
+        if execution_id not in self._feeders:
+            self._feeders[execution_id] = asyncio.create_task(self._drain(execution_id))
+        return await done
+
+    async def _drain(self, execution_id: str) -> None:
+        """Apply the execution's waiting events, batch by batch, until none waits (the feeder's
+        entry goes with the last look at the inbox, in the same turn of the loop: an event put
+        after it starts a feeder of its own)."""
+        try:
+            while batch := self._inbox.pop(execution_id, []):
+                try:
+                    results = await self._advance(execution_id, [event for event, _ in batch])
+                except BaseException as exc:
+                    for _, fut in batch + self._inbox.pop(execution_id, []):
+                        if not fut.done():
+                            fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (_, fut), result in zip(batch, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(result)
+        finally:
+            self._feeders.pop(execution_id, None)
+
+    async def _advance(self, execution_id: str, events: Sequence[Event]) -> list[str]:
+        """Apply `events` in order in one step (compare-and-set, again while another control plane
+        moves the execution on); what came of each."""
         for _ in range(MAX_ADVANCE_TRIES):
             ex = await self._db(self.store.execution, execution_id)
             if ex is None or ex.status != "RUNNING":
-                return "stale"
+                return ["stale"] * len(events)
             now = self.wall()
-            step = advance(self.machine(ex.definition), ex.state, event, now=now)
-            if step.state is ex.state and not step.actions and not step.history:
-                return "duplicate"
-            values = {"state": step.state, **_ended(step, now)}
+            machine = self.machine(ex.definition)
+            state, actions, history, outcome = ex.state, [], [], None
+            results = []
+            for event in events:
+                if outcome is not None:  # ended by an earlier event of the batch
+                    results.append("stale")
+                    continue
+                step = advance(machine, state, event, now=now)
+                if step.state is state and not step.actions and not step.history:
+                    results.append("duplicate")
+                    continue
+                state, outcome = step.state, step.done
+                actions += step.actions
+                history += step.history
+                results.append("advanced" if outcome is None else outcome.status.lower())
+            if state is ex.state and not history:
+                return results
+            values = {"state": state, **_ended(Step(state, actions, history, outcome), now)}
             if await self._db(self.store.advance_execution, ex.id, version=ex.version, values=values,
-                              history=_history(step.history)):
-                await self._act(ex.id, step.actions)
-                return "advanced" if step.done is None else step.done.status.lower()
+                              history=_history(history)):
+                await self._act(ex.id, actions)
+                return results
             await asyncio.sleep(random.uniform(0.0, 0.05))
         raise RuntimeError(f"execution {execution_id} kept moving under this worker")
 

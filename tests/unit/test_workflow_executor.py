@@ -119,6 +119,35 @@ def test_a_map_keeps_its_max_concurrency_and_its_order(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_a_wide_maps_results_are_applied_in_batches_each_once(tmp_path: Path) -> None:
+    """200 branches at once: their results arrive together and are applied a batch per step (far
+    fewer writes of the execution than results), each branch's once, in order."""
+    functions = Functions({"square": lambda e: e * e})
+    store, flows = _world(tmp_path, functions)
+    writes = []
+    advance = store.advance_execution
+
+    def counting(*args: Any, **kwargs: Any) -> bool:
+        writes.append(len(kwargs["history"]))
+        return advance(*args, **kwargs)
+
+    store.advance_execution = counting  # type: ignore[method-assign]
+    fan = {"StartAt": "Each", "States": {"Each": {
+        "Type": "Map", "ItemsPath": "$.items", "MaxConcurrency": 0, "End": True,
+        "ItemProcessor": {"StartAt": "Sq",
+                          "States": {"Sq": {"Type": "Task", "Resource": "square", "End": True}}}}}}
+
+    async def scenario() -> None:
+        await flows.deploy(key="fan", tenant="default", name="fan", definition=fan)
+        ex = await _until_done(store, flows, await flows.start("fan", {"items": list(range(200))}))
+        assert ex.status == "SUCCEEDED" and json.loads(ex.output) == [i * i for i in range(200)]
+        assert len(functions.calls) == 200
+        assert len(writes) < 100, len(writes)  # 200 results (32 workers at a time): batched
+        history = store.execution_history(ex.id, limit=100_000)
+        assert sum(1 for e in history if e.type == "TaskSucceeded") == 200
+    asyncio.run(scenario())
+
+
 def test_a_wait_is_a_job_due_at_its_time(tmp_path: Path) -> None:
     store, flows = _world(tmp_path, Functions({}))
     nap = {"StartAt": "Nap", "States": {"Nap": {"Type": "Wait", "Seconds": 1, "Next": "Up"},
