@@ -10,6 +10,8 @@ import shutil
 import time
 from pathlib import Path
 
+from cachetools import TTLCache
+
 from control_plane.cluster import Leadership, member_id
 from control_plane.core import (
     BuildUnavailable,
@@ -56,6 +58,8 @@ from placement import FleetPolicy
 from provisioners.base import NodeProvider
 
 log = logging.getLogger("cumulus.platform")
+
+ASYNC_SETTINGS_TTL_S = 2.0  # how long an async call's worker uses a function's settings it read
 
 
 class GatewayRecords:
@@ -152,6 +156,8 @@ class Platform:
         lease_s = settings.job_lease_s
         self.jobs: JobQueue = (NatsQueue(settings.queue_url, lease_s=lease_s) if settings.queue_url
                                else StoreQueue(self.store, lease_s=lease_s))
+        self._async_settings_cache: TTLCache[str, tuple[AsyncSettings | None]] = TTLCache(
+            10_000, ASYNC_SETTINGS_TTL_S)
         self.async_calls = AsyncCalls(self.store, self.jobs, self._run_async, self._async_settings,
                                       concurrency=settings.async_concurrency,
                                       retry_base_s=settings.async_retry_base_s)
@@ -211,14 +217,22 @@ class Platform:
         return Outcome(result.status, result.body)
 
     def _async_settings(self, key: str) -> AsyncSettings | None:
-        """A function's async settings, from its latest version (None once it is deleted)."""
+        """A function's async settings, from its latest version (None once it is deleted); read
+        again after `ASYNC_SETTINGS_TTL_S` (a redeploy's retries and destinations apply to the
+        attempts that start after that: one store read per function then, not one per attempt)."""
+        found = self._async_settings_cache.get(key)
+        if found is not None:
+            return found[0]
         try:
             config = self.functions.latest_version(key).config
         except FunctionNotFound:
-            return None
-        return AsyncSettings(tenant=FunctionRef.of_key(key).tenant, max_retries=config.max_retries,
-                             max_event_age_s=config.max_event_age_s, on_success=config.on_success,
-                             on_failure=config.on_failure)
+            settings = None
+        else:
+            settings = AsyncSettings(tenant=FunctionRef.of_key(key).tenant, max_retries=config.max_retries,
+                                     max_event_age_s=config.max_event_age_s, on_success=config.on_success,
+                                     on_failure=config.on_failure)
+        self._async_settings_cache[key] = (settings,)
+        return settings
 
     def _node_ready(self) -> None:
         """A node reported ready: adopt what it runs, then wake the calls waiting for room."""

@@ -521,9 +521,10 @@ class NodeAgent:
 
     def _meter_instance(self, inst: Instance) -> int:
         busy = inst.busy_ms + ((time.perf_counter() - inst.busy_since) * 1000 if inst.in_flight else 0.0)
-        return self.meter.instance(instance_id=inst.instance_id, function=inst.function, version=inst.version,
-                            memory_mib=inst.memory_mib, started_at=inst.started_at, ended_at=time.time(),
-                            busy_ms=busy, init_ms=inst.start_ms)
+        return self.meter.instance(instance_id=inst.instance_id, function=inst.function,
+                                   version=inst.version, memory_mib=inst.memory_mib,
+                                   started_at=inst.started_at, ended_at=time.time(), busy_ms=busy,
+                                   init_ms=inst.start_ms)
 
     # -- invocation ------------------------------------------------------------------------
     async def invoke(self, instance_id: str, body: bytes, request_id: str,

@@ -86,6 +86,7 @@ class AsyncCallStore(Protocol):
     """What the async calls keep in the store (`control_plane.store.Store`)."""
 
     def record_async_call(self, row: dict[str, Any]) -> bool: ...
+    def record_async_calls(self, rows: Sequence[dict[str, Any]]) -> int: ...
     def async_call(self, request_id: str) -> Any: ...
     def move_async_call(self, request_id: str, *, was: tuple[str, int], to: dict[str, Any]) -> bool: ...
     def count_duplicate(self, request_id: str) -> None: ...
@@ -113,6 +114,9 @@ class AsyncCalls:
         self.concurrency = concurrency
         self.retry_base_s = retry_base_s
         self.wall = wall
+        # Calls accepted and not yet put, and the task putting them (see `_accept`).
+        self._accepting: list[tuple[Job, dict[str, Any], asyncio.Future[None]]] = []
+        self._accepter: asyncio.Task[None] | None = None
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -130,14 +134,43 @@ class AsyncCalls:
         now = self.wall()
         body = {"request_id": rid, "function": function, "tenant": tenant, "event": event.decode(),
                 "enqueued_at": now, "source": source}
-        try:
-            new = await self.queue.put([Job(QUEUE, rid, body, available_at=now + delay_s)])
-        except JobQueueError as exc:
-            raise QueueUnavailable(f"the call was not queued: {exc}") from exc
-        if new[0]:
-            with contextlib.suppress(Exception):  # queued: the worker records it if this fails
-                await self._db(self.store.record_async_call, _row(body, now))
+        accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._accepting.append((Job(QUEUE, rid, body, available_at=now + delay_s), _row(body, now), accepted))
+        if self._accepter is None:
+            self._accepter = asyncio.create_task(self._accept())
+        await accepted
         return rid
+
+    async def _accept(self) -> None:
+        """Put the calls accepted meanwhile, together: one put of their jobs and one write of their
+        records per batch (calls arriving at once, from many callers, share them), then answer
+        each (QueueUnavailable to all of a batch the queue refused)."""
+        try:
+            await asyncio.sleep(0)  # the calls arriving in this turn of the loop join the batch
+            while self._accepting:
+                batch, self._accepting = self._accepting, []
+                try:
+                    new = await self.queue.put([job for job, _, _ in batch])
+                except JobQueueError as exc:
+                    for _, _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(QueueUnavailable(f"the call was not queued: {exc}"))
+                    continue
+                rows = [row for (_, row, _), fresh in zip(batch, new, strict=True) if fresh]
+                if rows:
+                    with contextlib.suppress(Exception):  # queued: the worker records a call if this fails
+                        await self._db(self.store.record_async_calls, rows)
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_result(None)
+        except BaseException as exc:
+            for _, _, fut in self._accepting:
+                if not fut.done():
+                    fut.set_exception(QueueUnavailable(f"the call was not queued: {exc!r}"))
+            self._accepting = []
+            raise
+        finally:
+            self._accepter = None
 
     async def redrive(self, function: str, request_ids: Sequence[str] = ()) -> list[str]:
         """Queue the function's dead letters again (those named, or all); their request ids."""

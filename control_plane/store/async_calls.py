@@ -27,6 +27,16 @@ class AsyncCallRepository(Repository):
             stmt = insert(table).values(**row).on_conflict_do_nothing().returning(table.c.request_id)
             return bool(s.execute(stmt).all())
 
+    def record_async_calls(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert the calls unless known, in one statement; how many were new."""
+        if not rows:
+            return 0
+        with self.session() as s:
+            insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+            table = AsyncInvocation.__table__  # type: ignore[attr-defined]
+            stmt = insert(table).on_conflict_do_nothing().returning(table.c.request_id)
+            return len(s.execute(stmt, list(rows)).all())
+
     def async_call(self, request_id: str) -> AsyncInvocation | None:
         with self.session() as s:
             return s.get(AsyncInvocation, request_id)

@@ -187,8 +187,14 @@ class Workflows:
     # -- running -------------------------------------------------------------------------------------
     async def serve(self, stop: asyncio.Event) -> None:
         """Run the workflow queue's jobs until `stop` (and recover every `recover_s`)."""
-        await serve_queue(self.queue, QUEUE, self.handle, stop, concurrency=self.concurrency,
-                          every=(self.recover_s, self.recover))
+        try:
+            await serve_queue(self.queue, QUEUE, self.handle, stop, concurrency=self.concurrency,
+                              every=(self.recover_s, self.recover))
+        finally:  # what was being applied is applied again from the jobs, redelivered
+            feeders = list(self._feeders.values())
+            for feeder in feeders:
+                feeder.cancel()
+            await asyncio.gather(*feeders, return_exceptions=True)
 
     async def handle(self, lease: Lease) -> str:
         """One delivery of a workflow job; what came of it."""

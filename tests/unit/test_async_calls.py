@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from control_plane.core import FunctionNotFound, NodeUnavailable, QuotaExceeded, Throttled
-from control_plane.jobs import AsyncCalls, AsyncSettings, Job, Outcome, StoreQueue, attempt_id
+from control_plane.core import FunctionNotFound, NodeUnavailable, QueueUnavailable, QuotaExceeded, Throttled
+from control_plane.jobs import AsyncCalls, AsyncSettings, Job, JobQueueError, Outcome, StoreQueue, attempt_id
 from control_plane.store import Store
 
 OK = Outcome(200, b'{"ok": true}')
@@ -254,3 +254,34 @@ def test_a_job_delivered_after_its_call_ended_is_a_counted_duplicate(tmp_path: P
 
 async def _depth_zero(queue: StoreQueue) -> bool:
     return await queue.depth("invoke") == 0
+
+
+def test_calls_accepted_at_once_are_put_together_each_once(tmp_path: Path) -> None:
+    """50 callers at once: their jobs go in a few puts (not 50), every call is recorded and queued
+    once; the same key among them is one call; a queue that refuses fails each of its batch."""
+    calls, store, queue = _calls(tmp_path, Script())
+    puts: list[int] = []
+    put = queue.put
+
+    async def counting(jobs: Any) -> list[bool]:
+        puts.append(len(jobs))
+        return await put(jobs)
+
+    queue.put = counting  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        rids = await asyncio.gather(*(calls.enqueue("f", "default", b"{}") for _ in range(50)),
+                                    *(calls.enqueue("f", "default", b"{}", key="same") for _ in range(3)))
+        assert len(set(rids)) == 51 and rids[-3:] == ["same"] * 3
+        assert sum(puts) == 53 and len(puts) < 10, puts
+        assert await queue.depth("invoke") == 51
+        assert {c.request_id for c in store.async_calls(function="f", limit=1000)} == set(rids)
+
+        async def refused(jobs: Any) -> list[bool]:
+            raise JobQueueError("the database is away")
+
+        queue.put = refused  # type: ignore[method-assign]
+        results = await asyncio.gather(*(calls.enqueue("f", "default", b"{}") for _ in range(5)),
+                                       return_exceptions=True)
+        assert all(isinstance(r, QueueUnavailable) for r in results), results
+    asyncio.run(scenario())
