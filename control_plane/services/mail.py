@@ -109,7 +109,8 @@ class Mailer:
                                for e in exc.errors()[:5])
             raise InvalidMail(f"not a message: {faults}") from None
 
-    def build(self, msg: MailMessage, *, tenant: str, function: str, request_id: str) -> EmailMessage:
+    def build(self, msg: MailMessage, *, tenant: str, function: str,
+              request_id: str) -> tuple[EmailMessage, list[str]]:
         """The message as it goes out (InvalidMail for a bad address or header)."""
         to, cc, bcc = _addresses(msg.to, "to"), _addresses(msg.cc, "cc"), _addresses(msg.bcc, "bcc")
         if not to:
@@ -137,7 +138,7 @@ class Mailer:
         out.set_content(msg.body)
         if msg.html is not None:
             out.add_alternative(msg.html, subtype="html")
-        return out
+        return out, to + cc + bcc  # Bcc is only in the envelope, never in a header
 
     async def send(self, body: bytes, *, tenant: str, function: str, request_id: str = "") -> dict[str, Any]:
         """Check, admit and send one message; `{"message_id", "recipients"}` once the relay took it."""
@@ -145,9 +146,7 @@ class Mailer:
             raise MailNotConfigured("this cluster sends no mail: its administrator has not set mail_relay "
                                     "(an SMTP relay, smtp://host:port)")
         msg = self.parse(body)
-        out = self.build(msg, tenant=tenant, function=function, request_id=request_id)
-        # Bcc is only in the envelope, never in a header.
-        recipients = _addresses(msg.to, "to") + _addresses(msg.cc, "cc") + _addresses(msg.bcc, "bcc")
+        out, recipients = self.build(msg, tenant=tenant, function=function, request_id=request_id)
         self.governor.admit_mail(tenant, self.per_min)  # only a message that could go counts
         await self._deliver(out, recipients)
         self.sent += 1
