@@ -152,6 +152,7 @@ class NodeAgent:
         self.gate_binary = gate_binary  # a static busybox: holds an image's process until it may run
         self._policy: tuple[float, tuple[str, ...], EgressPolicy] | None = None
         self._own_subnets: tuple[str, ...] | None = None  # the egress network's, once it is made
+        self._network_lock = asyncio.Lock()  # the instances starting at once make it once
         self._image_locks: dict[str, asyncio.Lock] = {}
         # Images known to be in the engine (a zip cold start asks no engine call for its runtime's);
         # one removed behind the agent's back fails its start, which says so, and is looked up again.
@@ -298,8 +299,9 @@ class NodeAgent:
         now = time.monotonic()
         if self._policy is not None and self._policy[1] == planes and now - self._policy[0] < 30:
             return self._policy[2]
-        if self._own_subnets is None:
-            self._own_subnets = await asyncio.to_thread(self.runtime.prepare_network, self.egress_network)
+        async with self._network_lock:
+            if self._own_subnets is None:
+                self._own_subnets = await asyncio.to_thread(self.runtime.prepare_network, self.egress_network)
         own = self._own_subnets
         policy = await asyncio.to_thread(policy_for, control_planes=planes, agent_port=self.agent_port,
                                          extra=self.egress_deny, own_subnets=own)

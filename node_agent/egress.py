@@ -19,6 +19,7 @@ function ever runs before them.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -132,28 +133,58 @@ def apply(pid: int, policy: EgressPolicy) -> None:
                               f"{proc.stderr.strip()[:500]}")
 
 
-def ensure_network(client: Any, name: str) -> list[str]:
-    """The node's egress bridge `name`, made if missing: containers on it cannot reach each other
-    (inter-container traffic off, and its subnets, returned, are in every policy) and publish
-    nothing. A network the operator made is used as is (and [] returned: its subnet may hold the
-    operator's own services)."""
+def ensure_network(client: Any, name: str) -> tuple[str, list[str]]:
+    """The node's egress bridge `name`, made if missing: its id, and the subnets functions may not
+    reach. Containers on it cannot reach each other (inter-container traffic off, and its subnets
+    are in every policy) and it publishes nothing. A network the operator made is used as is (and
+    no subnets returned: its subnet may hold the operator's own services).
+
+    The engine lets several networks share a name (its duplicate check is best effort), and then
+    refuses the name as ambiguous: agents that made it at once would all fail from then on. So the
+    network used is the oldest of that name (every agent on the engine picks the same one), found
+    by id, and the other egress networks of that name that nothing uses are removed."""
     import docker.errors
 
     try:
-        network = client.networks.get(name)
-    except docker.errors.NotFound:
-        try:
-            client.networks.create(name, driver="bridge", check_duplicate=True,
-                                   options={"com.docker.network.bridge.enable_icc": "false"},
-                                   labels={"io.cumulus.role": "egress"})
-            log.info("event=egress_network_created name=%s", name)
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:  # made meanwhile by another agent on this engine
-                raise EgressError(f"cannot create the egress network {name}: {exc}") from exc
-        network = client.networks.get(name)
+        found = _named(client, name)
+        if not found:
+            try:
+                client.networks.create(name, driver="bridge", check_duplicate=True,
+                                       options={"com.docker.network.bridge.enable_icc": "false"},
+                                       labels={"io.cumulus.role": "egress"})
+                log.info("event=egress_network_created name=%s", name)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # made meanwhile by another agent on this engine
+                    raise EgressError(f"cannot create the egress network {name}: {exc}") from exc
+            found = _named(client, name)
+        if not found:
+            raise EgressError(f"the egress network {name} was made and is gone")
+        network, *extra = sorted(found, key=lambda n: (str(n.attrs.get("Created", "")), n.id))
+        for other in extra:
+            if _ours(other) and not (other.attrs.get("Containers") or {}):
+                with contextlib.suppress(docker.errors.APIError):
+                    other.remove()
+                    log.info("event=egress_network_duplicate_removed name=%s id=%s", name, other.id)
     except docker.errors.DockerException as exc:
         raise EgressError(f"the egress network {name}: {exc}") from exc
-    if (network.attrs.get("Labels") or {}).get("io.cumulus.role") != "egress":
-        return []
+    if not _ours(network):
+        return str(network.id), []
     configs = (network.attrs.get("IPAM") or {}).get("Config") or []
-    return [str(c["Subnet"]) for c in configs if c.get("Subnet") and ":" not in str(c["Subnet"])]
+    return str(network.id), [str(c["Subnet"]) for c in configs
+                             if c.get("Subnet") and ":" not in str(c["Subnet"])]
+
+
+def _named(client: Any, name: str) -> list[Any]:
+    """The networks called exactly `name` (the engine's name filter matches parts of names)."""
+    import docker.errors
+
+    found = []
+    for listed in client.networks.list(names=[name]):
+        if listed.name == name:
+            with contextlib.suppress(docker.errors.NotFound):  # another agent removed a duplicate
+                found.append(client.networks.get(listed.id))
+    return found
+
+
+def _ours(network: Any) -> bool:
+    return (network.attrs.get("Labels") or {}).get("io.cumulus.role") == "egress"

@@ -201,6 +201,7 @@ class DockerRuntime:
         except Exception as exc:
             where = base_url or "DOCKER_HOST"
             raise ContainerRuntimeError(f"no Docker engine answers at {where}: {exc}") from exc
+        self._network_ids: dict[str, str] = {}  # egress network name -> the id containers join
 
     def run(self, spec: ContainerSpec) -> ContainerInfo:
         """Create and start a locked-down container; idempotent by instance id."""
@@ -240,7 +241,7 @@ class DockerRuntime:
             # The low-level API: create + start, two engine calls (containers.run adds an inspect).
             host_config = api.create_host_config(
                 binds=binds,
-                network_mode=spec.network or "none",
+                network_mode=self._network_ids.get(spec.network, spec.network) or "none",
                 read_only=True,
                 tmpfs=tmpfs,
                 init=True,  # a reaper as pid 1: zombies never eat the pids limit
@@ -401,9 +402,11 @@ class DockerRuntime:
     def prepare_network(self, name: str) -> tuple[str, ...]:
         """The node's egress bridge, made on first use."""
         try:
-            return tuple(eg.ensure_network(self.client, name))
+            network_id, subnets = eg.ensure_network(self.client, name)
         except eg.EgressError as exc:
             raise ContainerRuntimeError(str(exc)) from exc
+        self._network_ids[name] = network_id  # by id: the engine may hold several of that name
+        return tuple(subnets)
 
     def memory_usage(self, instance_id: str) -> int | None:
         """Memory usage from the engine's one-shot stats (cache excluded)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import subprocess
 import time
@@ -142,7 +143,7 @@ def test_an_egress_container_runs_only_once_its_rules_are_in(tmp_path: Path, doc
     try:
         info = rt.run(spec)
         attrs = rt.client.api.inspect_container(spec.name)
-        assert attrs["HostConfig"]["NetworkMode"] == network
+        assert attrs["HostConfig"]["NetworkMode"] == rt.client.networks.get(network).id  # joined by id
         assert attrs["Config"]["Env"].count(f"CUMULUS_GATE={wire.SOCKET_DIR}/{wire.GATE_NAME}") == 1
         rules = subprocess.run(["nsenter", f"--net=/proc/{info.pid}/ns/net", "iptables", "-S",
                                 "CUMULUS-EGRESS"], capture_output=True, text=True, check=True).stdout
@@ -214,6 +215,37 @@ def test_the_shim_runs_no_code_before_its_gate(tmp_path: Path, docker_engine: No
     finally:
         for instance_id in made:
             rt.remove(instance_id)
+
+
+def test_egress_networks_made_at_once_end_as_one(tmp_path: Path, docker_engine: None) -> None:
+    """The engine's duplicate check is best effort: agents (or one agent's starts) making the
+    network at once can leave several of one name, which the engine then refuses as ambiguous.
+    Every runtime settles on the oldest, joins it by id, and removes the unused others."""
+    rt, other = DockerRuntime(DOCKER_HOST), DockerRuntime(DOCKER_HOST)
+    network = f"cumulus-ct-{uuid.uuid4().hex[:6]}"
+    labels = {"io.cumulus.role": "egress"}
+    made_nets = [rt.client.networks.create(network, driver="bridge", labels=labels) for _ in range(3)]
+    made: list[str] = []
+    try:
+        assert len(rt.client.networks.list(names=[network])) == 3
+        oldest = sorted(made_nets, key=lambda n: (n.attrs["Created"], n.id))[0] if all(
+            "Created" in n.attrs for n in made_nets) else None
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda r: r.prepare_network(network), [rt, other, rt, other]))
+        left = [n for n in rt.client.networks.list(names=[network]) if n.name == network]
+        assert len(left) == 1
+        if oldest is not None:
+            assert left[0].id == oldest.id
+        spec = dataclasses.replace(_spec(tmp_path, "node-d", made), network=network,
+                                   egress=EgressPolicy(deny=("169.254.0.0/16",)))
+        rt.run(spec)
+        assert rt.client.api.inspect_container(spec.name)["HostConfig"]["NetworkMode"] == left[0].id
+    finally:
+        for instance_id in made:
+            rt.remove(instance_id)
+        for n in rt.client.networks.list(names=[network]):
+            if n.name == network:
+                n.remove()
 
 
 def test_a_policy_that_cannot_be_applied_leaves_no_container(tmp_path: Path, docker_engine: None) -> None:
