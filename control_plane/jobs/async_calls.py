@@ -88,6 +88,7 @@ class AsyncCallStore(Protocol):
     def record_async_call(self, row: dict[str, Any]) -> bool: ...
     def record_async_calls(self, rows: Sequence[dict[str, Any]]) -> int: ...
     def async_call(self, request_id: str) -> Any: ...
+    def begin_attempt(self, row: dict[str, Any], *, now: float) -> tuple[str, int]: ...
     def move_async_call(self, request_id: str, *, was: tuple[str, int], to: dict[str, Any]) -> bool: ...
     def count_duplicate(self, request_id: str) -> None: ...
     def dead_letter(self, request_id: str, *, attempts: int, from_state: str, letter: dict[str, Any],
@@ -194,28 +195,21 @@ class AsyncCalls:
         body = lease.body
         rid, function = str(body["request_id"]), str(body["function"])
         now = self.wall()
-        call = await self._db(self.store.async_call, rid)
-        if call is None:  # its enqueue died between the job and the record
-            await self._db(self.store.record_async_call, _row(body, now))
-            call = await self._db(self.store.async_call, rid)
-        if call.state in ("succeeded", "failed", "dead_lettered"):
-            await self._db(self.store.count_duplicate, rid)  # a delivery after the end: nothing to do
-            await self.queue.done(lease)
-            return "duplicate"
         settings = await self._db(self.settings_of, function)
         if settings is None:
             gone = {"type": "FunctionNotFound", "message": f"no function named {function!r}"}
-            return await self._dead(lease, call, "function_gone", gone)
+            return await self._dead_unless_ended(lease, "function_gone", gone)
         if now - float(body["enqueued_at"]) > settings.max_event_age_s:
-            return await self._dead(lease, call, "event_too_old",
-                                    {"type": "EventTooOld", "message": f"the event waited more than "
-                                     f"{settings.max_event_age_s:g}s"})
-        rerun = call.state == "running"  # its last worker died (or its job came twice): same attempt
-        attempt = call.attempts if rerun else call.attempts + 1
-        if rerun:
-            await self._db(self.store.count_duplicate, rid)
-        running = {"state": "running", "attempts": attempt, "updated_at": now, "next_attempt_at": None}
-        if not await self._move(rid, (call.state, call.attempts), running):
+            return await self._dead_unless_ended(lease, "event_too_old",
+                                                 {"type": "EventTooOld", "message": f"the event waited more "
+                                                  f"than {settings.max_event_age_s:g}s"})
+        # One transaction: recorded if its enqueue died first; a duplicate if it ended; the next
+        # attempt (or, if its last worker died, the same one again) moved to running.
+        kind, attempt = await self._db(self.store.begin_attempt, _row(body, now), now=now)
+        if kind == "ended":  # a delivery after the end: nothing to do
+            await self.queue.done(lease)
+            return "duplicate"
+        if kind == "raced":
             await self.queue.retry(lease, 0.5)  # another worker moved it: look again
             return "raced"
         keeper = asyncio.create_task(keep_lease(self.queue, lease))
@@ -231,17 +225,16 @@ class AsyncCalls:
             return "delayed"
         except FunctionNotFound as exc:
             keeper.cancel()
-            call.state, call.attempts = "running", attempt
-            return await self._dead(lease, call, "function_gone", _error_of(exc))
+            return await self._dead(lease, rid, ("running", attempt), "function_gone", _error_of(exc))
         except CumulusError as exc:
             outcome = Outcome(exc.status, json.dumps(exc.body()).encode())
         finally:
             keeper.cancel()
-        return await self._settle(lease, call, settings, attempt, outcome)
+        return await self._settle(lease, settings, attempt, outcome)
 
-    async def _settle(self, lease: Lease, call: Any, settings: AsyncSettings, attempt: int,
-                      outcome: Outcome) -> str:
-        rid, body, now = call.request_id, lease.body, self.wall()
+    async def _settle(self, lease: Lease, settings: AsyncSettings, attempt: int, outcome: Outcome) -> str:
+        body, now = lease.body, self.wall()
+        rid = str(body["request_id"])
         if outcome.status < 400:
             if await self._move(rid, ("running", attempt), {"state": "succeeded", "updated_at": now,
                                                             "error": None}):
@@ -258,20 +251,33 @@ class AsyncCalls:
                 await self.queue.done(lease)
             return "retrying"
         if settings.on_failure == "dlq":
-            call.state, call.attempts = "running", attempt
-            return await self._dead(lease, call, "retries_exhausted", error)
+            return await self._dead(lease, rid, ("running", attempt), "retries_exhausted", error)
         if await self._move(rid, ("running", attempt), {"state": "failed", "updated_at": now,
                                                         "error": error}):
             await self._destination(settings.on_failure, body, settings, attempt, "RetriesExhausted", outcome)
         await self.queue.done(lease)
         return "failed"
 
-    async def _dead(self, lease: Lease, call: Any, reason: str, error: dict[str, Any]) -> str:
+    async def _dead_unless_ended(self, lease: Lease, reason: str, error: dict[str, Any]) -> str:
+        """Dead-letter the call before an attempt (its function gone, its event too old), unless it
+        has ended (then the delivery is a duplicate)."""
+        body = lease.body
+        rid = str(body["request_id"])
+        await self._db(self.store.record_async_call, _row(body, self.wall()))  # if its enqueue died first
+        call = await self._db(self.store.async_call, rid)
+        if call.state in ("succeeded", "failed", "dead_lettered"):
+            await self._db(self.store.count_duplicate, rid)
+            await self.queue.done(lease)
+            return "duplicate"
+        return await self._dead(lease, rid, (call.state, call.attempts), reason, error)
+
+    async def _dead(self, lease: Lease, rid: str, was: tuple[str, int], reason: str,
+                    error: dict[str, Any]) -> str:
         body = lease.body
         letter = {"tenant": body["tenant"], "function": body["function"], "event": body["event"].encode(),
                   "reason": reason, "error": error}
-        await self._db(self.store.dead_letter, call.request_id, attempts=call.attempts, from_state=call.state,
-                       letter=letter, now=self.wall())
+        await self._db(self.store.dead_letter, rid, attempts=was[1], from_state=was[0], letter=letter,
+                       now=self.wall())
         await self.queue.done(lease)
         return "dead_lettered"
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Table, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row
 from sqlmodel import col, select
 
 from control_plane.store.tables import AsyncInvocation, DeadLetter
@@ -15,48 +16,85 @@ from control_plane.store.unit import Repository
 
 TERMINAL = ("succeeded", "failed", "dead_lettered")
 
+# The async path's statements, built once (SQL Core with bound parameters `b_*`, `v_*`): see
+# `control_plane.store.jobs`.
+_A: Table = AsyncInvocation.__table__  # type: ignore[attr-defined]
+_RECORD = {name: (postgresql.insert if name == "postgresql" else sqlite.insert)(_A).on_conflict_do_nothing()
+           .returning(_A.c.request_id) for name in ("postgresql", "sqlite")}
+_GET = _A.select().where(_A.c.request_id == bindparam("b_rid"))
+_MOVES: dict[tuple[str, ...], Any] = {}
+
+
+def _move(fields: tuple[str, ...]) -> Any:
+    """UPDATE of `fields` (from `v_<field>`) of the call `b_rid` still in (`b_state`, `b_attempts`)."""
+    stmt = _MOVES.get(fields)
+    if stmt is None:
+        stmt = _MOVES[fields] = (
+            _A.update().where(_A.c.request_id == bindparam("b_rid"), _A.c.state == bindparam("b_state"),
+                              _A.c.attempts == bindparam("b_attempts"))
+            .values({f: bindparam(f"v_{f}", type_=_A.c[f].type) for f in fields}))
+    return stmt
+
+
+_DUPLICATE = _A.update().where(_A.c.request_id == bindparam("b_rid")).values(duplicates=_A.c.duplicates + 1)
+_RUN = (_A.update().where(_A.c.request_id == bindparam("b_rid"), _A.c.state == bindparam("b_state"),
+                          _A.c.attempts == bindparam("b_attempts"))
+        .values(state="running", attempts=bindparam("v_attempts"), updated_at=bindparam("v_now"),
+                next_attempt_at=None, duplicates=_A.c.duplicates + bindparam("v_again")))
+
 
 class AsyncCallRepository(Repository):
     """Async calls and dead letters."""
 
     def record_async_call(self, row: dict[str, Any]) -> bool:
         """Insert the call (`AsyncInvocation` fields) unless it is known; True if new."""
-        with self.session() as s:
-            insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
-            table = AsyncInvocation.__table__  # type: ignore[attr-defined]
-            stmt = insert(table).values(**row).on_conflict_do_nothing().returning(table.c.request_id)
-            return bool(s.execute(stmt).all())
+        return self.record_async_calls([row]) == 1
 
     def record_async_calls(self, rows: Sequence[dict[str, Any]]) -> int:
         """Insert the calls unless known, in one statement; how many were new."""
         if not rows:
             return 0
-        with self.session() as s:
-            insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
-            table = AsyncInvocation.__table__  # type: ignore[attr-defined]
-            stmt = insert(table).on_conflict_do_nothing().returning(table.c.request_id)
-            return len(s.execute(stmt, list(rows)).all())
+        with self.connection() as c:
+            return len(c.execute(_RECORD[self.engine.dialect.name], list(rows)).all())
 
-    def async_call(self, request_id: str) -> AsyncInvocation | None:
-        with self.session() as s:
-            return s.get(AsyncInvocation, request_id)
+    def async_call(self, request_id: str) -> Row[Any] | None:
+        """The call (a row with `AsyncInvocation`'s fields), or None."""
+        with self.connection() as c:
+            return c.execute(_GET, {"b_rid": request_id}).first()
+
+    def begin_attempt(self, row: dict[str, Any], *, now: float) -> tuple[str, int]:
+        """A delivery of the call's job starts, in one transaction. The call is recorded first if
+        its enqueue died before it was (`row`); then, if it has ended, the delivery is a duplicate
+        (counted): ("ended", attempts). If it is running (its last worker died, or its job came
+        twice) the same attempt runs again and is counted as a duplicate; otherwise the next
+        attempt starts: ("run", attempt), the call `running`. ("raced", attempts) if another
+        worker moved it meanwhile (compare-and-set on state and attempts)."""
+        with self.connection() as c:
+            c.execute(_RECORD[self.engine.dialect.name], [row])  # a write first: SQLite's lock is ours
+            call = c.execute(_GET, {"b_rid": row["request_id"]}).one()
+            if call.state in TERMINAL:
+                c.execute(_DUPLICATE, {"b_rid": call.request_id})
+                return "ended", int(call.attempts)
+            again = call.state == "running"
+            attempt = call.attempts if again else call.attempts + 1
+            moved = c.execute(_RUN, {"b_rid": call.request_id, "b_state": call.state,
+                                     "b_attempts": call.attempts, "v_attempts": attempt, "v_now": now,
+                                     "v_again": int(again)}).rowcount
+            return ("run" if moved else "raced"), int(attempt)
 
     def move_async_call(self, request_id: str, *, was: tuple[str, int], to: dict[str, Any]) -> bool:
         """Set the call's fields `to` if it is still in state `was` (state, attempts); False if it
         moved on meanwhile (another worker got there first)."""
-        with self.session() as s:
-            result = s.execute(update(AsyncInvocation)
-                               .where(col(AsyncInvocation.request_id) == request_id,
-                                      col(AsyncInvocation.state) == was[0],
-                                      col(AsyncInvocation.attempts) == was[1])
-                               .values(**to))
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+        fields = tuple(sorted(to))
+        with self.connection() as c:
+            result = c.execute(_move(fields), {"b_rid": request_id, "b_state": was[0], "b_attempts": was[1],
+                                               **{f"v_{f}": to[f] for f in fields}})
+            return bool(result.rowcount)
 
     def count_duplicate(self, request_id: str) -> None:
         """One more delivery of an attempt that had already run (or may have)."""
-        with self.session() as s:
-            s.execute(update(AsyncInvocation).where(col(AsyncInvocation.request_id) == request_id)
-                      .values(duplicates=col(AsyncInvocation.duplicates) + 1))
+        with self.connection() as c:
+            c.execute(_DUPLICATE, {"b_rid": request_id})
 
     def async_calls(self, *, function: str | None = None, tenant: str | None = None,
                     states: Sequence[str] = (), limit: int = 100) -> list[AsyncInvocation]:

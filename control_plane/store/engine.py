@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,8 +94,11 @@ def create_db_engine(url: str) -> Engine:
     is_sqlite = url.startswith("sqlite")
     # A file's connections do not go stale: no ping per checkout on SQLite (it cost a tenth of the
     # async path's time), but on a server's.
+    # A SQLite connection is a file handle: the pool keeps one per thread that may want one (the
+    # control plane's executor has 32), as past its size every unit of work opened a connection and
+    # set its pragmas again.
     engine = create_engine(url, connect_args={"check_same_thread": False} if is_sqlite else {},
-                           pool_pre_ping=not is_sqlite)
+                           pool_pre_ping=not is_sqlite, **({"pool_size": 32} if is_sqlite else {}))
     if is_sqlite:
         _private_sqlite_file(engine)
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -119,3 +122,9 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    def connection(self) -> AbstractContextManager[Connection]:
+        """A unit of work of SQL statements (Core), for the hot paths where an ORM session is most
+        of the cost (the async path's statements: 50 us each on SQLite, 430 us through a session):
+        commits at the block's end, or rolls back on error."""
+        return self.engine.begin()

@@ -12,12 +12,50 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, update
+from sqlalchemy import Integer, Table, and_, bindparam, delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import col, func, select
+from sqlalchemy.engine import Row
+from sqlmodel import col, func
+from sqlmodel import select as sm_select
 
 from control_plane.store.tables import QueuedJob
 from control_plane.store.unit import Repository
+
+# The statements are built once (SQL Core, bound parameters `b_*`): building and running one
+# through an ORM session costs eight times as much on SQLite, and these run several times a call.
+_T: Table = QueuedJob.__table__  # type: ignore[attr-defined]
+_READY = (select(_T.c.id)
+          .where(_T.c.queue == bindparam("b_queue"), _T.c.done_at.is_(None),
+                 _T.c.available_at <= bindparam("b_now"),
+                 or_(_T.c.lease_until.is_(None), _T.c.lease_until < bindparam("b_now")))
+          .order_by(_T.c.available_at).limit(bindparam("b_limit", type_=Integer))
+          .with_for_update(skip_locked=True))
+_TAKE = (_T.update().where(_T.c.id.in_(_READY.scalar_subquery()))
+         .values(lease_token=bindparam("b_token"), lease_until=bindparam("b_until"),
+                 deliveries=_T.c.deliveries + 1)
+         .returning(*_T.c))
+_FORGET = delete(_T).where(_T.c.queue == bindparam("b_queue"),
+                           _T.c.key.in_(bindparam("b_keys", expanding=True)),
+                           _T.c.done_at < bindparam("b_before"))
+
+
+def _fence(**values: Any) -> Any:
+    return (_T.update().where(and_(_T.c.id == bindparam("b_id"), _T.c.lease_token == bindparam("b_token"),
+                                   _T.c.done_at.is_(None)))
+            .values(**values))
+
+
+_EXTEND = _fence(lease_until=bindparam("b_until"))
+_FINISH = _fence(done_at=bindparam("b_now"), lease_token=None, lease_until=None)
+_RETRY = _fence(available_at=bindparam("b_at"), lease_token=None, lease_until=None)
+
+
+def _put_statement(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(_T).on_conflict_do_nothing().returning(_T.c.queue, _T.c.key)
+
+
+_PUT = {name: _put_statement(name) for name in ("postgresql", "sqlite")}
 
 
 class JobRepository(Repository):
@@ -28,20 +66,15 @@ class JobRepository(Repository):
         new one. A key done more than `dedupe_s` ago is forgotten first, and so is new again."""
         if not jobs:
             return []
-        with self.session() as s:
-            insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
-            table = QueuedJob.__table__  # type: ignore[attr-defined]
-            by_queue: dict[str, list[str]] = {}
-            for job in jobs:
-                by_queue.setdefault(job["queue"], []).append(job["key"])
+        by_queue: dict[str, list[str]] = {}
+        for job in jobs:
+            by_queue.setdefault(job["queue"], []).append(job["key"])
+        rows = [{"queue": j["queue"], "key": j["key"], "body": j["body"], "available_at": j["available_at"],
+                 "deliveries": 0, "created_at": now} for j in jobs]
+        with self.connection() as c:
             for queue, keys in by_queue.items():
-                s.execute(delete(QueuedJob).where(col(QueuedJob.queue) == queue,
-                                                  col(QueuedJob.key).in_(keys),
-                                                  col(QueuedJob.done_at) < now - dedupe_s))
-            stmt = insert(table).on_conflict_do_nothing().returning(table.c.queue, table.c.key)
-            rows = [{"queue": j["queue"], "key": j["key"], "body": j["body"],
-                     "available_at": j["available_at"], "deliveries": 0, "created_at": now} for j in jobs]
-            new = {(r.queue, r.key) for r in s.execute(stmt, rows).all()}
+                c.execute(_FORGET, {"b_queue": queue, "b_keys": keys, "b_before": now - dedupe_s})
+            new = {(r.queue, r.key) for r in c.execute(_PUT[self.engine.dialect.name], rows).all()}
         seen: set[tuple[str, str]] = set()
         out = []
         for job in jobs:  # the same key twice in one put: the second is a duplicate
@@ -50,50 +83,36 @@ class JobRepository(Repository):
             seen.add(ident)
         return out
 
-    def take_jobs(self, queue: str, limit: int, *, now: float, lease_s: float) -> list[QueuedJob]:
-        """Lease up to `limit` jobs of `queue` whose time has come and whose lease (if any) ended."""
+    def take_jobs(self, queue: str, limit: int, *, now: float, lease_s: float) -> list[Row[Any]]:
+        """Lease up to `limit` jobs of `queue` whose time has come and whose lease (if any) ended
+        (rows with `QueuedJob`'s fields)."""
         token = uuid.uuid4().hex
-        with self.session() as s:
-            ready = (select(QueuedJob.id)
-                     .where(col(QueuedJob.queue) == queue, col(QueuedJob.done_at).is_(None),
-                            col(QueuedJob.available_at) <= now,
-                            or_(col(QueuedJob.lease_until).is_(None), col(QueuedJob.lease_until) < now))
-                     .order_by(col(QueuedJob.available_at)).limit(limit)
-                     .with_for_update(skip_locked=True))
-            stmt = (update(QueuedJob).where(col(QueuedJob.id).in_(ready.scalar_subquery()))
-                    .values(lease_token=token, lease_until=now + lease_s,
-                            deliveries=col(QueuedJob.deliveries) + 1)
-                    .returning(QueuedJob))
-            taken = [row[0] for row in s.execute(stmt).all()]
-            for job in taken:
-                s.expunge(job)
+        with self.connection() as c:
+            taken = list(c.execute(_TAKE, {"b_queue": queue, "b_now": now, "b_limit": limit, "b_token": token,
+                                           "b_until": now + lease_s}).all())
         taken.sort(key=lambda j: j.available_at)
         return taken
 
-    def _fenced(self, job_id: int, token: str, **values: Any) -> bool:
-        with self.session() as s:
-            result = s.execute(update(QueuedJob)
-                               .where(and_(col(QueuedJob.id) == job_id, col(QueuedJob.lease_token) == token,
-                                           col(QueuedJob.done_at).is_(None)))
-                               .values(**values))
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+    def _fenced(self, stmt: Any, job_id: int, token: str, **params: Any) -> bool:
+        with self.connection() as c:
+            return bool(c.execute(stmt, {"b_id": job_id, "b_token": token, **params}).rowcount)
 
     def extend_job(self, job_id: int, token: str, *, until: float) -> bool:
         """The lease lasts until `until`; False if the job went to another (or is done)."""
-        return self._fenced(job_id, token, lease_until=until)
+        return self._fenced(_EXTEND, job_id, token, b_until=until)
 
     def finish_job(self, job_id: int, token: str, *, now: float) -> bool:
         """The job is done (kept as a tombstone for dedupe); False if it went to another."""
-        return self._fenced(job_id, token, done_at=now, lease_token=None, lease_until=None)
+        return self._fenced(_FINISH, job_id, token, b_now=now)
 
     def retry_job(self, job_id: int, token: str, *, available_at: float) -> bool:
         """Back in the queue from `available_at`; False if it went to another."""
-        return self._fenced(job_id, token, available_at=available_at, lease_token=None, lease_until=None)
+        return self._fenced(_RETRY, job_id, token, b_at=available_at)
 
     def job_depth(self, queue: str) -> int:
         """Jobs of `queue` not done."""
         with self.session() as s:
-            return int(s.exec(select(func.count()).select_from(QueuedJob)
+            return int(s.exec(sm_select(func.count()).select_from(QueuedJob)
                               .where(col(QueuedJob.queue) == queue, col(QueuedJob.done_at).is_(None))).one())
 
     def purge_done_jobs(self, *, before: float) -> int:

@@ -1,4 +1,4 @@
-"""Async calls (`control_plane.jobs.async_calls`) on the store's queue (SQLite), with the function
+"""Async calls (`control_plane.jobs.async_calls`) on the store's queue (SQLite and PostgreSQL), with the function
 played by a script: retries and their back-off, the dead-letter queue and its redrive, throttling
 and platform faults that are not attempts, the event age limit, a deleted function, destinations,
 idempotent keys, and a worker that dies mid-call (the attempt runs again under the same id,
@@ -43,9 +43,17 @@ class Script:
         return answer
 
 
-def _calls(tmp_path: Path, script: Script, settings: dict[str, AsyncSettings | None] | None = None,
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store's database: SQLite, and PostgreSQL (where several control planes race)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db.sqlite'}"
+    return str(request.getfixturevalue("postgres_db"))
+
+
+def _calls(db: str, script: Script, settings: dict[str, AsyncSettings | None] | None = None,
            *, lease_s: float = 1.0, base: float = 0.05) -> tuple[AsyncCalls, Store, StoreQueue]:
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store = Store(db)
     queue = StoreQueue(store, lease_s=lease_s, poll_max_s=0.05)
     known = settings if settings is not None else {}
     calls = AsyncCalls(store, queue, script, lambda key: known.get(key, AsyncSettings(tenant="default")),
@@ -73,9 +81,9 @@ def _state(store: Store, rid: str) -> Callable[[], Awaitable[bool]]:
     return check
 
 
-def test_a_call_that_succeeds_runs_once_under_its_request_id(tmp_path: Path) -> None:
+def test_a_call_that_succeeds_runs_once_under_its_request_id(db: str) -> None:
     script = Script()
-    calls, store, queue = _calls(tmp_path, script)
+    calls, store, queue = _calls(db, script)
 
     async def scenario() -> None:
         rid = await calls.enqueue("fn", "default", b'{"n": 1}')
@@ -88,9 +96,9 @@ def test_a_call_that_succeeds_runs_once_under_its_request_id(tmp_path: Path) -> 
     asyncio.run(scenario())
 
 
-def test_failed_attempts_are_retried_with_back_off_under_their_own_ids(tmp_path: Path) -> None:
+def test_failed_attempts_are_retried_with_back_off_under_their_own_ids(db: str) -> None:
     script = Script([BOOM, BOOM, OK])
-    calls, store, _ = _calls(tmp_path, script, base=0.3)
+    calls, store, _ = _calls(db, script, base=0.3)
 
     async def scenario() -> None:
         rid = await calls.enqueue("fn", "default", b"{}")
@@ -104,10 +112,10 @@ def test_failed_attempts_are_retried_with_back_off_under_their_own_ids(tmp_path:
     asyncio.run(scenario())
 
 
-def test_a_call_out_of_retries_is_dead_lettered_with_its_event_and_redriven(tmp_path: Path) -> None:
+def test_a_call_out_of_retries_is_dead_lettered_with_its_event_and_redriven(db: str) -> None:
     script = Script()
     script.default = BOOM
-    calls, store, _ = _calls(tmp_path, script, {"fn": AsyncSettings(tenant="default", max_retries=1)})
+    calls, store, _ = _calls(db, script, {"fn": AsyncSettings(tenant="default", max_retries=1)})
 
     async def scenario() -> None:
         rid = await calls.enqueue("fn", "default", b'{"keep": "me"}')
@@ -129,9 +137,9 @@ def test_a_call_out_of_retries_is_dead_lettered_with_its_event_and_redriven(tmp_
 
 @pytest.mark.parametrize("fault", [Throttled("at max_instances"), QuotaExceeded("rps", quota="rps"),
                                    NodeUnavailable("node lost")])
-def test_throttling_and_platform_faults_delay_and_are_no_attempt(tmp_path: Path, fault: Exception) -> None:
+def test_throttling_and_platform_faults_delay_and_are_no_attempt(db: str, fault: Exception) -> None:
     script = Script([fault, fault, fault, OK])
-    calls, store, _ = _calls(tmp_path, script, {"fn": AsyncSettings(tenant="default", max_retries=0)})
+    calls, store, _ = _calls(db, script, {"fn": AsyncSettings(tenant="default", max_retries=0)})
 
     async def scenario() -> None:
         rid = await calls.enqueue("fn", "default", b"{}")
@@ -142,9 +150,9 @@ def test_throttling_and_platform_faults_delay_and_are_no_attempt(tmp_path: Path,
     asyncio.run(scenario())
 
 
-def test_an_event_older_than_its_max_age_is_dead_lettered_unrun(tmp_path: Path) -> None:
+def test_an_event_older_than_its_max_age_is_dead_lettered_unrun(db: str) -> None:
     script = Script()
-    calls, store, queue = _calls(tmp_path, script,
+    calls, store, queue = _calls(db, script,
                                  {"fn": AsyncSettings(tenant="default", max_event_age_s=60)})
 
     async def scenario() -> None:
@@ -156,9 +164,9 @@ def test_an_event_older_than_its_max_age_is_dead_lettered_unrun(tmp_path: Path) 
     asyncio.run(scenario())
 
 
-def test_a_deleted_function_dead_letters_its_calls(tmp_path: Path) -> None:
+def test_a_deleted_function_dead_letters_its_calls(db: str) -> None:
     script = Script([FunctionNotFound("gone")])
-    calls, store, _ = _calls(tmp_path, script, {"was": None})
+    calls, store, _ = _calls(db, script, {"was": None})
 
     async def scenario() -> None:
         before = await calls.enqueue("was", "default", b"{}")
@@ -168,12 +176,12 @@ def test_a_deleted_function_dead_letters_its_calls(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_destinations_get_lambdas_record(tmp_path: Path) -> None:
+def test_destinations_get_lambdas_record(db: str) -> None:
     script = Script(decide=lambda key, event: BOOM if key == "acme/fn" and b'"i": 2' in event else OK)
     settings = {"acme/fn": AsyncSettings(tenant="acme", max_retries=0, on_success="function:audit",
                                          on_failure="function:acme/oops"),
                 "acme/audit": AsyncSettings(tenant="acme"), "acme/oops": AsyncSettings(tenant="acme")}
-    calls, store, _ = _calls(tmp_path, script, settings)
+    calls, store, _ = _calls(db, script, settings)
 
     async def scenario() -> None:
         good = await calls.enqueue("acme/fn", "acme", b'{"i": 1}')
@@ -196,9 +204,9 @@ def test_destinations_get_lambdas_record(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_a_destination_in_another_tenant_is_refused(tmp_path: Path) -> None:
+def test_a_destination_in_another_tenant_is_refused(db: str) -> None:
     script = Script()
-    calls, store, _ = _calls(tmp_path, script, {"acme/fn": AsyncSettings(tenant="acme",
+    calls, store, _ = _calls(db, script, {"acme/fn": AsyncSettings(tenant="acme",
                                                                          on_success="function:globex/spy")})
 
     async def scenario() -> None:
@@ -209,9 +217,9 @@ def test_a_destination_in_another_tenant_is_refused(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_a_key_enqueued_twice_is_one_call(tmp_path: Path) -> None:
+def test_a_key_enqueued_twice_is_one_call(db: str) -> None:
     script = Script()
-    calls, store, queue = _calls(tmp_path, script)
+    calls, store, queue = _calls(db, script)
 
     async def scenario() -> None:
         a = await calls.enqueue("fn", "default", b"{}", key="schedule:nightly:1700000000")
@@ -220,9 +228,9 @@ def test_a_key_enqueued_twice_is_one_call(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_a_worker_that_dies_mid_call_leaves_the_attempt_to_another_which_counts_it(tmp_path: Path) -> None:
+def test_a_worker_that_dies_mid_call_leaves_the_attempt_to_another_which_counts_it(db: str) -> None:
     script = Script()
-    calls, store, queue = _calls(tmp_path, script, lease_s=0.5)
+    calls, store, queue = _calls(db, script, lease_s=0.5)
 
     async def scenario() -> None:
         rid = await calls.enqueue("fn", "default", b"{}")
@@ -237,9 +245,9 @@ def test_a_worker_that_dies_mid_call_leaves_the_attempt_to_another_which_counts_
     asyncio.run(scenario())
 
 
-def test_a_job_delivered_after_its_call_ended_is_a_counted_duplicate(tmp_path: Path) -> None:
+def test_a_job_delivered_after_its_call_ended_is_a_counted_duplicate(db: str) -> None:
     script = Script()
-    calls, store, queue = _calls(tmp_path, script)
+    calls, store, queue = _calls(db, script)
 
     async def scenario() -> None:
         rid = await calls.enqueue("fn", "default", b"{}")
@@ -256,10 +264,10 @@ async def _depth_zero(queue: StoreQueue) -> bool:
     return await queue.depth("invoke") == 0
 
 
-def test_calls_accepted_at_once_are_put_together_each_once(tmp_path: Path) -> None:
+def test_calls_accepted_at_once_are_put_together_each_once(db: str) -> None:
     """50 callers at once: their jobs go in a few puts (not 50), every call is recorded and queued
     once; the same key among them is one call; a queue that refuses fails each of its batch."""
-    calls, store, queue = _calls(tmp_path, Script())
+    calls, store, queue = _calls(db, Script())
     puts: list[int] = []
     put = queue.put
 
