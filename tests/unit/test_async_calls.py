@@ -1,8 +1,9 @@
-"""Async calls (`control_plane.jobs.async_calls`) on the store's queue (SQLite and PostgreSQL), with the function
-played by a script: retries and their back-off, the dead-letter queue and its redrive, throttling
-and platform faults that are not attempts, the event age limit, a deleted function, destinations,
-idempotent keys, and a worker that dies mid-call (the attempt runs again under the same id,
-counted as a duplicate). The real thing, through Docker, is tests/integration/test_async.py."""
+"""Async calls (`control_plane.jobs.async_calls`) on the store's queue (SQLite and PostgreSQL), with
+the function played by a script: retries and their back-off, the dead-letter queue and its
+redrive, throttling and platform faults that are not attempts, the event age limit, a deleted
+function, destinations, idempotent keys, and a worker that dies mid-call (the attempt runs again
+under the same id, counted as a duplicate). The real thing, through Docker, is
+tests/integration/test_async.py."""
 
 from __future__ import annotations
 
