@@ -7,40 +7,36 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Table, bindparam, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlmodel import col, select
 
 from control_plane.store.tables import AsyncInvocation, DeadLetter
-from control_plane.store.unit import Repository
+from control_plane.store.unit import Repository, insert_new
 
 TERMINAL = ("succeeded", "failed", "dead_lettered")
 
 # The async path's statements, built once (SQL Core with bound parameters `b_*`, `v_*`): see
 # `control_plane.store.jobs`.
 _A: Table = AsyncInvocation.__table__  # type: ignore[attr-defined]
-_RECORD = {name: (postgresql.insert if name == "postgresql" else sqlite.insert)(_A).on_conflict_do_nothing()
-           .returning(_A.c.request_id) for name in ("postgresql", "sqlite")}
+_RECORD = insert_new(_A, _A.c.request_id)
 _GET = _A.select().where(_A.c.request_id == bindparam("b_rid"))
+# The compare-and-set: an UPDATE of the call `b_rid` only while it is in (`b_state`, `b_attempts`).
+_CAS = _A.update().where(_A.c.request_id == bindparam("b_rid"), _A.c.state == bindparam("b_state"),
+                         _A.c.attempts == bindparam("b_attempts"))
 _MOVES: dict[tuple[str, ...], Any] = {}
 
 
 def _move(fields: tuple[str, ...]) -> Any:
-    """UPDATE of `fields` (from `v_<field>`) of the call `b_rid` still in (`b_state`, `b_attempts`)."""
+    """The compare-and-set of `fields` (from `v_<field>`), built once per set of fields."""
     stmt = _MOVES.get(fields)
     if stmt is None:
-        stmt = _MOVES[fields] = (
-            _A.update().where(_A.c.request_id == bindparam("b_rid"), _A.c.state == bindparam("b_state"),
-                              _A.c.attempts == bindparam("b_attempts"))
-            .values({f: bindparam(f"v_{f}", type_=_A.c[f].type) for f in fields}))
+        stmt = _MOVES[fields] = _CAS.values({f: bindparam(f"v_{f}", type_=_A.c[f].type) for f in fields})
     return stmt
 
 
 _DUPLICATE = _A.update().where(_A.c.request_id == bindparam("b_rid")).values(duplicates=_A.c.duplicates + 1)
-_RUN = (_A.update().where(_A.c.request_id == bindparam("b_rid"), _A.c.state == bindparam("b_state"),
-                          _A.c.attempts == bindparam("b_attempts"))
-        .values(state="running", attempts=bindparam("v_attempts"), updated_at=bindparam("v_now"),
-                next_attempt_at=None, duplicates=_A.c.duplicates + bindparam("v_again")))
+_RUN = _CAS.values(state="running", attempts=bindparam("v_attempts"), updated_at=bindparam("v_now"),
+                   next_attempt_at=None, duplicates=_A.c.duplicates + bindparam("v_again"))
 
 
 class AsyncCallRepository(Repository):

@@ -12,14 +12,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Integer, Table, and_, bindparam, delete, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Integer, Table, and_, bindparam, delete, func, or_, select
 from sqlalchemy.engine import Row
-from sqlmodel import col, func
-from sqlmodel import select as sm_select
+from sqlmodel import col
 
 from control_plane.store.tables import QueuedJob
-from control_plane.store.unit import Repository
+from control_plane.store.unit import Repository, insert_new
 
 # The statements are built once (SQL Core, bound parameters `b_*`): building and running one
 # through an ORM session costs eight times as much on SQLite, and these run several times a call.
@@ -48,14 +46,9 @@ def _fence(**values: Any) -> Any:
 _EXTEND = _fence(lease_until=bindparam("b_until"))
 _FINISH = _fence(done_at=bindparam("b_now"), lease_token=None, lease_until=None)
 _RETRY = _fence(available_at=bindparam("b_at"), lease_token=None, lease_until=None)
-
-
-def _put_statement(dialect: str) -> Any:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(_T).on_conflict_do_nothing().returning(_T.c.queue, _T.c.key)
-
-
-_PUT = {name: _put_statement(name) for name in ("postgresql", "sqlite")}
+_PUT = insert_new(_T, _T.c.queue, _T.c.key)
+_DEPTH = (select(func.count()).select_from(_T)
+          .where(_T.c.queue == bindparam("b_queue"), _T.c.done_at.is_(None)))
 
 
 class JobRepository(Repository):
@@ -111,9 +104,8 @@ class JobRepository(Repository):
 
     def job_depth(self, queue: str) -> int:
         """Jobs of `queue` not done."""
-        with self.session() as s:
-            return int(s.exec(sm_select(func.count()).select_from(QueuedJob)
-                              .where(col(QueuedJob.queue) == queue, col(QueuedJob.done_at).is_(None))).one())
+        with self.connection() as c:
+            return int(c.execute(_DEPTH, {"b_queue": queue}).scalar_one())
 
     def purge_done_jobs(self, *, before: float) -> int:
         """Forget tombstones of jobs done before `before` (past the dedupe window)."""

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Any
 
+from sqlalchemy import ColumnElement, Table
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
@@ -16,3 +19,10 @@ class Repository:
     engine: Engine
     session: Callable[[], AbstractContextManager[Session]]
     connection: Callable[[], AbstractContextManager[Connection]]
+
+
+def insert_new(table: Table, *returning: ColumnElement[Any]) -> dict[str, Any]:
+    """By dialect name: an INSERT of `table`'s rows that skips those already there (by key),
+    returning `returning` of the rows it inserted. Built once, run on `Database.connection`."""
+    return {name: dialect.insert(table).on_conflict_do_nothing().returning(*returning)
+            for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}

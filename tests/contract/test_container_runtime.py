@@ -228,14 +228,11 @@ def test_egress_networks_made_at_once_end_as_one(tmp_path: Path, docker_engine: 
     made: list[str] = []
     try:
         assert len(rt.client.networks.list(names=[network])) == 3
-        oldest = sorted(made_nets, key=lambda n: (n.attrs["Created"], n.id))[0] if all(
-            "Created" in n.attrs for n in made_nets) else None
+        oldest = sorted(made_nets, key=lambda n: (n.attrs["Created"], n.id))[0]
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             list(pool.map(lambda r: r.prepare_network(network), [rt, other, rt, other]))
         left = [n for n in rt.client.networks.list(names=[network]) if n.name == network]
-        assert len(left) == 1
-        if oldest is not None:
-            assert left[0].id == oldest.id
+        assert [n.id for n in left] == [oldest.id]
         spec = dataclasses.replace(_spec(tmp_path, "node-d", made), network=network,
                                    egress=EgressPolicy(deny=("169.254.0.0/16",)))
         rt.run(spec)
